@@ -1,0 +1,42 @@
+//! `gemma`: run, inspect and measure Gemma models stored as GGUF files, on ggml.
+use anyhow::Result;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+mod system;
+
+/// Run, inspect and measure Gemma models stored as GGUF files (llama.cpp's format), on ggml's
+/// CPU, Vulkan and CUDA backends.
+#[derive(Parser)]
+#[command(name = "gemma", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what ggml detected on this machine: CPU features (AVX2, AVX512, NEON, dot-product…),
+    /// backends and devices, and the thread count that would be used.
+    System(system::Args),
+}
+
+fn main() {
+    let version = system::version_text();
+    let cmd = Cli::command()
+        .version(version.clone())
+        .long_version(version);
+    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::System(args) => system::run(args),
+    }
+}

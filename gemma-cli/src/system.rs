@@ -1,0 +1,65 @@
+//! `gemma system` and the text of `gemma --version`.
+use anyhow::Result;
+use gemma_gguf::ggml::{backend_features, default_threads, ggml_version, Device};
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+/// `gemma <version>`, ggml's version and commit, and the devices available.
+pub fn version_text() -> String {
+    let (ggml, commit) = ggml_version();
+    let devices: Vec<String> = Device::all()
+        .iter()
+        .map(|d| format!("{} ({})", d.name(), d.description()))
+        .collect();
+    format!(
+        "{}\nggml {ggml} ({commit}), vendored by llama-cpp-sys-2 0.1.161\ndevices: {}",
+        env!("CARGO_PKG_VERSION"),
+        devices.join(", ")
+    )
+}
+
+pub fn run(_args: Args) -> Result<()> {
+    let (ggml, commit) = ggml_version();
+    println!(
+        "gemma {}, ggml {ggml} ({commit})",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!(
+        "threads: {} (default for -t; the logical CPUs this process may use)",
+        default_threads()
+    );
+    for dev in Device::all() {
+        let (free, total) = dev.memory();
+        println!(
+            "\ndevice {} [{}] {:?}: {} — memory {:.1} GiB free of {:.1} GiB",
+            dev.name(),
+            dev.backend_name(),
+            dev.kind(),
+            dev.description(),
+            free as f64 / (1u64 << 30) as f64,
+            total as f64 / (1u64 << 30) as f64
+        );
+        let feats = backend_features(dev);
+        let on: Vec<String> = feats
+            .iter()
+            .filter(|f| !(f.value.is_empty() || f.value == "0"))
+            .map(|f| {
+                if f.value == "1" {
+                    f.name.clone()
+                } else {
+                    format!("{}={}", f.name, f.value)
+                }
+            })
+            .collect();
+        println!(
+            "  features: {}",
+            if on.is_empty() {
+                "(none reported)".into()
+            } else {
+                on.join(" ")
+            }
+        );
+    }
+    Ok(())
+}

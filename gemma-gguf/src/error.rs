@@ -1,0 +1,86 @@
+//! The crate's error type: every fallible call in `gemma-gguf` returns [`Result`].
+
+/// Errors of the gemma-gguf library. Variants carry the tensor, shape, type or call involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A ggml call returned a null pointer (out of memory or a failed backend init).
+    #[error("{0} returned null (out of memory, or the backend could not be initialised)")]
+    Null(&'static str),
+    /// A ggml type id that this ggml build does not know, or has removed.
+    #[error("ggml type {id} is not supported by this ggml build")]
+    UnsupportedType { id: u32 },
+    /// The type exists but cannot be used for this operation (e.g. needs an importance matrix).
+    #[error("type {ty} cannot be used for {what}")]
+    TypeNotUsable { ty: String, what: &'static str },
+    /// Tensor names must be shorter than 64 bytes (ggml's GGML_MAX_NAME, NUL included).
+    #[error("tensor name {name:?} is {len} bytes; ggml allows at most 63")]
+    NameTooLong { name: String, len: usize },
+    /// A name with an interior NUL byte cannot be passed to C.
+    #[error("tensor name {name:?} contains a NUL byte")]
+    NameHasNul { name: String },
+    /// Shapes that the operation cannot combine.
+    #[error("{op}: incompatible shapes {a:?} and {b:?} ({why})")]
+    Shape {
+        op: &'static str,
+        a: [i64; 4],
+        b: [i64; 4],
+        why: &'static str,
+    },
+    /// A dimension list that ggml cannot represent.
+    #[error("bad tensor shape {dims:?}: {why}")]
+    BadDims { dims: Vec<i64>, why: &'static str },
+    /// Row length not a multiple of the type's block size.
+    #[error("row length {ne0} is not a multiple of {ty}'s block size {block}")]
+    RowNotBlockMultiple { ty: String, ne0: i64, block: i64 },
+    /// A data slice of the wrong length for the tensor or rows.
+    #[error("{what}: expected {expected} bytes/elements, got {actual}")]
+    Length {
+        what: String,
+        expected: usize,
+        actual: usize,
+    },
+    /// The context's fixed memory pool for tensor and graph objects is full.
+    #[error("ggml context is full: needs {needed} bytes, has {available} (raise max_tensors)")]
+    ContextFull { needed: usize, available: usize },
+    /// A graph with more nodes than it was created for.
+    #[error("graph is full: it holds at most {capacity} nodes")]
+    GraphFull { capacity: usize },
+    /// Reading or writing a tensor that no buffer backs yet.
+    #[error("tensor {name:?} has no backend buffer: allocate the context or graph first")]
+    NotAllocated { name: String },
+    /// The tensor's type is not the one the access needs.
+    #[error("tensor {name:?} is {actual}, expected {expected}")]
+    WrongTensorType {
+        name: String,
+        expected: &'static str,
+        actual: String,
+    },
+    /// A backend cannot run one of the graph's operations with these types.
+    #[error("backend {backend} does not support {op} on tensor {name:?} ({ty})")]
+    Unsupported {
+        backend: String,
+        op: String,
+        name: String,
+        ty: String,
+    },
+    /// No device with this name in ggml's backend registry.
+    #[error("no ggml device named {name:?}; available: {available}")]
+    NoSuchDevice { name: String, available: String },
+    /// Graph allocation failed (out of memory on the device).
+    #[error("could not allocate the compute graph on {backend}")]
+    GraphAlloc { backend: String },
+    /// Graph computation returned a non-success status.
+    #[error("graph computation on {backend} failed with ggml status {status}")]
+    Compute { backend: String, status: i32 },
+    /// A value out of its allowed range (threads, sizes, parameters).
+    #[error("{what} = {value} is out of range: {why}")]
+    OutOfRange {
+        what: &'static str,
+        value: String,
+        why: &'static str,
+    },
+}
+
+/// Result alias for the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,256 @@
+//! Devices and backends from ggml's backend registry, backend buffers, graph allocators
+//! and graph computation.
+use super::context::Graph;
+use super::{sys, Error, Result};
+use std::ffi::{CStr, CString};
+use std::ptr::NonNull;
+
+/// Largest thread count accepted (ggml's own CLI tools cap at 512 as well).
+pub const MAX_THREADS: usize = 512;
+
+/// What kind of device a [`Device`] is (`enum ggml_backend_dev_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+    IntegratedGpu,
+    Accelerator,
+    Other,
+}
+
+/// A device in ggml's registry. Devices are registered once per process and never freed.
+#[derive(Clone, Copy)]
+pub struct Device(NonNull<sys::ggml_backend_device>);
+
+fn cstr(p: *const std::os::raw::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: ggml returns NUL-terminated strings that live as long as the registry.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+impl Device {
+    /// Every device of every backend built in (CPU always; Vulkan/CUDA when enabled).
+    pub fn all() -> Vec<Device> {
+        // SAFETY: registry queries; indices in bounds.
+        let n = unsafe { sys::ggml_backend_dev_count() };
+        (0..n)
+            .filter_map(|i| NonNull::new(unsafe { sys::ggml_backend_dev_get(i) }).map(Device))
+            .collect()
+    }
+
+    /// The device named `name` (as `gemma --version` lists them), case-insensitively.
+    pub fn by_name(name: &str) -> Result<Device> {
+        let all = Device::all();
+        all.iter()
+            .copied()
+            .find(|d| d.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| Error::NoSuchDevice {
+                name: name.into(),
+                available: all.iter().map(|d| d.name()).collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// The CPU device.
+    pub fn cpu() -> Result<Device> {
+        // SAFETY: registry query; null handled.
+        let p = unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_CPU) };
+        NonNull::new(p)
+            .map(Device)
+            .ok_or(Error::Null("ggml_backend_dev_by_type(CPU)"))
+    }
+
+    pub fn name(&self) -> String {
+        // SAFETY: live registry device.
+        cstr(unsafe { sys::ggml_backend_dev_name(self.0.as_ptr()) })
+    }
+
+    pub fn description(&self) -> String {
+        // SAFETY: live registry device.
+        cstr(unsafe { sys::ggml_backend_dev_description(self.0.as_ptr()) })
+    }
+
+    pub fn kind(&self) -> DeviceKind {
+        // SAFETY: live registry device.
+        match unsafe { sys::ggml_backend_dev_type(self.0.as_ptr()) } {
+            sys::GGML_BACKEND_DEVICE_TYPE_CPU => DeviceKind::Cpu,
+            sys::GGML_BACKEND_DEVICE_TYPE_GPU => DeviceKind::Gpu,
+            sys::GGML_BACKEND_DEVICE_TYPE_IGPU => DeviceKind::IntegratedGpu,
+            sys::GGML_BACKEND_DEVICE_TYPE_ACCEL => DeviceKind::Accelerator,
+            _ => DeviceKind::Other,
+        }
+    }
+
+    /// (free, total) memory in bytes as the device reports it.
+    pub fn memory(&self) -> (usize, usize) {
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: live device; out-pointers valid.
+        unsafe { sys::ggml_backend_dev_memory(self.0.as_ptr(), &mut free, &mut total) };
+        (free, total)
+    }
+
+    /// Name of the backend registry the device belongs to (`CPU`, `CUDA`, `Vulkan`).
+    pub fn backend_name(&self) -> String {
+        // SAFETY: live device and its registry.
+        cstr(unsafe {
+            sys::ggml_backend_reg_name(sys::ggml_backend_dev_backend_reg(self.0.as_ptr()))
+        })
+    }
+
+    pub(crate) fn reg(&self) -> sys::ggml_backend_reg_t {
+        // SAFETY: live device.
+        unsafe { sys::ggml_backend_dev_backend_reg(self.0.as_ptr()) }
+    }
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Device({})", self.name())
+    }
+}
+
+/// An owning handle on an initialised backend (a stream on one device).
+pub struct Backend {
+    raw: NonNull<sys::ggml_backend>,
+    name: String,
+    device: Device,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from ggml_backend_dev_init and is freed once.
+        unsafe { sys::ggml_backend_free(self.raw.as_ptr()) }
+    }
+}
+
+impl Backend {
+    /// Initialises a backend on `device`.
+    pub fn new(device: Device) -> Result<Backend> {
+        // SAFETY: live device, no params; null handled.
+        let p = unsafe { sys::ggml_backend_dev_init(device.0.as_ptr(), std::ptr::null()) };
+        let raw = NonNull::new(p).ok_or(Error::Null("ggml_backend_dev_init"))?;
+        // SAFETY: live backend.
+        let name = cstr(unsafe { sys::ggml_backend_name(raw.as_ptr()) });
+        Ok(Backend { raw, name, device })
+    }
+
+    /// The CPU backend.
+    pub fn cpu() -> Result<Backend> {
+        Backend::new(Device::cpu()?)
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut sys::ggml_backend {
+        self.raw.as_ptr()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn is_cpu(&self) -> bool {
+        // SAFETY: live backend.
+        unsafe { sys::ggml_backend_is_cpu(self.as_ptr()) }
+    }
+
+    /// Sets the compute threads (1 ..= 512) on backends that have them (the CPU backend);
+    /// other backends ignore it, as llama.cpp does.
+    pub fn set_n_threads(&self, n: usize) -> Result<()> {
+        if n == 0 || n > MAX_THREADS {
+            return Err(Error::OutOfRange {
+                what: "threads",
+                value: n.to_string(),
+                why: "must be 1 to 512",
+            });
+        }
+        let name = CString::new("ggml_backend_set_n_threads").expect("static name");
+        // SAFETY: registry lookup of an optional function; null means "not supported".
+        let f = unsafe { sys::ggml_backend_reg_get_proc_address(self.device.reg(), name.as_ptr()) };
+        if !f.is_null() {
+            // SAFETY: ggml documents this symbol with the `ggml_backend_set_n_threads_t` type.
+            let f: sys::ggml_backend_set_n_threads_t = unsafe { std::mem::transmute(f) };
+            if let Some(f) = f {
+                // SAFETY: live backend of this registry; n in range.
+                unsafe { f(self.as_ptr(), n as i32) };
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `graph` on this backend. Every node must be allocated and supported by the
+    /// backend: the CPU backend aborts on an op/type it has no kernel for, so we ask first.
+    pub fn compute(&self, graph: &Graph<'_>) -> Result<()> {
+        for i in 0..graph.n_nodes() {
+            let node = graph.node(i).ok_or(Error::Null("ggml_graph_node"))?;
+            if !node.is_allocated() {
+                return Err(Error::NotAllocated { name: node.name() });
+            }
+            // SAFETY: live backend and node.
+            if !unsafe { sys::ggml_backend_supports_op(self.as_ptr(), node.as_ptr()) } {
+                // SAFETY: live node; ggml_op_desc returns a static string.
+                let op = cstr(unsafe { sys::ggml_op_desc(node.as_ptr()) });
+                return Err(Error::Unsupported {
+                    backend: self.name.clone(),
+                    op,
+                    name: node.name(),
+                    ty: node.ty().name().into(),
+                });
+            }
+        }
+        // SAFETY: every node is allocated and supported (checked above).
+        let status = unsafe { sys::ggml_backend_graph_compute(self.as_ptr(), graph.as_ptr()) };
+        if status != sys::GGML_STATUS_SUCCESS {
+            return Err(Error::Compute {
+                backend: self.name.clone(),
+                status,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An owning handle on a backend buffer.
+pub(crate) struct RawBuffer(NonNull<sys::ggml_backend_buffer>);
+
+impl RawBuffer {
+    pub(crate) fn from_ptr(p: sys::ggml_backend_buffer_t) -> Option<RawBuffer> {
+        NonNull::new(p).map(RawBuffer)
+    }
+}
+
+impl Drop for RawBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the buffer was allocated by ggml and is freed once.
+        unsafe { sys::ggml_backend_buffer_free(self.0.as_ptr()) }
+    }
+}
+
+/// An owning handle on a graph allocator (`ggml_gallocr`).
+pub(crate) struct RawGallocr(NonNull<sys::ggml_gallocr>);
+
+impl RawGallocr {
+    pub(crate) fn new(backend: &Backend) -> Result<RawGallocr> {
+        // SAFETY: live backend; its default buffer type is static.
+        let p = unsafe {
+            sys::ggml_gallocr_new(sys::ggml_backend_get_default_buffer_type(backend.as_ptr()))
+        };
+        NonNull::new(p)
+            .map(RawGallocr)
+            .ok_or(Error::Null("ggml_gallocr_new"))
+    }
+
+    pub(crate) fn as_ptr(&self) -> sys::ggml_gallocr_t {
+        self.0.as_ptr()
+    }
+}
+
+impl Drop for RawGallocr {
+    fn drop(&mut self) {
+        // SAFETY: allocated by ggml_gallocr_new, freed once.
+        unsafe { sys::ggml_gallocr_free(self.0.as_ptr()) }
+    }
+}

@@ -1,0 +1,689 @@
+//! Contexts, tensors, graphs and the operations the Gemma graphs use.
+//!
+//! A [`Context`] is always created with `no_alloc = true`: it holds tensor and graph
+//! *objects* only. Their data lives in backend buffers that the context allocates and owns
+//! ([`Context::alloc_tensors`], [`Context::alloc_graph`]), so the data cannot outlive the
+//! tensors that point at it.
+use super::backend::{Backend, RawBuffer, RawGallocr};
+use super::{sys, Error, Result, Type};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::ffi::{CStr, CString};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+/// ggml's name limit, NUL included (`GGML_MAX_NAME` in ggml.h).
+const MAX_NAME: usize = sys::GGML_MAX_NAME as usize;
+/// ggml's dimension limit (`GGML_MAX_DIMS` in ggml.h).
+const MAX_DIMS: usize = sys::GGML_MAX_DIMS as usize;
+
+/// An owning handle on a `ggml_context` (tensor and graph objects, no tensor data).
+pub struct Context {
+    raw: NonNull<sys::ggml_context>,
+    buffers: RefCell<Vec<RawBuffer>>,
+    gallocrs: RefCell<Vec<RawGallocr>>,
+}
+
+/// A tensor borrowed from its [`Context`]; `Copy`, like ggml's `ggml_tensor *`.
+#[derive(Clone, Copy)]
+pub struct Tensor<'ctx> {
+    ptr: NonNull<sys::ggml_tensor>,
+    _ctx: PhantomData<&'ctx Context>,
+}
+
+/// A computation graph borrowed from its [`Context`].
+pub struct Graph<'ctx> {
+    ptr: NonNull<sys::ggml_cgraph>,
+    capacity: usize,
+    /// Every tensor added so far, leaves and nodes: ggml aborts when either list overflows.
+    seen: HashSet<*mut sys::ggml_tensor>,
+    _ctx: PhantomData<&'ctx Context>,
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // Buffers and allocators go first (their own Drop), then the objects that pointed
+        // into them.
+        self.gallocrs.borrow_mut().clear();
+        self.buffers.borrow_mut().clear();
+        // SAFETY: `raw` came from ggml_init and is freed exactly once, here.
+        unsafe { sys::ggml_free(self.raw.as_ptr()) }
+    }
+}
+
+impl Context {
+    /// A context with room for `max_tensors` tensor objects and one graph of
+    /// `graph_nodes` nodes (0 for a context that only holds weights).
+    pub fn new(max_tensors: usize, graph_nodes: usize) -> Result<Context> {
+        // SAFETY: pure size queries.
+        let (per_tensor, graph) = unsafe {
+            let g = if graph_nodes > 0 {
+                sys::ggml_graph_overhead_custom(graph_nodes, false)
+            } else {
+                0
+            };
+            (sys::ggml_tensor_overhead(), g)
+        };
+        let mem_size = max_tensors
+            .checked_mul(per_tensor)
+            .and_then(|t| t.checked_add(graph))
+            .filter(|&m| m <= isize::MAX as usize / 2)
+            .ok_or(Error::OutOfRange {
+                what: "max_tensors",
+                value: max_tensors.to_string(),
+                why: "context size overflows",
+            })?;
+        let params = sys::ggml_init_params {
+            mem_size,
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        };
+        // SAFETY: ggml_init copies the params; a null return is handled.
+        let raw =
+            NonNull::new(unsafe { sys::ggml_init(params) }).ok_or(Error::Null("ggml_init"))?;
+        Ok(Context {
+            raw,
+            buffers: RefCell::default(),
+            gallocrs: RefCell::default(),
+        })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut sys::ggml_context {
+        self.raw.as_ptr()
+    }
+
+    /// Checks that one more object of `size` bytes fits in the context's pool; ggml would
+    /// return null (release) or abort (debug) otherwise.
+    fn ensure_room(&self, object_overhead: usize) -> Result<()> {
+        // SAFETY: queries on a live context.
+        let (used, size) = unsafe {
+            (
+                sys::ggml_used_mem(self.as_ptr()),
+                sys::ggml_get_mem_size(self.as_ptr()),
+            )
+        };
+        let needed = used.saturating_add(object_overhead);
+        if needed > size {
+            return Err(Error::ContextFull {
+                needed,
+                available: size,
+            });
+        }
+        Ok(())
+    }
+
+    fn wrap(&self, p: *mut sys::ggml_tensor, call: &'static str) -> Result<Tensor<'_>> {
+        Ok(Tensor {
+            ptr: NonNull::new(p).ok_or(Error::Null(call))?,
+            _ctx: PhantomData,
+        })
+    }
+
+    fn room_for_tensor(&self) -> Result<()> {
+        // SAFETY: pure size query.
+        self.ensure_room(unsafe { sys::ggml_tensor_overhead() })
+    }
+
+    /// A new tensor of `ty` with `dims` (ggml order, 1 to 4 of them, each ≥ 1).
+    pub fn new_tensor(&self, ty: Type, dims: &[i64]) -> Result<Tensor<'_>> {
+        check_dims(ty, dims)?;
+        self.room_for_tensor()?;
+        // SAFETY: type valid, 1..=4 dims each ≥ 1, row size exact (checked), room checked.
+        let p = unsafe {
+            sys::ggml_new_tensor(self.as_ptr(), ty.raw(), dims.len() as i32, dims.as_ptr())
+        };
+        self.wrap(p, "ggml_new_tensor")
+    }
+
+    /// A new graph that can hold `capacity` nodes (and as many leaves).
+    pub fn new_graph(&self, capacity: usize) -> Result<Graph<'_>> {
+        // SAFETY: pure size query.
+        self.ensure_room(unsafe { sys::ggml_graph_overhead_custom(capacity, false) })?;
+        // SAFETY: room checked; grads = false.
+        let p = unsafe { sys::ggml_new_graph_custom(self.as_ptr(), capacity, false) };
+        let ptr = NonNull::new(p).ok_or(Error::Null("ggml_new_graph_custom"))?;
+        Ok(Graph {
+            ptr,
+            capacity,
+            seen: HashSet::new(),
+            _ctx: PhantomData,
+        })
+    }
+
+    /// Allocates every tensor of this context that has no data yet in one buffer of
+    /// `backend` (`ggml_backend_alloc_ctx_tensors`). The buffer is owned by the context.
+    pub fn alloc_tensors(&self, backend: &Backend) -> Result<()> {
+        // SAFETY: live context and backend. ggml returns null when there is nothing to
+        // allocate or on failure; the first case is not an error for us.
+        let p = unsafe { sys::ggml_backend_alloc_ctx_tensors(self.as_ptr(), backend.as_ptr()) };
+        if let Some(buf) = RawBuffer::from_ptr(p) {
+            self.buffers.borrow_mut().push(buf);
+        } else if self.has_unallocated() {
+            return Err(Error::Null("ggml_backend_alloc_ctx_tensors"));
+        }
+        Ok(())
+    }
+
+    fn has_unallocated(&self) -> bool {
+        // SAFETY: iterates the context's own tensor list.
+        unsafe {
+            let mut t = sys::ggml_get_first_tensor(self.as_ptr());
+            while !t.is_null() {
+                if (*t).data.is_null() && (*t).view_src.is_null() {
+                    return true;
+                }
+                t = sys::ggml_get_next_tensor(self.as_ptr(), t);
+            }
+        }
+        false
+    }
+
+    /// Allocates the graph's intermediate tensors on `backend` with a graph allocator that
+    /// this context keeps (and frees with it). Inputs marked with [`Tensor::set_input`] get
+    /// their own memory and can be written after this call.
+    pub fn alloc_graph(&self, graph: &Graph<'_>, backend: &Backend) -> Result<()> {
+        let galloc = RawGallocr::new(backend)?;
+        // SAFETY: live allocator and graph; failure is reported by the return value.
+        if !unsafe { sys::ggml_gallocr_alloc_graph(galloc.as_ptr(), graph.ptr.as_ptr()) } {
+            return Err(Error::GraphAlloc {
+                backend: backend.name().to_string(),
+            });
+        }
+        self.gallocrs.borrow_mut().push(galloc);
+        Ok(())
+    }
+}
+
+fn check_dims(ty: Type, dims: &[i64]) -> Result<()> {
+    let bad = |why| Error::BadDims {
+        dims: dims.to_vec(),
+        why,
+    };
+    if dims.is_empty() || dims.len() > MAX_DIMS {
+        return Err(bad("a tensor has 1 to 4 dimensions"));
+    }
+    if dims.iter().any(|&d| d < 1) {
+        return Err(bad("every dimension must be at least 1"));
+    }
+    let row = ty.row_size(dims[0])?;
+    dims[1..]
+        .iter()
+        .try_fold(row, |acc, &d| acc.checked_mul(d as usize))
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or(bad("tensor size overflows"))?;
+    Ok(())
+}
+
+impl<'ctx> Tensor<'ctx> {
+    pub(crate) fn as_ptr(self) -> *mut sys::ggml_tensor {
+        self.ptr.as_ptr()
+    }
+
+    fn raw(&self) -> &sys::ggml_tensor {
+        // SAFETY: the tensor object lives in its context's pool for 'ctx; we only read.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// Sizes in ggml order (`ne[0]` is the row length).
+    pub fn ne(&self) -> [i64; 4] {
+        self.raw().ne
+    }
+
+    /// Strides in bytes.
+    pub fn nb(&self) -> [usize; 4] {
+        self.raw().nb
+    }
+
+    pub fn ty(&self) -> Type {
+        // A tensor's type was validated when it was created (or set by a ggml op).
+        Type::from_id(self.raw().type_).unwrap_or(Type::F32)
+    }
+
+    pub fn n_elements(&self) -> i64 {
+        self.ne().iter().product()
+    }
+
+    /// Bytes of data (`ggml_nbytes`).
+    pub fn nbytes(&self) -> usize {
+        // SAFETY: live tensor.
+        unsafe { sys::ggml_nbytes(self.as_ptr()) }
+    }
+
+    pub fn name(&self) -> String {
+        // SAFETY: ggml keeps `name` NUL-terminated (it writes at most MAX_NAME-1 bytes).
+        unsafe { CStr::from_ptr(self.raw().name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Names the tensor (llama.cpp's `name-layer` convention). At most 63 bytes, no NUL.
+    pub fn set_name(self, name: &str) -> Result<Self> {
+        let c = checked_name(name)?;
+        // SAFETY: `c` is NUL-terminated and shorter than GGML_MAX_NAME.
+        unsafe { sys::ggml_set_name(self.as_ptr(), c.as_ptr()) };
+        Ok(self)
+    }
+
+    /// Marks the tensor as a graph input (allocated apart, written before compute).
+    pub fn set_input(self) -> Self {
+        // SAFETY: sets a flag on a live tensor.
+        unsafe { sys::ggml_set_input(self.as_ptr()) };
+        self
+    }
+
+    /// Marks the tensor as a graph output (its memory is not reused inside the graph).
+    pub fn set_output(self) -> Self {
+        // SAFETY: sets a flag on a live tensor.
+        unsafe { sys::ggml_set_output(self.as_ptr()) };
+        self
+    }
+
+    pub(crate) fn is_allocated(&self) -> bool {
+        let t = self.raw();
+        !t.buffer.is_null()
+            || (!t.view_src.is_null() && {
+                // SAFETY: view_src points to a live tensor of the same or an outliving context.
+                unsafe { !(*t.view_src).buffer.is_null() }
+            })
+    }
+
+    fn check_io(&self, len: usize) -> Result<()> {
+        if !self.is_allocated() {
+            return Err(Error::NotAllocated { name: self.name() });
+        }
+        // SAFETY: live tensor.
+        if !unsafe { sys::ggml_is_contiguous(self.as_ptr()) } {
+            return Err(Error::Shape {
+                op: "tensor read/write",
+                a: self.ne(),
+                b: [0; 4],
+                why: "tensor is not contiguous",
+            });
+        }
+        if len != self.nbytes() {
+            return Err(Error::Length {
+                what: format!("data of tensor {:?}", self.name()),
+                expected: self.nbytes(),
+                actual: len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies raw bytes (exactly `nbytes()`) into the tensor's backend memory.
+    pub fn set_bytes(&self, data: &[u8]) -> Result<()> {
+        self.check_io(data.len())?;
+        // SAFETY: allocated, contiguous, sizes equal (checked above).
+        unsafe { sys::ggml_backend_tensor_set(self.as_ptr(), data.as_ptr().cast(), 0, data.len()) };
+        Ok(())
+    }
+
+    /// Reads the tensor's bytes back from its backend memory.
+    pub fn get_bytes(&self) -> Result<Vec<u8>> {
+        let n = self.nbytes();
+        self.check_io(n)?;
+        let mut out = vec![0u8; n];
+        // SAFETY: allocated, contiguous, `out` has nbytes bytes.
+        unsafe { sys::ggml_backend_tensor_get(self.as_ptr(), out.as_mut_ptr().cast(), 0, n) };
+        Ok(out)
+    }
+
+    fn expect_type(&self, ty: Type, expected: &'static str) -> Result<()> {
+        if self.ty() != ty {
+            return Err(Error::WrongTensorType {
+                name: self.name(),
+                expected,
+                actual: self.ty().name().into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes f32 values into an F32 tensor.
+    pub fn set_f32(&self, data: &[f32]) -> Result<()> {
+        self.expect_type(Type::F32, "f32")?;
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.set_bytes(&bytes)
+    }
+
+    /// Writes i32 values into an I32 tensor (token ids, positions).
+    pub fn set_i32(&self, data: &[i32]) -> Result<()> {
+        self.expect_type(Type::I32, "i32")?;
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.set_bytes(&bytes)
+    }
+
+    /// Reads an F32 tensor's values.
+    pub fn get_f32(&self) -> Result<Vec<f32>> {
+        self.expect_type(Type::F32, "f32")?;
+        let bytes = self.get_bytes()?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+}
+
+fn checked_name(name: &str) -> Result<CString> {
+    if name.len() >= MAX_NAME {
+        return Err(Error::NameTooLong {
+            name: name.into(),
+            len: name.len(),
+        });
+    }
+    CString::new(name).map_err(|_| Error::NameHasNul { name: name.into() })
+}
+
+impl<'ctx> Graph<'ctx> {
+    pub(crate) fn as_ptr(&self) -> *mut sys::ggml_cgraph {
+        self.ptr.as_ptr()
+    }
+
+    /// Adds `t` and everything it depends on (`ggml_build_forward_expand`). Refused when the
+    /// graph could overflow: ggml aborts on a full graph.
+    pub fn expand(&mut self, t: Tensor<'ctx>) -> Result<()> {
+        add_ancestry(&mut self.seen, t, self.capacity)?;
+        // SAFETY: the tensor and graph are live in contexts that outlive 'ctx; capacity
+        // checked: the graph can hold every tensor reachable from `t`.
+        unsafe { sys::ggml_build_forward_expand(self.as_ptr(), t.as_ptr()) };
+        Ok(())
+    }
+
+    /// Number of compute nodes.
+    pub fn n_nodes(&self) -> usize {
+        // SAFETY: live graph.
+        unsafe { sys::ggml_graph_n_nodes(self.as_ptr()) as usize }
+    }
+
+    /// The i-th node.
+    pub fn node(&self, i: usize) -> Option<Tensor<'ctx>> {
+        if i >= self.n_nodes() {
+            return None;
+        }
+        // SAFETY: index in bounds; nodes are tensors of contexts that outlive 'ctx.
+        let p = unsafe { sys::ggml_graph_node(self.as_ptr(), i as i32) };
+        NonNull::new(p).map(|ptr| Tensor {
+            ptr,
+            _ctx: PhantomData,
+        })
+    }
+}
+
+/// Adds the tensors reachable from `t` to `seen`, failing when the graph could overflow
+/// (conservative: nodes and leaves together within `capacity`). `seen` is left unchanged on
+/// failure.
+fn add_ancestry(
+    seen: &mut HashSet<*mut sys::ggml_tensor>,
+    t: Tensor<'_>,
+    capacity: usize,
+) -> Result<()> {
+    let mut added = Vec::new();
+    let mut stack = vec![t.as_ptr()];
+    while let Some(p) = stack.pop() {
+        if !seen.insert(p) {
+            continue;
+        }
+        added.push(p);
+        if seen.len() > capacity {
+            for p in added {
+                seen.remove(&p);
+            }
+            return Err(Error::GraphFull { capacity });
+        }
+        // SAFETY: `p` is a live tensor; `src` holds null or live tensors.
+        for &s in unsafe { (*p).src.iter() } {
+            if !s.is_null() {
+                stack.push(s);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parameters of a rotary embedding (`ggml_rope_ext`).
+#[derive(Debug, Clone, Copy)]
+pub struct Rope {
+    /// Rotated dimensions (even, at most the head size).
+    pub n_dims: i32,
+    /// NEOX ordering (halves rotated together) for Gemma; otherwise GPT-J pairs.
+    pub neox: bool,
+    pub freq_base: f32,
+    /// 1 / linear scaling factor.
+    pub freq_scale: f32,
+    /// Original training context (used only with YaRN).
+    pub n_ctx_orig: i32,
+}
+
+impl Context {
+    fn shape_err(op: &'static str, a: Tensor<'_>, b: Tensor<'_>, why: &'static str) -> Error {
+        Error::Shape {
+            op,
+            a: a.ne(),
+            b: b.ne(),
+            why,
+        }
+    }
+
+    /// `b · aᵀ`: a `[k, m]`, b `[k, n, …]` → `[m, n, …]` (F32).
+    pub fn mul_mat<'s>(&'s self, a: Tensor<'s>, b: Tensor<'s>) -> Result<Tensor<'s>> {
+        let (na, nb) = (a.ne(), b.ne());
+        if na[0] != nb[0] {
+            return Err(Self::shape_err(
+                "mul_mat",
+                a,
+                b,
+                "row lengths (ne[0]) differ",
+            ));
+        }
+        if nb[2] % na[2] != 0 || nb[3] % na[3] != 0 {
+            return Err(Self::shape_err(
+                "mul_mat",
+                a,
+                b,
+                "a does not broadcast over b's dims 2 and 3",
+            ));
+        }
+        // SAFETY: live tensor.
+        if unsafe { sys::ggml_is_transposed(a.as_ptr()) } {
+            return Err(Self::shape_err("mul_mat", a, b, "a must not be transposed"));
+        }
+        self.room_for_tensor()?;
+        // SAFETY: the checks ggml_mul_mat asserts were made above.
+        self.wrap(
+            unsafe { sys::ggml_mul_mat(self.as_ptr(), a.as_ptr(), b.as_ptr()) },
+            "ggml_mul_mat",
+        )
+    }
+
+    fn binary<'s>(
+        &'s self,
+        op: &'static str,
+        f: unsafe extern "C" fn(
+            *mut sys::ggml_context,
+            *mut sys::ggml_tensor,
+            *mut sys::ggml_tensor,
+        ) -> *mut sys::ggml_tensor,
+        a: Tensor<'s>,
+        b: Tensor<'s>,
+    ) -> Result<Tensor<'s>> {
+        // SAFETY: pure shape query.
+        if !unsafe { sys::ggml_can_repeat(b.as_ptr(), a.as_ptr()) } {
+            return Err(Self::shape_err(op, a, b, "b does not broadcast to a"));
+        }
+        self.room_for_tensor()?;
+        // SAFETY: `f` is ggml_add/ggml_mul, whose only assert (b repeats to a) is checked.
+        self.wrap(unsafe { f(self.as_ptr(), a.as_ptr(), b.as_ptr()) }, op)
+    }
+
+    /// Element-wise `a + b`, `b` broadcast to `a`.
+    pub fn add<'s>(&'s self, a: Tensor<'s>, b: Tensor<'s>) -> Result<Tensor<'s>> {
+        self.binary("ggml_add", sys::ggml_add, a, b)
+    }
+
+    /// Element-wise `a · b`, `b` broadcast to `a`.
+    pub fn mul<'s>(&'s self, a: Tensor<'s>, b: Tensor<'s>) -> Result<Tensor<'s>> {
+        self.binary("ggml_mul", sys::ggml_mul, a, b)
+    }
+
+    /// `a · s`.
+    pub fn scale<'s>(&'s self, a: Tensor<'s>, s: f32) -> Result<Tensor<'s>> {
+        let (ne, nb) = (a.ne(), a.nb());
+        let padded_1d = nb[0] == a.ty().type_size()
+            && nb[2] == nb[1] * ne[1] as usize
+            && nb[3] == nb[2] * ne[2] as usize;
+        if !padded_1d {
+            return Err(Self::shape_err(
+                "ggml_scale",
+                a,
+                a,
+                "rows must be packed (make it contiguous first)",
+            ));
+        }
+        self.room_for_tensor()?;
+        // SAFETY: ggml_scale asserts only the packing checked above.
+        self.wrap(
+            unsafe { sys::ggml_scale(self.as_ptr(), a.as_ptr(), s) },
+            "ggml_scale",
+        )
+    }
+
+    /// RMS norm over rows: `x / sqrt(mean(x²) + eps)` (no weight).
+    pub fn rms_norm<'s>(&'s self, a: Tensor<'s>, eps: f32) -> Result<Tensor<'s>> {
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(Error::OutOfRange {
+                what: "rms_norm eps",
+                value: eps.to_string(),
+                why: "must be finite and ≥ 0",
+            });
+        }
+        self.room_for_tensor()?;
+        // SAFETY: ggml_rms_norm has no asserts beyond a live tensor.
+        self.wrap(
+            unsafe { sys::ggml_rms_norm(self.as_ptr(), a.as_ptr(), eps) },
+            "ggml_rms_norm",
+        )
+    }
+
+    /// GELU, tanh approximation (`ggml_gelu`), as Gemma's MLP uses.
+    pub fn gelu<'s>(&'s self, a: Tensor<'s>) -> Result<Tensor<'s>> {
+        // SAFETY: pure layout query.
+        if !unsafe { sys::ggml_is_contiguous_1(a.as_ptr()) } {
+            return Err(Self::shape_err(
+                "ggml_gelu",
+                a,
+                a,
+                "rows must be contiguous",
+            ));
+        }
+        self.room_for_tensor()?;
+        // SAFETY: ggml_unary asserts contiguous rows, checked above.
+        self.wrap(
+            unsafe { sys::ggml_gelu(self.as_ptr(), a.as_ptr()) },
+            "ggml_gelu",
+        )
+    }
+
+    /// Softmax over rows of `a · scale + mask` (`ggml_soft_max_ext`, no ALiBi).
+    /// `mask` (F32 or F16) is `[ne0, ≥ ne1]` and broadcasts over `a`'s dims 2 and 3.
+    pub fn soft_max_ext<'s>(
+        &'s self,
+        a: Tensor<'s>,
+        mask: Option<Tensor<'s>>,
+        scale: f32,
+    ) -> Result<Tensor<'s>> {
+        // SAFETY: pure layout queries.
+        if !unsafe { sys::ggml_is_contiguous(a.as_ptr()) } {
+            return Err(Self::shape_err(
+                "ggml_soft_max_ext",
+                a,
+                a,
+                "a must be contiguous",
+            ));
+        }
+        if let Some(m) = mask {
+            let (na, nm) = (a.ne(), m.ne());
+            if m.ty() != Type::F32 && m.ty() != Type::F16 {
+                return Err(Error::WrongTensorType {
+                    name: m.name(),
+                    expected: "f32 or f16",
+                    actual: m.ty().name().into(),
+                });
+            }
+            // SAFETY: pure layout query.
+            let contiguous = unsafe { sys::ggml_is_contiguous(m.as_ptr()) };
+            if !contiguous
+                || nm[0] != na[0]
+                || nm[1] < na[1]
+                || na[2] % nm[2] != 0
+                || na[3] % nm[3] != 0
+            {
+                return Err(Self::shape_err(
+                    "ggml_soft_max_ext",
+                    a,
+                    m,
+                    "mask must be contiguous [ne0, ≥ne1] and broadcast",
+                ));
+            }
+        }
+        self.room_for_tensor()?;
+        let m = mask.map_or(std::ptr::null_mut(), |m| m.as_ptr());
+        // SAFETY: every assert of ggml_soft_max_impl is checked above; max_bias = 0.
+        self.wrap(
+            unsafe { sys::ggml_soft_max_ext(self.as_ptr(), a.as_ptr(), m, scale, 0.0) },
+            "ggml_soft_max_ext",
+        )
+    }
+
+    /// Rotary position embedding of `a` `[head_dim, n_head, n_tokens]` at positions `pos`
+    /// (I32, `[n_tokens]`).
+    pub fn rope<'s>(&'s self, a: Tensor<'s>, pos: Tensor<'s>, p: Rope) -> Result<Tensor<'s>> {
+        if pos.ty() != Type::I32 || pos.ne()[1..] != [1, 1, 1] || pos.ne()[0] != a.ne()[2] {
+            return Err(Self::shape_err(
+                "ggml_rope_ext",
+                a,
+                pos,
+                "positions must be an i32 vector of a.ne[2] entries",
+            ));
+        }
+        if p.n_dims <= 0 || p.n_dims % 2 != 0 || i64::from(p.n_dims) > a.ne()[0] {
+            return Err(Error::OutOfRange {
+                what: "rope n_dims",
+                value: p.n_dims.to_string(),
+                why: "must be even and ≤ the head size",
+            });
+        }
+        if a.ty() != Type::F32 && a.ty() != Type::F16 {
+            return Err(Error::WrongTensorType {
+                name: a.name(),
+                expected: "f32 or f16",
+                actual: a.ty().name().into(),
+            });
+        }
+        self.room_for_tensor()?;
+        let mode = if p.neox {
+            sys::GGML_ROPE_TYPE_NEOX as i32
+        } else {
+            0
+        };
+        // SAFETY: positions are an I32 vector matching a.ne[2]; mode is a plain rope mode;
+        // no frequency factors; extrapolation off (ext_factor 0), attn_factor 1.
+        let t = unsafe {
+            sys::ggml_rope_ext(
+                self.as_ptr(),
+                a.as_ptr(),
+                pos.as_ptr(),
+                std::ptr::null_mut(),
+                p.n_dims,
+                mode,
+                p.n_ctx_orig,
+                p.freq_base,
+                p.freq_scale,
+                0.0,
+                1.0,
+                32.0,
+                1.0,
+            )
+        };
+        self.wrap(t, "ggml_rope_ext")
+    }
+}

@@ -1,0 +1,29 @@
+//! The safe layer over ggml. All of the crate's `unsafe` lives in this module.
+//!
+//! Conventions (as in ggml): dimension 0 is the row length (`ne[0]`), shapes are listed
+//! innermost first, and `mul_mat(a, b)` computes `b · aᵀ`: for `a` of shape `[k, m]` and
+//! `b` of shape `[k, n]` the result is `[m, n]`.
+//!
+//! Ownership follows ggml's own (see `ggml-cpp.h`): contexts, backends, buffers and graph
+//! allocators are owning handles with `Drop`; tensors and graphs are borrowed from their
+//! [`Context`] and cannot outlive it. Every buffer that backs a context's tensors is owned by
+//! that context, so a tensor's data lives exactly as long as the tensor handle can.
+//!
+//! No safe function here may abort the process: ggml `GGML_ASSERT`s on bad shapes, types and
+//! names, so each wrapper re-checks those conditions in Rust first and returns an [`Error`].
+
+mod backend;
+mod context;
+mod quant;
+mod system;
+mod types;
+
+pub use backend::{Backend, Device, DeviceKind};
+pub use context::{Context, Graph, Rope, Tensor};
+pub use quant::{dequantize_rows, quantize_rows};
+pub use system::{backend_features, default_threads, ggml_version, BackendFeature};
+pub use types::Type;
+
+pub(crate) use ggml_sys as sys;
+
+use crate::error::{Error, Result};

@@ -1,0 +1,38 @@
+//! Runs bindgen over the ggml headers that llama-cpp-sys-2 installs (`DEP_LLAMA_ROOT`).
+use std::{env, path::PathBuf};
+
+fn main() {
+    let root = PathBuf::from(
+        env::var("DEP_LLAMA_ROOT")
+            .expect("DEP_LLAMA_ROOT is set by llama-cpp-sys-2 (links = llama)"),
+    );
+    let include = root.join("include");
+    let mut headers = vec![
+        "ggml.h",
+        "ggml-backend.h",
+        "ggml-alloc.h",
+        "ggml-cpu.h",
+        "gguf.h",
+    ];
+    if env::var_os("CARGO_FEATURE_VULKAN").is_some() {
+        headers.push("ggml-vulkan.h");
+    }
+    if env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        headers.push("ggml-cuda.h");
+    }
+    let mut builder = bindgen::Builder::default()
+        .clang_arg(format!("-I{}", include.display()))
+        .allowlist_function("ggml_.*|gguf_.*")
+        .allowlist_type("ggml_.*|gguf_.*")
+        .allowlist_var("GGML_.*|GGUF_.*")
+        .prepend_enum_name(false)
+        .derive_default(true)
+        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
+    for h in &headers {
+        builder = builder.header(include.join(h).to_string_lossy());
+    }
+    let bindings = builder.generate().expect("bindgen over the ggml headers");
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("bindings.rs");
+    bindings.write_to_file(out).expect("write bindings.rs");
+    println!("cargo:rerun-if-env-changed=DEP_LLAMA_ROOT");
+}
