@@ -2,6 +2,7 @@
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod info;
 mod system;
 
 /// Run, inspect and measure Gemma models stored as GGUF files (llama.cpp's format), on ggml's
@@ -18,6 +19,12 @@ enum Command {
     /// Show what ggml detected on this machine: CPU features (AVX2, AVX512, NEON, dot-product…),
     /// backends and devices, and the thread count that would be used.
     System(system::Args),
+    /// Show what a GGUF file holds: architecture and hyper-parameters, tokenizer, chat
+    /// template, metadata, and parameters and bytes per tensor type (--tensors: each tensor).
+    ///
+    /// Only the header is parsed; tensor data is not read, so this is quick for any size.
+    /// A malformed file gives a one-line error naming what is wrong, and exit status 1.
+    Info(info::Args),
 }
 
 fn main() {
@@ -38,5 +45,6 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::System(args) => system::run(args),
+        Command::Info(args) => info::run(args),
     }
 }

@@ -4,6 +4,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A malformed or unexpected GGUF file.
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
     /// A ggml call returned a null pointer (out of memory or a failed backend init).
     #[error("{0} returned null (out of memory, or the backend could not be initialised)")]
     Null(&'static str),
@@ -73,12 +76,81 @@ pub enum Error {
     /// Graph computation returned a non-success status.
     #[error("graph computation on {backend} failed with ggml status {status}")]
     Compute { backend: String, status: i32 },
+    /// A tensor or graph id used with a context other than the one that made it.
+    #[error("{what} id belongs to another ggml context")]
+    ForeignId { what: &'static str },
+    /// A model hyper-parameter that cannot be right.
+    #[error("{key} = {value}: {why}")]
+    BadHparam {
+        key: String,
+        value: String,
+        why: &'static str,
+    },
+    /// A tensor the architecture needs is not in the file.
+    #[error("tensor {name} is missing from the model file")]
+    MissingTensor { name: String },
+    /// A tensor whose shape disagrees with the hyper-parameters.
+    #[error("tensor {name} has shape {actual:?}, the hyper-parameters say {expected:?}")]
+    TensorShape {
+        name: String,
+        expected: Vec<u64>,
+        actual: Vec<u64>,
+    },
+    /// An architecture this runtime does not run.
+    #[error("architecture {arch:?} is not supported (supported: gemma3)")]
+    UnsupportedArch { arch: String },
+    /// Memory that would not fit, refused before allocating.
+    #[error(
+        "{what} needs {needed} bytes but only {available} are free: use a smaller context (-c)"
+    )]
+    TooLarge {
+        what: String,
+        needed: u64,
+        available: u64,
+    },
+    /// A token id outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    BadToken { id: u32, n_vocab: u32 },
+    /// Feeding more tokens than the context holds.
+    #[error("context full: {n_past} + {n_new} tokens exceed n_ctx = {n_ctx}")]
+    ContextOverflow {
+        n_past: u32,
+        n_new: usize,
+        n_ctx: u32,
+    },
     /// A value out of its allowed range (threads, sizes, parameters).
     #[error("{what} = {value} is out of range: {why}")]
     OutOfRange {
         what: &'static str,
         value: String,
         why: &'static str,
+    },
+    /// `tokenizer.ggml.model` names a tokenizer this crate does not implement.
+    #[error(
+        "tokenizer.ggml.model = {model:?} is not supported: only \"llama\" \
+         (SentencePiece-style, as Gemma 1-3 use) is"
+    )]
+    TokenizerUnsupportedModel { model: String },
+    /// A tokenizer array whose length disagrees with `tokenizer.ggml.tokens`.
+    #[error("{key} has {len} entries but tokenizer.ggml.tokens has {n_tokens}")]
+    TokenizerArrayLength {
+        key: &'static str,
+        len: usize,
+        n_tokens: usize,
+    },
+    /// A special token id (BOS, EOS, ...) outside the vocabulary.
+    #[error("{key} = {id} is not a token id: the vocabulary has {n_tokens} tokens")]
+    TokenizerSpecialId {
+        key: &'static str,
+        id: u64,
+        n_tokens: usize,
+    },
+    /// One token of the vocabulary cannot be used as it is.
+    #[error("token {id} ({piece:?}): {why}")]
+    TokenizerBadToken {
+        id: usize,
+        piece: String,
+        why: String,
     },
 }
 

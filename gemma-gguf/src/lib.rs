@@ -6,9 +6,19 @@
 
 pub mod error;
 pub mod gguf;
+pub mod tokenizer;
 
 #[cfg(feature = "ggml")]
 #[allow(unsafe_code)]
 pub mod ggml;
 
 pub use error::{Error, Result};
+
+#[cfg(feature = "ggml")]
+pub mod arch;
+#[cfg(feature = "ggml")]
+pub mod kv_cache;
+#[cfg(feature = "ggml")]
+pub mod model;
+#[cfg(feature = "ggml")]
+pub mod session;

@@ -215,8 +215,7 @@ fn rope_neox_matches_reference() {
         for h in 0..n_head {
             let o = (tok * n_head + h) * head_dim;
             for i in 0..half {
-                let theta =
-                    p as f64 * (base as f64).powf(-2.0 * i as f64 / head_dim as f64);
+                let theta = p as f64 * (base as f64).powf(-2.0 * i as f64 / head_dim as f64);
                 let (x0, x1) = (x[o + i] as f64, x[o + i + half] as f64);
                 want[o + i] = x0 * theta.cos() - x1 * theta.sin();
                 want[o + i + half] = x0 * theta.sin() + x1 * theta.cos();

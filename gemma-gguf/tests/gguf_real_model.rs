@@ -2,8 +2,8 @@
 //! check that the sizes add up to the file length, and that writing it back gives the
 //! same bytes.
 //!
-//! The file is named by `GEMMA_TEST_MODEL`. Without it the test prints a notice and
-//! passes, except in CI (`CI=true`), where a missing model is a failure.
+//! The file is `$GEMMA_TEST_MODEL` or the workspace's `models/` copy. Without it the test
+//! prints a notice and passes, except in CI (`CI=true`), where a missing model is a failure.
 
 use gemma_gguf::gguf::{GgmlType, GgufFile, GgufValue};
 use std::fs::File;
@@ -11,17 +11,30 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// `$GEMMA_TEST_MODEL`, else `models/gemma-3-270m-q4_k_m.gguf` in the workspace (where
+/// `scripts/fetch-model.sh` puts it). Missing: a notice, except under CI where it fails.
 fn model_path() -> Option<PathBuf> {
-    match std::env::var_os("GEMMA_TEST_MODEL") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but GEMMA_TEST_MODEL is not set: the real-model test cannot run")
-        }
-        None => {
-            eprintln!("GEMMA_TEST_MODEL is not set: skipping the real-model GGUF test");
-            None
-        }
+    let path = match std::env::var_os("GEMMA_TEST_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/gemma-3-270m-q4_k_m.gguf"
+        )),
+    };
+    if path.is_file() {
+        return Some(path);
     }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!(
+            "CI=true but the real test model is missing at {}: run scripts/fetch-model.sh",
+            path.display()
+        )
+    }
+    eprintln!(
+        "{} is missing: skipping the real-model GGUF test (run scripts/fetch-model.sh)",
+        path.display()
+    );
+    None
 }
 
 /// A sink that compares what is written with the bytes of a reader (the original

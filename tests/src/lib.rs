@@ -1,1 +1,42 @@
 //! Shared helpers for the cross-crate tests.
+use std::path::{Path, PathBuf};
+
+pub mod llama_logits;
+pub mod llama_ref;
+
+/// The workspace root (the folder of the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// True when running under CI (`CI=true`), where tests must not skip for missing inputs.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The real test model, Gemma 3 270M Q4_K_M made by llama.cpp: `$GEMMA_TEST_MODEL`, else
+/// `models/gemma-3-270m-q4_k_m.gguf` under the workspace (where `scripts/fetch-model.sh`
+/// puts it). Missing: `None` with a notice, except under CI, where it panics.
+pub fn test_model() -> Option<PathBuf> {
+    let path = match std::env::var_os("GEMMA_TEST_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => workspace_root().join("models/gemma-3-270m-q4_k_m.gguf"),
+    };
+    if path.is_file() {
+        return Some(path);
+    }
+    if in_ci() {
+        panic!(
+            "the real test model is missing at {} (CI=true): run scripts/fetch-model.sh",
+            path.display()
+        );
+    }
+    eprintln!(
+        "notice: {} is missing; run scripts/fetch-model.sh. Skipping the real-model part.",
+        path.display()
+    );
+    None
+}

@@ -220,6 +220,10 @@ impl RawBuffer {
     pub(crate) fn from_ptr(p: sys::ggml_backend_buffer_t) -> Option<RawBuffer> {
         NonNull::new(p).map(RawBuffer)
     }
+
+    pub(crate) fn as_ptr(&self) -> sys::ggml_backend_buffer_t {
+        self.0.as_ptr()
+    }
 }
 
 impl Drop for RawBuffer {
@@ -252,5 +256,83 @@ impl Drop for RawGallocr {
     fn drop(&mut self) {
         // SAFETY: allocated by ggml_gallocr_new, freed once.
         unsafe { sys::ggml_gallocr_free(self.0.as_ptr()) }
+    }
+}
+
+/// A backend buffer type (`ggml_backend_buffer_type_t`): where and how tensor data is stored.
+/// Buffer types are static objects of their backend's registry.
+#[derive(Clone, Copy)]
+pub struct BufferType(NonNull<sys::ggml_backend_buffer_type>);
+
+impl BufferType {
+    pub(crate) fn as_ptr(&self) -> sys::ggml_backend_buffer_type_t {
+        self.0.as_ptr()
+    }
+
+    pub fn name(&self) -> String {
+        // SAFETY: static buffer type.
+        cstr(unsafe { sys::ggml_backend_buft_name(self.0.as_ptr()) })
+    }
+
+    /// Whether `device` can run `mul_mat` with a weight of `ty` and shape `[ne0, ne1]` stored
+    /// in this buffer type (llama.cpp asks the same way before repacking weights).
+    pub fn supports_mul_mat_weight(
+        &self,
+        device: Device,
+        ty: super::Type,
+        ne0: i64,
+        ne1: i64,
+    ) -> bool {
+        let Ok(ctx) = super::Context::new(3, 0) else {
+            return false;
+        };
+        let Ok(w) = ctx.new_tensor(ty, &[ne0, ne1]) else {
+            return false;
+        };
+        let Ok(b) = ctx.new_tensor(super::Type::F32, &[ne0, 512]) else {
+            return false;
+        };
+        let Ok(op) = ctx.mul_mat(w, b) else {
+            return false;
+        };
+        // SAFETY: a zero-size dummy buffer of this type is attached to the weight only for the
+        // query (so the backend sees the buffer type) and detached and freed right after.
+        unsafe {
+            let dummy = sys::ggml_backend_buft_alloc_buffer(self.0.as_ptr(), 0);
+            if dummy.is_null() {
+                return false;
+            }
+            (*w.as_ptr()).buffer = dummy;
+            let ok = sys::ggml_backend_dev_supports_op(device.0.as_ptr(), op.as_ptr());
+            (*w.as_ptr()).buffer = std::ptr::null_mut();
+            sys::ggml_backend_buffer_free(dummy);
+            ok
+        }
+    }
+}
+
+impl Device {
+    /// The device's extra buffer types (on the CPU: weight repacking for faster matrix
+    /// kernels, and AMX where built in), in ggml's order of preference.
+    pub fn extra_buffer_types(&self) -> Vec<BufferType> {
+        let name = CString::new("ggml_backend_dev_get_extra_bufts").expect("static name");
+        // SAFETY: registry lookup of an optional function; null means none.
+        let f = unsafe { sys::ggml_backend_reg_get_proc_address(self.reg(), name.as_ptr()) };
+        if f.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: ggml documents this symbol with the `ggml_backend_dev_get_extra_bufts_t` type.
+        let f: sys::ggml_backend_dev_get_extra_bufts_t = unsafe { std::mem::transmute(f) };
+        let Some(f) = f else { return Vec::new() };
+        let mut out = Vec::new();
+        // SAFETY: returns a static array terminated by null.
+        unsafe {
+            let mut p = f(self.0.as_ptr());
+            while !p.is_null() && !(*p).is_null() {
+                out.push(BufferType(NonNull::new_unchecked(*p)));
+                p = p.add(1);
+            }
+        }
+        out
     }
 }

@@ -6,11 +6,13 @@
 //! tensors that point at it.
 use super::backend::{Backend, RawBuffer, RawGallocr};
 use super::{sys, Error, Result, Type};
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
-use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::rc::Rc;
+use std::sync::Arc;
 
 /// ggml's name limit, NUL included (`GGML_MAX_NAME` in ggml.h).
 const MAX_NAME: usize = sys::GGML_MAX_NAME as usize;
@@ -18,34 +20,82 @@ const MAX_NAME: usize = sys::GGML_MAX_NAME as usize;
 const MAX_DIMS: usize = sys::GGML_MAX_DIMS as usize;
 
 /// An owning handle on a `ggml_context` (tensor and graph objects, no tensor data).
+///
+/// The handle is shared: a context whose ops or graphs use tensors of another context keeps
+/// that one alive, so a graph can never point at freed tensors.
 pub struct Context {
+    inner: Rc<Inner>,
+}
+
+#[doc(hidden)]
+pub struct Inner {
     raw: NonNull<sys::ggml_context>,
+    /// Contexts whose tensors this one's ops and graphs use.
+    deps: RefCell<Vec<Rc<Inner>>>,
+    /// This context's serial number, so ids from another context are refused.
+    serial: u64,
+    /// Every tensor created through this handle, in order ([`TensorId`] indexes it).
+    tensors: RefCell<Vec<NonNull<sys::ggml_tensor>>>,
+    /// Every graph created, with its capacity and the tensors it holds ([`GraphId`]).
+    graphs: RefCell<Vec<GraphSlot>>,
+    /// Owners of host memory that tensors of this context point into (mapped files).
+    host_owners: RefCell<Vec<Arc<dyn Any + Send + Sync>>>,
     buffers: RefCell<Vec<RawBuffer>>,
     gallocrs: RefCell<Vec<RawGallocr>>,
 }
+
+/// Names a tensor of one context without borrowing it, for tables that live beside the
+/// context (model weights, graph inputs). [`Context::tensor`] turns it back into a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TensorId {
+    ctx: u64,
+    index: usize,
+}
+
+/// Names a graph of one context without borrowing it ([`Context::graph`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GraphId {
+    ctx: u64,
+    index: usize,
+}
+
+struct GraphSlot {
+    ptr: NonNull<sys::ggml_cgraph>,
+    capacity: usize,
+    /// Every tensor added so far, leaves and nodes: ggml aborts when either list overflows.
+    seen: HashSet<*mut sys::ggml_tensor>,
+}
+
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A tensor borrowed from its [`Context`]; `Copy`, like ggml's `ggml_tensor *`.
 #[derive(Clone, Copy)]
 pub struct Tensor<'ctx> {
     ptr: NonNull<sys::ggml_tensor>,
-    _ctx: PhantomData<&'ctx Context>,
+    owner: &'ctx Context,
 }
 
 /// A computation graph borrowed from its [`Context`].
 pub struct Graph<'ctx> {
     ptr: NonNull<sys::ggml_cgraph>,
-    capacity: usize,
-    /// Every tensor added so far, leaves and nodes: ggml aborts when either list overflows.
-    seen: HashSet<*mut sys::ggml_tensor>,
-    _ctx: PhantomData<&'ctx Context>,
+    ctx: &'ctx Context,
+    index: usize,
 }
 
-impl Drop for Context {
+impl std::ops::Deref for Context {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Drop for Inner {
     fn drop(&mut self) {
         // Buffers and allocators go first (their own Drop), then the objects that pointed
         // into them.
         self.gallocrs.borrow_mut().clear();
         self.buffers.borrow_mut().clear();
+        self.host_owners.borrow_mut().clear();
         // SAFETY: `raw` came from ggml_init and is freed exactly once, here.
         unsafe { sys::ggml_free(self.raw.as_ptr()) }
     }
@@ -82,9 +132,16 @@ impl Context {
         let raw =
             NonNull::new(unsafe { sys::ggml_init(params) }).ok_or(Error::Null("ggml_init"))?;
         Ok(Context {
-            raw,
-            buffers: RefCell::default(),
-            gallocrs: RefCell::default(),
+            inner: Rc::new(Inner {
+                raw,
+                deps: RefCell::default(),
+                serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                tensors: RefCell::default(),
+                graphs: RefCell::default(),
+                host_owners: RefCell::default(),
+                buffers: RefCell::default(),
+                gallocrs: RefCell::default(),
+            }),
         })
     }
 
@@ -112,11 +169,72 @@ impl Context {
         Ok(())
     }
 
-    fn wrap(&self, p: *mut sys::ggml_tensor, call: &'static str) -> Result<Tensor<'_>> {
-        Ok(Tensor {
-            ptr: NonNull::new(p).ok_or(Error::Null(call))?,
-            _ctx: PhantomData,
+    pub(super) fn wrap(&self, p: *mut sys::ggml_tensor, call: &'static str) -> Result<Tensor<'_>> {
+        let ptr = NonNull::new(p).ok_or(Error::Null(call))?;
+        self.tensors.borrow_mut().push(ptr);
+        Ok(Tensor { ptr, owner: self })
+    }
+
+    /// The id of `t`, a tensor created through this context.
+    pub fn id_of(&self, t: Tensor<'_>) -> Result<TensorId> {
+        let index = self.tensors.borrow().iter().rposition(|p| *p == t.ptr);
+        index
+            .map(|index| TensorId {
+                ctx: self.serial,
+                index,
+            })
+            .ok_or(Error::ForeignId { what: "tensor" })
+    }
+
+    /// The tensor named by `id`; an error for an id of another context.
+    pub fn tensor(&self, id: TensorId) -> Result<Tensor<'_>> {
+        let ptr = (id.ctx == self.serial)
+            .then(|| self.tensors.borrow().get(id.index).copied())
+            .flatten()
+            .ok_or(Error::ForeignId { what: "tensor" })?;
+        Ok(Tensor { ptr, owner: self })
+    }
+
+    /// The tensor of this context named `name`, if any (`ggml_get_tensor`).
+    pub fn find(&self, name: &str) -> Option<Tensor<'_>> {
+        let c = CString::new(name).ok()?;
+        // SAFETY: live context, NUL-terminated name; null when absent.
+        let p = unsafe { sys::ggml_get_tensor(self.as_ptr(), c.as_ptr()) };
+        NonNull::new(p).map(|ptr| Tensor { ptr, owner: self })
+    }
+
+    /// The graph named by `id`; an error for an id of another context.
+    pub fn graph(&self, id: GraphId) -> Result<Graph<'_>> {
+        let ptr = (id.ctx == self.serial)
+            .then(|| self.graphs.borrow().get(id.index).map(|g| g.ptr))
+            .flatten()
+            .ok_or(Error::ForeignId { what: "graph" })?;
+        Ok(Graph {
+            ptr,
+            ctx: self,
+            index: id.index,
         })
+    }
+
+    /// Checks room for one more tensor and records the contexts of `inputs` as dependencies.
+    pub(super) fn prepare(&self, inputs: &[Tensor<'_>]) -> Result<()> {
+        self.room_for_tensor()?;
+        self.depend(inputs);
+        Ok(())
+    }
+
+    /// Keeps the contexts that own `inputs` alive as long as this one.
+    pub(super) fn depend(&self, inputs: &[Tensor<'_>]) {
+        for t in inputs {
+            let other = &t.owner.inner;
+            if Rc::ptr_eq(other, &self.inner) {
+                continue;
+            }
+            let mut deps = self.deps.borrow_mut();
+            if !deps.iter().any(|d| Rc::ptr_eq(d, other)) {
+                deps.push(other.clone());
+            }
+        }
     }
 
     fn room_for_tensor(&self) -> Result<()> {
@@ -127,7 +245,7 @@ impl Context {
     /// A new tensor of `ty` with `dims` (ggml order, 1 to 4 of them, each ≥ 1).
     pub fn new_tensor(&self, ty: Type, dims: &[i64]) -> Result<Tensor<'_>> {
         check_dims(ty, dims)?;
-        self.room_for_tensor()?;
+        self.prepare(&[])?;
         // SAFETY: type valid, 1..=4 dims each ≥ 1, row size exact (checked), room checked.
         let p = unsafe {
             sys::ggml_new_tensor(self.as_ptr(), ty.raw(), dims.len() as i32, dims.as_ptr())
@@ -142,11 +260,16 @@ impl Context {
         // SAFETY: room checked; grads = false.
         let p = unsafe { sys::ggml_new_graph_custom(self.as_ptr(), capacity, false) };
         let ptr = NonNull::new(p).ok_or(Error::Null("ggml_new_graph_custom"))?;
-        Ok(Graph {
+        let mut graphs = self.graphs.borrow_mut();
+        graphs.push(GraphSlot {
             ptr,
             capacity,
             seen: HashSet::new(),
-            _ctx: PhantomData,
+        });
+        Ok(Graph {
+            ptr,
+            ctx: self,
+            index: graphs.len() - 1,
         })
     }
 
@@ -157,9 +280,77 @@ impl Context {
         // allocate or on failure; the first case is not an error for us.
         let p = unsafe { sys::ggml_backend_alloc_ctx_tensors(self.as_ptr(), backend.as_ptr()) };
         if let Some(buf) = RawBuffer::from_ptr(p) {
+            // Fresh memory is not zeroed by ggml; zero it so no stale NaN can leak into a
+            // masked computation (0 × NaN is NaN).
+            // SAFETY: live buffer.
+            unsafe { sys::ggml_backend_buffer_clear(buf.as_ptr(), 0) };
             self.buffers.borrow_mut().push(buf);
         } else if self.has_unallocated() {
             return Err(Error::Null("ggml_backend_alloc_ctx_tensors"));
+        }
+        Ok(())
+    }
+
+    /// Backs each of `tensors` with host memory owned by `owner` (a mapped file), without
+    /// copying: `data(owner, tensor)` returns the tensor's bytes, exactly `nbytes()` long.
+    /// The context keeps `owner` alive as long as the tensors. Only for backends whose
+    /// buffers are host memory (the CPU backend); others copy with [`Tensor::set_bytes`].
+    pub fn alloc_from_host<M: Any + Send + Sync>(
+        &self,
+        owner: Arc<M>,
+        tensors: &[Tensor<'_>],
+        data: impl for<'m> Fn(&'m M, &Tensor<'_>) -> Result<&'m [u8]>,
+    ) -> Result<()> {
+        for t in tensors {
+            if t.is_allocated() {
+                return Err(Error::OutOfRange {
+                    what: "tensor",
+                    value: t.name(),
+                    why: "is already allocated",
+                });
+            }
+            let bytes = data(&owner, t)?;
+            if bytes.len() != t.nbytes() {
+                return Err(Error::Length {
+                    what: format!("host data of {:?}", t.name()),
+                    expected: t.nbytes(),
+                    actual: bytes.len(),
+                });
+            }
+            // SAFETY: `bytes` lives as long as `owner`, which the context keeps until after
+            // its buffers are freed (Drop order). ggml only reads weights it does not own.
+            let buf = unsafe {
+                sys::ggml_backend_cpu_buffer_from_ptr(bytes.as_ptr() as *mut _, bytes.len())
+            };
+            let buf =
+                RawBuffer::from_ptr(buf).ok_or(Error::Null("ggml_backend_cpu_buffer_from_ptr"))?;
+            // SAFETY: the buffer spans exactly the tensor's bytes (checked), at its start.
+            let status = unsafe {
+                sys::ggml_backend_tensor_alloc(buf.as_ptr(), t.as_ptr(), bytes.as_ptr() as *mut _)
+            };
+            if status != sys::GGML_STATUS_SUCCESS {
+                return Err(Error::Compute {
+                    backend: "CPU (host buffer)".into(),
+                    status,
+                });
+            }
+            self.buffers.borrow_mut().push(buf);
+        }
+        self.host_owners.borrow_mut().push(owner);
+        Ok(())
+    }
+
+    /// Allocates every tensor of this context that has no data yet in one buffer of type
+    /// `buft` (`ggml_backend_alloc_ctx_tensors_from_buft`); data written afterwards with
+    /// [`Tensor::set_bytes`] goes through the buffer type (e.g. repacked for the CPU).
+    pub fn alloc_tensors_in(&self, buft: super::backend::BufferType) -> Result<()> {
+        // SAFETY: live context and static buffer type; null is checked below.
+        let p =
+            unsafe { sys::ggml_backend_alloc_ctx_tensors_from_buft(self.as_ptr(), buft.as_ptr()) };
+        if let Some(buf) = RawBuffer::from_ptr(p) {
+            self.buffers.borrow_mut().push(buf);
+        } else if self.has_unallocated() {
+            return Err(Error::Null("ggml_backend_alloc_ctx_tensors_from_buft"));
         }
         Ok(())
     }
@@ -264,6 +455,14 @@ impl<'ctx> Tensor<'ctx> {
         Ok(self)
     }
 
+    /// Asks for f32 accumulation in this op (matrix products, attention), as llama.cpp does
+    /// for attention scores. Ops without a precision setting ignore it.
+    pub fn set_f32_accumulation(self) -> Self {
+        // SAFETY: sets an op parameter on a live tensor; returns false when not applicable.
+        unsafe { sys::ggml_prec_set_acc(self.as_ptr(), sys::GGML_PREC_F32) };
+        self
+    }
+
     /// Marks the tensor as a graph input (allocated apart, written before compute).
     pub fn set_input(self) -> Self {
         // SAFETY: sets a flag on a live tensor.
@@ -346,6 +545,23 @@ impl<'ctx> Tensor<'ctx> {
         self.set_bytes(&bytes)
     }
 
+    /// Writes i64 values into an I64 tensor (row indices).
+    pub fn set_i64(&self, data: &[i64]) -> Result<()> {
+        self.expect_type(Type::I64, "i64")?;
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.set_bytes(&bytes)
+    }
+
+    /// Writes f32 values into an F16 tensor (rounding to nearest).
+    pub fn set_f32_as_f16(&self, data: &[f32]) -> Result<()> {
+        self.expect_type(Type::F16, "f16")?;
+        let bytes: Vec<u8> = data
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        self.set_bytes(&bytes)
+    }
+
     /// Writes i32 values into an I32 tensor (token ids, positions).
     pub fn set_i32(&self, data: &[i32]) -> Result<()> {
         self.expect_type(Type::I32, "i32")?;
@@ -379,10 +595,23 @@ impl<'ctx> Graph<'ctx> {
         self.ptr.as_ptr()
     }
 
+    /// This graph's id in its context.
+    pub fn id(&self) -> GraphId {
+        GraphId {
+            ctx: self.ctx.serial,
+            index: self.index,
+        }
+    }
+
     /// Adds `t` and everything it depends on (`ggml_build_forward_expand`). Refused when the
     /// graph could overflow: ggml aborts on a full graph.
     pub fn expand(&mut self, t: Tensor<'ctx>) -> Result<()> {
-        add_ancestry(&mut self.seen, t, self.capacity)?;
+        self.ctx.depend(&[t]);
+        {
+            let mut graphs = self.ctx.graphs.borrow_mut();
+            let slot = &mut graphs[self.index];
+            add_ancestry(&mut slot.seen, t, slot.capacity)?;
+        }
         // SAFETY: the tensor and graph are live in contexts that outlive 'ctx; capacity
         // checked: the graph can hold every tensor reachable from `t`.
         unsafe { sys::ggml_build_forward_expand(self.as_ptr(), t.as_ptr()) };
@@ -404,7 +633,7 @@ impl<'ctx> Graph<'ctx> {
         let p = unsafe { sys::ggml_graph_node(self.as_ptr(), i as i32) };
         NonNull::new(p).map(|ptr| Tensor {
             ptr,
-            _ctx: PhantomData,
+            owner: self.ctx,
         })
     }
 }
@@ -455,7 +684,12 @@ pub struct Rope {
 }
 
 impl Context {
-    fn shape_err(op: &'static str, a: Tensor<'_>, b: Tensor<'_>, why: &'static str) -> Error {
+    pub(super) fn shape_err(
+        op: &'static str,
+        a: Tensor<'_>,
+        b: Tensor<'_>,
+        why: &'static str,
+    ) -> Error {
         Error::Shape {
             op,
             a: a.ne(),
@@ -487,7 +721,7 @@ impl Context {
         if unsafe { sys::ggml_is_transposed(a.as_ptr()) } {
             return Err(Self::shape_err("mul_mat", a, b, "a must not be transposed"));
         }
-        self.room_for_tensor()?;
+        self.prepare(&[a, b])?;
         // SAFETY: the checks ggml_mul_mat asserts were made above.
         self.wrap(
             unsafe { sys::ggml_mul_mat(self.as_ptr(), a.as_ptr(), b.as_ptr()) },
@@ -510,7 +744,7 @@ impl Context {
         if !unsafe { sys::ggml_can_repeat(b.as_ptr(), a.as_ptr()) } {
             return Err(Self::shape_err(op, a, b, "b does not broadcast to a"));
         }
-        self.room_for_tensor()?;
+        self.prepare(&[a, b])?;
         // SAFETY: `f` is ggml_add/ggml_mul, whose only assert (b repeats to a) is checked.
         self.wrap(unsafe { f(self.as_ptr(), a.as_ptr(), b.as_ptr()) }, op)
     }
@@ -539,7 +773,7 @@ impl Context {
                 "rows must be packed (make it contiguous first)",
             ));
         }
-        self.room_for_tensor()?;
+        self.prepare(&[a])?;
         // SAFETY: ggml_scale asserts only the packing checked above.
         self.wrap(
             unsafe { sys::ggml_scale(self.as_ptr(), a.as_ptr(), s) },
@@ -556,7 +790,7 @@ impl Context {
                 why: "must be finite and ≥ 0",
             });
         }
-        self.room_for_tensor()?;
+        self.prepare(&[a])?;
         // SAFETY: ggml_rms_norm has no asserts beyond a live tensor.
         self.wrap(
             unsafe { sys::ggml_rms_norm(self.as_ptr(), a.as_ptr(), eps) },
@@ -575,7 +809,7 @@ impl Context {
                 "rows must be contiguous",
             ));
         }
-        self.room_for_tensor()?;
+        self.prepare(&[a])?;
         // SAFETY: ggml_unary asserts contiguous rows, checked above.
         self.wrap(
             unsafe { sys::ggml_gelu(self.as_ptr(), a.as_ptr()) },
@@ -625,7 +859,10 @@ impl Context {
                 ));
             }
         }
-        self.room_for_tensor()?;
+        self.prepare(&[a])?;
+        if let Some(m) = mask {
+            self.depend(&[m]);
+        }
         let m = mask.map_or(std::ptr::null_mut(), |m| m.as_ptr());
         // SAFETY: every assert of ggml_soft_max_impl is checked above; max_bias = 0.
         self.wrap(
@@ -659,7 +896,7 @@ impl Context {
                 actual: a.ty().name().into(),
             });
         }
-        self.room_for_tensor()?;
+        self.prepare(&[a, pos])?;
         let mode = if p.neox {
             sys::GGML_ROPE_TYPE_NEOX as i32
         } else {

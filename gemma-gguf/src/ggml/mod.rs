@@ -14,13 +14,16 @@
 
 mod backend;
 mod context;
+mod ops;
 mod quant;
+mod reference;
 mod system;
 mod types;
 
-pub use backend::{Backend, Device, DeviceKind};
-pub use context::{Context, Graph, Rope, Tensor};
+pub use backend::{Backend, BufferType, Device, DeviceKind};
+pub use context::{Context, Graph, GraphId, Rope, Tensor, TensorId};
 pub use quant::{dequantize_rows, quantize_rows};
+pub use reference::{ggml_gguf_parse, set_logging};
 pub use system::{backend_features, default_threads, ggml_version, BackendFeature};
 pub use types::Type;
 

@@ -11,6 +11,7 @@ impl Type {
     pub const F16: Type = Type(sys::GGML_TYPE_F16);
     pub const BF16: Type = Type(sys::GGML_TYPE_BF16);
     pub const I32: Type = Type(sys::GGML_TYPE_I32);
+    pub const I64: Type = Type(sys::GGML_TYPE_I64);
     pub const Q4_0: Type = Type(sys::GGML_TYPE_Q4_0);
     pub const Q4_1: Type = Type(sys::GGML_TYPE_Q4_1);
     pub const Q5_0: Type = Type(sys::GGML_TYPE_Q5_0);

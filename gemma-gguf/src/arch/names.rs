@@ -1,0 +1,83 @@
+//! One table of GGUF key names and tensor names, shared by the runtime, the converter and
+//! `gemma info` (llama.cpp's spelling: `src/llama-arch.cpp` in llama-cpp-sys-2 0.1.161).
+
+/// `general.*` keys.
+pub mod general {
+    pub const ARCHITECTURE: &str = "general.architecture";
+    pub const NAME: &str = "general.name";
+    pub const FILE_TYPE: &str = "general.file_type";
+    pub const QUANTIZATION_VERSION: &str = "general.quantization_version";
+}
+
+/// Per-architecture key suffixes: the full key is `{arch}.{suffix}` (see [`arch_key`]).
+pub mod llm {
+    pub const CONTEXT_LENGTH: &str = "context_length";
+    pub const EMBEDDING_LENGTH: &str = "embedding_length";
+    pub const BLOCK_COUNT: &str = "block_count";
+    pub const FEED_FORWARD_LENGTH: &str = "feed_forward_length";
+    pub const HEAD_COUNT: &str = "attention.head_count";
+    pub const HEAD_COUNT_KV: &str = "attention.head_count_kv";
+    pub const KEY_LENGTH: &str = "attention.key_length";
+    pub const VALUE_LENGTH: &str = "attention.value_length";
+    pub const RMS_EPS: &str = "attention.layer_norm_rms_epsilon";
+    pub const SLIDING_WINDOW: &str = "attention.sliding_window";
+    pub const SLIDING_WINDOW_PATTERN: &str = "attention.sliding_window_pattern";
+    pub const ROPE_DIMENSION_COUNT: &str = "rope.dimension_count";
+    pub const ROPE_FREQ_BASE: &str = "rope.freq_base";
+    pub const ROPE_FREQ_BASE_SWA: &str = "rope.freq_base_swa";
+    pub const ROPE_SCALING_TYPE: &str = "rope.scaling.type";
+    pub const ROPE_SCALING_FACTOR: &str = "rope.scaling.factor";
+    pub const ATTN_LOGIT_SOFTCAPPING: &str = "attn_logit_softcapping";
+    pub const FINAL_LOGIT_SOFTCAPPING: &str = "final_logit_softcapping";
+}
+
+/// `tokenizer.*` keys.
+pub mod tokenizer {
+    pub const MODEL: &str = "tokenizer.ggml.model";
+    pub const TOKENS: &str = "tokenizer.ggml.tokens";
+    pub const SCORES: &str = "tokenizer.ggml.scores";
+    pub const TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
+    pub const BOS_ID: &str = "tokenizer.ggml.bos_token_id";
+    pub const EOS_ID: &str = "tokenizer.ggml.eos_token_id";
+    pub const UNKNOWN_ID: &str = "tokenizer.ggml.unknown_token_id";
+    pub const PADDING_ID: &str = "tokenizer.ggml.padding_token_id";
+    pub const ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
+    pub const ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
+    pub const ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
+    pub const CHAT_TEMPLATE: &str = "tokenizer.chat_template";
+}
+
+/// `{arch}.{suffix}`.
+pub fn arch_key(arch: &str, suffix: &str) -> String {
+    format!("{arch}.{suffix}")
+}
+
+/// Tensor names (without `.weight`), global and per block.
+pub mod tensor {
+    pub const TOKEN_EMBD: &str = "token_embd";
+    pub const OUTPUT_NORM: &str = "output_norm";
+    pub const OUTPUT: &str = "output";
+    pub const ATTN_NORM: &str = "attn_norm";
+    pub const ATTN_Q: &str = "attn_q";
+    pub const ATTN_K: &str = "attn_k";
+    pub const ATTN_V: &str = "attn_v";
+    pub const ATTN_Q_NORM: &str = "attn_q_norm";
+    pub const ATTN_K_NORM: &str = "attn_k_norm";
+    pub const ATTN_OUTPUT: &str = "attn_output";
+    pub const POST_ATTENTION_NORM: &str = "post_attention_norm";
+    pub const FFN_NORM: &str = "ffn_norm";
+    pub const FFN_GATE: &str = "ffn_gate";
+    pub const FFN_UP: &str = "ffn_up";
+    pub const FFN_DOWN: &str = "ffn_down";
+    pub const POST_FFW_NORM: &str = "post_ffw_norm";
+
+    /// `name.weight`, a global tensor.
+    pub fn global(name: &str) -> String {
+        format!("{name}.weight")
+    }
+
+    /// `blk.{il}.{name}.weight`, a tensor of block `il`.
+    pub fn block(il: usize, name: &str) -> String {
+        format!("blk.{il}.{name}.weight")
+    }
+}

@@ -1,0 +1,242 @@
+//! The KV cache: a full cache for global layers, a window-sized ring for sliding-window
+//! (local) layers, and the per-batch inputs that address it (row indices, masks).
+//!
+//! Each layer's K and V are `[head_dim·n_head_kv, n_cells]` tensors: one row per cell.
+//! Position `p` lives in cell `p % n_cells`. Global layers have `n_cells = n_ctx` (so the
+//! cell is the position); local layers keep `min(n_ctx, window + n_ubatch)` cells, enough
+//! that writing a batch never overwrites a key that a query of the same batch still sees
+//! (llama.cpp's iSWA cache sizes its SWA part the same way).
+#![forbid(unsafe_code)]
+
+use crate::error::{Error, Result};
+use crate::ggml::{Backend, Context, Tensor, TensorId, Type};
+
+/// Cells attended over grow in steps of this many, so graphs stay the same shape (and can be
+/// reused) for that many decode steps (llama.cpp pads `n_kv` to 256 as well).
+pub const N_KV_PAD: u32 = 256;
+
+/// How the cache is laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct KvOptions {
+    pub n_ctx: u32,
+    /// Largest batch fed in one graph.
+    pub n_ubatch: u32,
+    /// f16 (default) or q8_0 (needs flash attention, as in llama.cpp).
+    pub type_k: Type,
+    pub type_v: Type,
+}
+
+/// Cell bookkeeping for one kind of layer.
+#[derive(Debug, Clone)]
+struct Cells {
+    /// Position held by each cell, −1 when empty.
+    pos: Vec<i32>,
+    /// Sliding window (local layers), `None` for global layers.
+    window: Option<u32>,
+}
+
+impl Cells {
+    fn n(&self) -> u32 {
+        self.pos.len() as u32
+    }
+}
+
+/// Row indices and mask for one kind of layer in one batch.
+pub(crate) struct KvInput<'s> {
+    pub idx: Tensor<'s>,
+    pub mask: Tensor<'s>,
+    pub n_kv: i64,
+}
+
+/// The graph inputs of one batch.
+pub(crate) struct BatchInputs<'s> {
+    pub tokens: Tensor<'s>,
+    pub pos: Tensor<'s>,
+    pub out_ids: Option<Tensor<'s>>,
+    pub global: Option<KvInput<'s>>,
+    pub local: Option<KvInput<'s>>,
+}
+
+/// What a batch will do to the cache: cell rows to write and the masks to attend with.
+#[derive(Debug, Clone)]
+pub(crate) struct KvPlan {
+    pub(crate) kinds: [Option<KindPlan>; 2],
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct KindPlan {
+    pub rows: Vec<i64>,
+    pub n_kv: u32,
+    /// `[n_kv, n_tokens]`, 0 or −∞.
+    pub mask: Vec<f32>,
+    new_pos: Vec<i32>,
+}
+
+/// K/V tensors of every layer, in one backend buffer.
+pub struct KvCache {
+    ctx: Context,
+    layers: Vec<(TensorId, TensorId, bool)>,
+    cells: [Option<Cells>; 2],
+    bytes: usize,
+    opts: KvOptions,
+}
+
+const GLOBAL: usize = 0;
+const LOCAL: usize = 1;
+
+/// Bytes the cache will take, with checked arithmetic (`None` on overflow).
+pub fn kv_bytes(kv_dim: u64, is_local: &[bool], window: Option<u32>, o: &KvOptions) -> Option<u64> {
+    let row = |t: Type| t.row_size(kv_dim as i64).ok().map(|r| r as u64);
+    let per_cell = row(o.type_k)?.checked_add(row(o.type_v)?)?;
+    let local_cells = local_cells(window, o) as u64;
+    is_local.iter().try_fold(0u64, |acc, &l| {
+        acc.checked_add(per_cell.checked_mul(if l { local_cells } else { o.n_ctx as u64 })?)
+    })
+}
+
+fn local_cells(window: Option<u32>, o: &KvOptions) -> u32 {
+    window.map_or(o.n_ctx, |w| o.n_ctx.min(w.saturating_add(o.n_ubatch)))
+}
+
+impl KvCache {
+    /// A zeroed cache for `is_local.len()` layers with rows of `kv_dim`, on `backend`.
+    /// Refused before allocating when it would not fit the device's free memory.
+    pub fn new(
+        kv_dim: u64,
+        is_local: &[bool],
+        window: Option<u32>,
+        opts: KvOptions,
+        backend: &Backend,
+    ) -> Result<KvCache> {
+        if opts.n_ctx == 0 || opts.n_ubatch == 0 {
+            return Err(Error::OutOfRange {
+                what: "context size",
+                value: opts.n_ctx.to_string(),
+                why: "must be at least 1",
+            });
+        }
+        let need = kv_bytes(kv_dim, is_local, window, &opts).ok_or(Error::OutOfRange {
+            what: "context size",
+            value: opts.n_ctx.to_string(),
+            why: "KV cache size overflows",
+        })?;
+        let (free, _) = backend.device().memory();
+        if need > free as u64 {
+            return Err(Error::TooLarge {
+                what: format!("KV cache for n_ctx = {}", opts.n_ctx),
+                needed: need,
+                available: free as u64,
+            });
+        }
+        let ctx = Context::new(2 * is_local.len(), 0)?;
+        let n_local = local_cells(window, &opts);
+        let mut layers = Vec::new();
+        for (il, &local) in is_local.iter().enumerate() {
+            let n_cells = if local { n_local } else { opts.n_ctx } as i64;
+            let k = ctx
+                .new_tensor(opts.type_k, &[kv_dim as i64, n_cells])?
+                .set_name(&format!("cache_k_l{il}"))?;
+            let v = ctx
+                .new_tensor(opts.type_v, &[kv_dim as i64, n_cells])?
+                .set_name(&format!("cache_v_l{il}"))?;
+            layers.push((ctx.id_of(k)?, ctx.id_of(v)?, local));
+        }
+        ctx.alloc_tensors(backend)?;
+        let cells = |n: u32, window| Cells {
+            pos: vec![-1; n as usize],
+            window,
+        };
+        let has = |l: bool| is_local.iter().any(|&x| x == l);
+        Ok(KvCache {
+            ctx,
+            layers,
+            cells: [
+                has(false).then(|| cells(opts.n_ctx, None)),
+                has(true).then(|| cells(n_local, window)),
+            ],
+            bytes: need as usize,
+            opts,
+        })
+    }
+
+    /// Bytes held by the cache.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn options(&self) -> &KvOptions {
+        &self.opts
+    }
+
+    /// Forgets every position (the memory is kept; masks hide stale cells).
+    pub fn clear(&mut self) {
+        for c in self.cells.iter_mut().flatten() {
+            c.pos.fill(-1);
+        }
+    }
+
+    /// Plans writing `positions` (one batch) into every kind of cell.
+    pub(crate) fn plan(&self, positions: &[i32]) -> KvPlan {
+        let kinds =
+            [GLOBAL, LOCAL].map(|k| self.cells[k].as_ref().map(|c| plan_kind(c, positions)));
+        KvPlan { kinds }
+    }
+
+    /// Records a computed batch's positions.
+    pub(crate) fn commit(&mut self, plan: KvPlan) {
+        for (cells, p) in self.cells.iter_mut().zip(plan.kinds) {
+            if let (Some(c), Some(p)) = (cells, p) {
+                c.pos = p.new_pos;
+            }
+        }
+    }
+
+    /// Layer `il`'s K and V tensors and the batch inputs for its kind.
+    pub(crate) fn layer<'s, 'i>(
+        &'s self,
+        il: usize,
+        inp: &'i BatchInputs<'s>,
+    ) -> Result<(Tensor<'s>, Tensor<'s>, &'i KvInput<'s>)> {
+        let (k, v, local) = self.layers[il];
+        let kin = if local {
+            inp.local.as_ref()
+        } else {
+            inp.global.as_ref()
+        };
+        let kin = kin.ok_or(Error::Null("KV cache inputs for this layer kind"))?;
+        Ok((self.ctx.tensor(k)?, self.ctx.tensor(v)?, kin))
+    }
+}
+
+/// Cells for the batch, the number of cells to attend over, and the mask.
+fn plan_kind(c: &Cells, positions: &[i32]) -> KindPlan {
+    let n = c.n();
+    let mut new_pos = c.pos.clone();
+    let rows: Vec<i64> = positions.iter().map(|&p| (p as u32 % n) as i64).collect();
+    for (&p, &r) in positions.iter().zip(&rows) {
+        new_pos[r as usize] = p;
+    }
+    // Cells beyond the highest position never hold anything before the ring wraps.
+    let last = positions.iter().copied().max().unwrap_or(0) as u32;
+    let n_kv = (last + 1)
+        .div_ceil(N_KV_PAD)
+        .saturating_mul(N_KV_PAD)
+        .min(n);
+    let mut mask = Vec::with_capacity(n_kv as usize * positions.len());
+    for &q in positions {
+        mask.extend(new_pos[..n_kv as usize].iter().map(|&p| {
+            let visible = p >= 0 && p <= q && c.window.is_none_or(|w| ((q - p) as u32) < w);
+            if visible {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            }
+        }));
+    }
+    KindPlan {
+        rows,
+        n_kv,
+        mask,
+        new_pos,
+    }
+}

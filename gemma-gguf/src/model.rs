@@ -1,0 +1,230 @@
+//! Loading a GGUF model onto a backend: pick the architecture, read its hyper-parameters,
+//! declare its weights and back them with the mapped file (CPU) or copies (other devices).
+#![forbid(unsafe_code)]
+
+use crate::arch::{gemma3, names, WeightDecl};
+use crate::error::{Error, Result};
+use crate::ggml::{default_threads, Backend, BufferType, Context, Device, TensorId};
+use crate::gguf::GgufFile;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How to load a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Device name as `gemma --version` lists them (`CPU`, `CUDA0`, `Vulkan0`); CPU if unset.
+    pub device: Option<String>,
+    /// Compute threads (CPU backend); the logical CPUs if unset.
+    pub threads: Option<usize>,
+    /// Keep every weight as mapped from the file, never repacked (CPU). Repacking, the
+    /// default as in llama.cpp, copies the weights that ggml has faster interleaved kernels
+    /// for into anonymous memory.
+    pub no_repack: bool,
+}
+
+/// The architectures this runtime runs, with their hyper-parameters and weights.
+#[derive(Debug, Clone)]
+pub enum Arch {
+    Gemma3 {
+        hp: gemma3::Hparams,
+        weights: gemma3::Weights,
+    },
+}
+
+/// A loaded model: the mapped file, its weights on a backend, the architecture.
+pub struct Model {
+    pub(crate) gguf: Arc<GgufFile>,
+    pub(crate) backend: Backend,
+    pub(crate) wctx: Context,
+    pub(crate) arch: Arch,
+    weight_bytes: usize,
+    mapped: bool,
+    repacked: usize,
+    load_time: Duration,
+}
+
+impl Model {
+    /// Opens `path` and loads it according to `opts`.
+    pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model> {
+        let start = Instant::now();
+        let gguf = Arc::new(GgufFile::open(path.as_ref())?);
+        let device = match &opts.device {
+            Some(name) => Device::by_name(name)?,
+            None => Device::cpu()?,
+        };
+        let backend = Backend::new(device)?;
+        backend.set_n_threads(opts.threads.unwrap_or_else(default_threads))?;
+        let arch_name = gguf.get_str(names::general::ARCHITECTURE)?.to_string();
+        let wctx = Context::new(gguf.tensors().len() + 1, 0)?;
+        let (arch, declared) = {
+            let mut decl = WeightDecl::new(&wctx, &gguf);
+            let arch = match arch_name.as_str() {
+                "gemma3" => {
+                    let hp = gemma3::Hparams::from_gguf(&gguf)?;
+                    let mut weights = gemma3::Weights::declare(&mut decl, &hp)?;
+                    if weights.output == weights.token_embd
+                        && repack_type(&backend, opts.no_repack).is_some()
+                    {
+                        // Tied output: a second tensor over the same file bytes, so the output
+                        // projection can be repacked while get_rows reads the mapped original
+                        // (llama.cpp duplicates it the same way).
+                        weights.output = decl.duplicate(
+                            &names::tensor::global(names::tensor::TOKEN_EMBD),
+                            "output.weight",
+                        )?;
+                    }
+                    Arch::Gemma3 { hp, weights }
+                }
+                _ => return Err(Error::UnsupportedArch { arch: arch_name }),
+            };
+            (arch, decl.declared)
+        };
+        let weight_bytes = declared
+            .iter()
+            .map(|(_, id)| wctx.tensor(*id).map(|t| t.nbytes()))
+            .sum::<Result<usize>>()?;
+        let mapped = backend.is_cpu();
+        let repacked = if mapped {
+            load_mapped(&wctx, &gguf, &declared, &backend, opts.no_repack)?
+        } else {
+            load_copied(&wctx, &gguf, &declared, &backend)?
+        };
+        Ok(Model {
+            gguf,
+            backend,
+            wctx,
+            arch,
+            weight_bytes,
+            mapped,
+            repacked,
+            load_time: start.elapsed(),
+        })
+    }
+
+    /// The GGUF file the model came from.
+    pub fn gguf(&self) -> &GgufFile {
+        &self.gguf
+    }
+
+    pub fn arch(&self) -> &Arch {
+        &self.arch
+    }
+
+    /// Bytes of weight data (mapped from the file on the CPU backend).
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    /// Weights repacked into the CPU's faster interleaved layout (copies, not mapped).
+    pub fn repacked_weights(&self) -> usize {
+        self.repacked
+    }
+
+    /// Whether the weights are the mapped file itself (CPU) rather than device copies.
+    pub fn weights_mapped(&self) -> bool {
+        self.mapped
+    }
+
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Vocabulary size (rows of the output projection).
+    pub fn n_vocab(&self) -> u32 {
+        match &self.arch {
+            Arch::Gemma3 { hp, .. } => hp.n_vocab,
+        }
+    }
+
+    /// Context length the model was trained with.
+    pub fn n_ctx_train(&self) -> u32 {
+        match &self.arch {
+            Arch::Gemma3 { hp, .. } => hp.n_ctx_train,
+        }
+    }
+}
+
+/// The CPU's weight-repacking buffer type, unless disabled or absent.
+fn repack_type(backend: &Backend, no_repack: bool) -> Option<BufferType> {
+    if no_repack || !backend.is_cpu() {
+        return None;
+    }
+    backend
+        .device()
+        .extra_buffer_types()
+        .into_iter()
+        .find(|b| b.name().contains("REPACK"))
+}
+
+/// CPU: weights ggml can repack go to the repacking buffer (copied and interleaved); all
+/// others are the mapped file's bytes. Returns how many were repacked.
+fn load_mapped(
+    wctx: &Context,
+    gguf: &Arc<GgufFile>,
+    declared: &[(String, TensorId)],
+    backend: &Backend,
+    no_repack: bool,
+) -> Result<usize> {
+    let repack = repack_type(backend, no_repack);
+    let mut mapped = Vec::new();
+    let mut packed = Vec::new();
+    for (source, id) in declared {
+        let t = wctx.tensor(*id)?;
+        let ne = t.ne();
+        // token_embd itself is read by get_rows, which repacked layouts do not serve.
+        let is_matmul = ne[1] > 1 && t.name() != names::tensor::global(names::tensor::TOKEN_EMBD);
+        match repack {
+            Some(b)
+                if is_matmul
+                    && b.supports_mul_mat_weight(backend.device(), t.ty(), ne[0], ne[1]) =>
+            {
+                packed.push((source, t))
+            }
+            _ => mapped.push((source.clone(), t)),
+        }
+    }
+    let sources: Vec<_> = mapped.iter().map(|(s, _)| s.clone()).collect();
+    let tensors: Vec<_> = mapped.iter().map(|(_, t)| *t).collect();
+    wctx.alloc_from_host(gguf.clone(), &tensors, |g, t| {
+        let i = tensors
+            .iter()
+            .position(|x| x.name() == t.name())
+            .expect("tensor from the list above");
+        let info = g.tensor(&sources[i]).ok_or_else(|| Error::MissingTensor {
+            name: sources[i].clone(),
+        })?;
+        Ok(g.tensor_data(info)?)
+    })?;
+    if let (Some(b), false) = (repack, packed.is_empty()) {
+        wctx.alloc_tensors_in(b)?;
+        for (source, t) in &packed {
+            let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor {
+                name: source.to_string(),
+            })?;
+            t.set_bytes(gguf.tensor_data(info)?)?;
+        }
+    }
+    Ok(packed.len())
+}
+
+/// Other devices: every weight copied into the device's buffer.
+fn load_copied(
+    wctx: &Context,
+    gguf: &GgufFile,
+    declared: &[(String, TensorId)],
+    backend: &Backend,
+) -> Result<usize> {
+    wctx.alloc_tensors(backend)?;
+    for (source, id) in declared {
+        let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor {
+            name: source.clone(),
+        })?;
+        wctx.tensor(*id)?.set_bytes(gguf.tensor_data(info)?)?;
+    }
+    Ok(0)
+}

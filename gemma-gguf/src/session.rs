@@ -1,0 +1,348 @@
+//! A session: one conversation's KV cache and position, fed tokens in batches.
+//!
+//! Prefill feeds up to `n_ubatch` tokens per graph; decode feeds one. A graph is rebuilt
+//! only when its shape changes (batch size, cells attended over, outputs read), so decode
+//! steps reuse one graph for up to [`N_KV_PAD`](crate::kv_cache::N_KV_PAD) tokens and
+//! allocate nothing per token.
+#![forbid(unsafe_code)]
+
+use crate::arch::gemma3;
+use crate::error::{Error, Result};
+use crate::ggml::{Context, GraphId, TensorId, Type};
+use crate::kv_cache::{kv_bytes, BatchInputs, KindPlan, KvCache, KvInput, KvOptions, KvPlan};
+use crate::model::{Arch, Model};
+
+/// Largest batch fed in one graph by default (llama.cpp's default `n_ubatch`).
+pub const DEFAULT_UBATCH: u32 = 512;
+/// Default context when none is given.
+pub const DEFAULT_CTX: u32 = 4096;
+
+/// How a session runs.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOptions {
+    /// Context size in tokens (at most the model's training context).
+    pub n_ctx: u32,
+    pub n_ubatch: u32,
+    /// `ggml_flash_attn_ext` instead of separate matrix products and softmax.
+    pub flash_attn: bool,
+    /// KV cache type: f16, or q8_0 (needs flash attention).
+    pub kv_type: Type,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            n_ctx: DEFAULT_CTX,
+            n_ubatch: DEFAULT_UBATCH,
+            flash_attn: false,
+            kv_type: Type::F16,
+        }
+    }
+}
+
+/// Which positions of a batch need logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outputs {
+    /// Only the last token (generation).
+    Last,
+    /// Every token (scoring, perplexity, comparisons).
+    All,
+}
+
+/// The shape a graph was built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GraphKey {
+    n_tokens: u32,
+    n_out: u32,
+    n_kv: [u32; 2],
+}
+
+/// A built, allocated graph: its context and the ids of its inputs and output.
+struct BuiltGraph {
+    ctx: Context,
+    ids: GraphIds,
+}
+
+struct GraphIds {
+    key: GraphKey,
+    graph: GraphId,
+    tokens: TensorId,
+    pos: TensorId,
+    out_ids: Option<TensorId>,
+    kv: [Option<(TensorId, TensorId)>; 2],
+    logits: TensorId,
+    captured: Vec<(String, TensorId)>,
+}
+
+/// One conversation with a model.
+pub struct Session<'m> {
+    model: &'m Model,
+    kv: KvCache,
+    n_past: u32,
+    opts: SessionOptions,
+    graph: Option<BuiltGraph>,
+    /// Graph nodes to keep and read after each batch (debugging against llama.cpp's names).
+    capture: Vec<String>,
+    captured: Vec<(String, Vec<f32>)>,
+}
+
+impl<'m> Session<'m> {
+    /// Keeps the named graph nodes (llama.cpp's `name-layer` names) readable after each
+    /// batch, for diffing activations against another runtime. Rebuilds the graph.
+    pub fn capture_nodes(&mut self, names: &[&str]) {
+        self.capture = names.iter().map(|s| s.to_string()).collect();
+        self.graph = None;
+    }
+
+    /// The nodes captured by the last batch, in the order asked.
+    pub fn captured(&self) -> &[(String, Vec<f32>)] {
+        &self.captured
+    }
+
+    /// A session with an empty cache. `n_ctx` is checked against the model and against free
+    /// memory before anything is allocated.
+    pub fn new(model: &'m Model, opts: SessionOptions) -> Result<Session<'m>> {
+        let Arch::Gemma3 { hp, .. } = &model.arch;
+        if opts.n_ctx == 0 || opts.n_ctx > hp.n_ctx_train {
+            return Err(Error::OutOfRange {
+                what: "context size",
+                value: opts.n_ctx.to_string(),
+                why: "must be 1 to the model's training context",
+            });
+        }
+        if opts.kv_type != Type::F16 && !opts.flash_attn {
+            return Err(Error::TypeNotUsable {
+                ty: opts.kv_type.name().into(),
+                what: "a KV cache without flash attention (as in llama.cpp)",
+            });
+        }
+        let kv_opts = KvOptions {
+            n_ctx: opts.n_ctx,
+            n_ubatch: opts.n_ubatch.clamp(1, opts.n_ctx),
+            type_k: opts.kv_type,
+            type_v: opts.kv_type,
+        };
+        let kv_dim = (hp.n_head_kv * hp.head_dim) as u64;
+        let kv = KvCache::new(
+            kv_dim,
+            &hp.is_local,
+            hp.sliding_window,
+            kv_opts,
+            &model.backend,
+        )?;
+        Ok(Session {
+            model,
+            kv,
+            n_past: 0,
+            opts: SessionOptions {
+                n_ubatch: kv_opts.n_ubatch,
+                ..opts
+            },
+            graph: None,
+            capture: Vec::new(),
+            captured: Vec::new(),
+        })
+    }
+
+    /// Bytes the KV cache of a session with `opts` would take on `model`.
+    pub fn kv_bytes_for(model: &Model, opts: &SessionOptions) -> Option<u64> {
+        let Arch::Gemma3 { hp, .. } = &model.arch;
+        let o = KvOptions {
+            n_ctx: opts.n_ctx,
+            n_ubatch: opts.n_ubatch,
+            type_k: opts.kv_type,
+            type_v: opts.kv_type,
+        };
+        kv_bytes(
+            (hp.n_head_kv * hp.head_dim) as u64,
+            &hp.is_local,
+            hp.sliding_window,
+            &o,
+        )
+    }
+
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Tokens in the cache.
+    pub fn n_past(&self) -> u32 {
+        self.n_past
+    }
+
+    pub fn n_ctx(&self) -> u32 {
+        self.opts.n_ctx
+    }
+
+    pub fn kv_cache(&self) -> &KvCache {
+        &self.kv
+    }
+
+    /// Empties the cache.
+    pub fn reset(&mut self) {
+        self.kv.clear();
+        self.n_past = 0;
+    }
+
+    /// Feeds `tokens` after what the cache holds and returns logits, `n_vocab` per output
+    /// row: one row (the last token) or one per token.
+    pub fn decode(&mut self, tokens: &[u32], outputs: Outputs) -> Result<Vec<f32>> {
+        let n_vocab = self.model.n_vocab();
+        if let Some(&id) = tokens.iter().find(|&&t| t >= n_vocab) {
+            return Err(Error::BadToken { id, n_vocab });
+        }
+        if tokens.is_empty() || self.n_past as usize + tokens.len() > self.opts.n_ctx as usize {
+            return Err(Error::ContextOverflow {
+                n_past: self.n_past,
+                n_new: tokens.len(),
+                n_ctx: self.opts.n_ctx,
+            });
+        }
+        let mut logits = Vec::new();
+        let chunks: Vec<&[u32]> = tokens.chunks(self.opts.n_ubatch as usize).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            let rows = self.decode_ubatch(chunk, outputs == Outputs::All)?;
+            if outputs == Outputs::All || last {
+                logits.extend(rows);
+            }
+        }
+        Ok(logits)
+    }
+
+    /// One graph: `tokens` (at most n_ubatch) at the next positions.
+    fn decode_ubatch(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
+        let positions: Vec<i32> = (0..tokens.len() as i32)
+            .map(|i| self.n_past as i32 + i)
+            .collect();
+        let plan = self.kv.plan(&positions);
+        let n_out = if all { tokens.len() as u32 } else { 1 };
+        let key = GraphKey {
+            n_tokens: tokens.len() as u32,
+            n_out,
+            n_kv: [0, 1].map(|k| plan.kinds[k].as_ref().map_or(0, |p| p.n_kv)),
+        };
+        if self.graph.as_ref().is_none_or(|g| g.ids.key != key) {
+            self.graph = None;
+            let n_nodes = 64 * self.model.gguf.tensors().len() / 8 + 1024;
+            let ctx = Context::new(n_nodes, n_nodes)?;
+            let ids = self.build(&ctx, key, n_nodes)?;
+            self.graph = Some(BuiltGraph { ctx, ids });
+        }
+        let BuiltGraph { ctx, ids } = self.graph.as_ref().expect("built above");
+        set_inputs(ctx, ids, tokens, &positions, &plan, self.opts.flash_attn)?;
+        self.model.backend.compute(&ctx.graph(ids.graph)?)?;
+        let logits = ctx.tensor(ids.logits)?.get_f32()?;
+        self.captured.clear();
+        for (name, id) in &ids.captured {
+            self.captured
+                .push((name.clone(), ctx.tensor(*id)?.get_f32()?));
+        }
+        self.kv.commit(plan);
+        self.n_past += tokens.len() as u32;
+        Ok(logits)
+    }
+
+    /// Builds and allocates the forward graph for `key` in `ctx`.
+    fn build(&self, ctx: &Context, key: GraphKey, n_nodes: usize) -> Result<GraphIds> {
+        let Arch::Gemma3 { hp, weights } = &self.model.arch;
+        let n = key.n_tokens as i64;
+        let tokens = ctx.new_tensor(Type::I32, &[n])?.set_input();
+        let pos = ctx.new_tensor(Type::I32, &[n])?.set_input();
+        let out_ids = if key.n_out < key.n_tokens {
+            Some(ctx.new_tensor(Type::I32, &[key.n_out as i64])?.set_input())
+        } else {
+            None
+        };
+        let mask_ty = if self.opts.flash_attn {
+            Type::F16
+        } else {
+            Type::F32
+        };
+        let mut kv_in = [None, None];
+        for (k, slot) in kv_in.iter_mut().enumerate() {
+            if key.n_kv[k] > 0 {
+                let idx = ctx.new_tensor(Type::I64, &[n])?.set_input();
+                let mask = ctx
+                    .new_tensor(mask_ty, &[key.n_kv[k] as i64, n])?
+                    .set_input();
+                *slot = Some(KvInput {
+                    idx,
+                    mask,
+                    n_kv: key.n_kv[k] as i64,
+                });
+            }
+        }
+        let [global, local] = kv_in;
+        let inp = BatchInputs {
+            tokens,
+            pos,
+            out_ids,
+            global,
+            local,
+        };
+        let mut gf = ctx.new_graph(n_nodes)?;
+        let fwd = gemma3::Forward {
+            ctx,
+            wctx: &self.model.wctx,
+            w: weights,
+            hp,
+            kv: &self.kv,
+            inp: &inp,
+            flash_attn: self.opts.flash_attn,
+        };
+        let logits = fwd.build(&mut gf)?.set_output();
+        gf.expand(logits)?;
+        let mut captured = Vec::new();
+        for name in &self.capture {
+            if let Some(t) = ctx.find(name) {
+                captured.push((name.clone(), ctx.id_of(t.set_output())?));
+            }
+        }
+        ctx.alloc_graph(&gf, &self.model.backend)?;
+        let ids = |k: &Option<KvInput<'_>>| -> Result<Option<(TensorId, TensorId)>> {
+            k.as_ref()
+                .map(|k| Ok((ctx.id_of(k.idx)?, ctx.id_of(k.mask)?)))
+                .transpose()
+        };
+        Ok(GraphIds {
+            key,
+            graph: gf.id(),
+            tokens: ctx.id_of(tokens)?,
+            pos: ctx.id_of(pos)?,
+            out_ids: out_ids.map(|t| ctx.id_of(t)).transpose()?,
+            kv: [ids(&inp.global)?, ids(&inp.local)?],
+            logits: ctx.id_of(logits)?,
+            captured,
+        })
+    }
+}
+
+/// Writes one batch's inputs into a built graph.
+fn set_inputs(
+    ctx: &Context,
+    g: &GraphIds,
+    tokens: &[u32],
+    positions: &[i32],
+    plan: &KvPlan,
+    flash: bool,
+) -> Result<()> {
+    let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+    ctx.tensor(g.tokens)?.set_i32(&ids)?;
+    ctx.tensor(g.pos)?.set_i32(positions)?;
+    if let Some(out) = g.out_ids {
+        ctx.tensor(out)?.set_i32(&[tokens.len() as i32 - 1])?;
+    }
+    for (slot, kind) in g.kv.iter().zip(&plan.kinds) {
+        if let (Some((idx, mask)), Some(KindPlan { rows, mask: m, .. })) = (slot, kind) {
+            ctx.tensor(*idx)?.set_i64(rows)?;
+            let mask = ctx.tensor(*mask)?;
+            if flash {
+                mask.set_f32_as_f16(m)?;
+            } else {
+                mask.set_f32(m)?;
+            }
+        }
+    }
+    Ok(())
+}

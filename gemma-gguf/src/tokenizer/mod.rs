@@ -1,0 +1,436 @@
+//! The tokenizer of Gemma 1–3 GGUF files: llama.cpp's SentencePiece-style (`"llama"`)
+//! tokenizer, rebuilt from the vocabulary in the file.
+//!
+//! The reference is llama.cpp's `src/llama-vocab.cpp` (the copy vendored in
+//! `llama-cpp-sys-2` 0.1.161): `llm_tokenizer_spm_session`, `tokenizer_st_partition`,
+//! `impl::tokenize` and `impl::token_to_piece`. The tests compare every line of a committed
+//! corpus with libllama itself and with Hugging Face transformers.
+//!
+//! Encoding a text, as llama.cpp does it:
+//! 1. **Special tokens are cut out first** ([`partition`]). USER_DEFINED tokens (Gemma: runs
+//!    of 2–31 spaces, of 1–31 newlines or tabs, some HTML tags, `<start_of_image>`) are always
+//!    matched whole. CONTROL and UNKNOWN tokens (`<bos>`, `<start_of_turn>`, `<unk>`, …) only
+//!    with [`Tokenizer::encode_with_special`], never by [`Tokenizer::encode`]: user text that
+//!    contains `<start_of_turn>` is tokenized as the characters it is made of.
+//! 2. **Each remaining piece of text** gets a leading space when `add_space_prefix` says so
+//!    (false for Gemma 3) and the piece follows a special token or starts the text, has its
+//!    spaces replaced by `▁` (U+2581), and is split into characters that are merged pairwise,
+//!    best score first ([`spm`]). Characters that end up in no token fall back to byte tokens
+//!    `<0xXX>`.
+//!
+//! Decoding ([`Tokenizer::token_bytes`], [`Tokenizer::decode`], [`Decoder`]) turns `▁` back into
+//! spaces and byte tokens into their byte; text is assembled from bytes so that a character
+//! split over two byte tokens comes out whole.
+
+mod decode;
+mod partition;
+mod spm;
+
+#[cfg(test)]
+mod tests;
+
+pub use decode::Decoder;
+
+use crate::gguf::GgufFile;
+use crate::{Error, Result};
+use std::collections::HashMap;
+
+/// GGUF keys of the tokenizer (llama.cpp's `LLM_KV_TOKENIZER_*` in `src/llama-arch.cpp`).
+pub mod keys {
+    pub const MODEL: &str = "tokenizer.ggml.model";
+    pub const TOKENS: &str = "tokenizer.ggml.tokens";
+    pub const SCORES: &str = "tokenizer.ggml.scores";
+    pub const TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
+    pub const BOS_ID: &str = "tokenizer.ggml.bos_token_id";
+    pub const EOS_ID: &str = "tokenizer.ggml.eos_token_id";
+    pub const EOT_ID: &str = "tokenizer.ggml.eot_token_id";
+    pub const UNK_ID: &str = "tokenizer.ggml.unknown_token_id";
+    pub const PAD_ID: &str = "tokenizer.ggml.padding_token_id";
+    pub const ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
+    pub const ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
+    pub const ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
+    pub const CHAT_TEMPLATE: &str = "tokenizer.chat_template";
+}
+
+/// The one value of `tokenizer.ggml.model` we implement: SentencePiece-style merges by score.
+pub const MODEL_LLAMA: &str = "llama";
+
+/// Defaults llama.cpp uses for a `"llama"` vocabulary when a key is absent
+/// (`llama_vocab::impl::load`, llama-cpp-sys-2 0.1.161).
+mod defaults {
+    pub const BOS_ID: u32 = 1;
+    pub const EOS_ID: u32 = 2;
+    pub const UNK_ID: u32 = 0;
+    pub const ADD_BOS: bool = true;
+    pub const ADD_EOS: bool = false;
+    /// True for SPM; every Gemma file made by `convert_hf_to_gguf.py` says false.
+    pub const ADD_SPACE_PREFIX: bool = true;
+}
+
+/// The text of Gemma's end-of-turn token, found by text when the file has no
+/// `tokenizer.ggml.eot_token_id` (as llama.cpp does).
+pub const END_OF_TURN: &str = "<end_of_turn>";
+/// The text of Gemma's start-of-turn token.
+pub const START_OF_TURN: &str = "<start_of_turn>";
+
+/// A token's type, as stored in `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenType {
+    Undefined = 0,
+    Normal = 1,
+    /// `<unk>`: special, never parsed from user text.
+    Unknown = 2,
+    /// `<bos>`, `<start_of_turn>`…: only ever inserted by id or by the chat format.
+    Control = 3,
+    /// Matched whole wherever it occurs in text, before any merging.
+    UserDefined = 4,
+    Unused = 5,
+    /// `<0xXX>`: one byte, for characters no other token covers.
+    Byte = 6,
+}
+
+impl TokenType {
+    fn from_i32(v: i32) -> Option<TokenType> {
+        use TokenType::*;
+        Some(match v {
+            0 => Undefined,
+            1 => Normal,
+            2 => Unknown,
+            3 => Control,
+            4 => UserDefined,
+            5 => Unused,
+            6 => Byte,
+            _ => return None,
+        })
+    }
+
+    /// Whether llama.cpp keeps the token's text out of plain decoding (`token_to_piece`
+    /// with `special = false` renders CONTROL and UNKNOWN tokens as nothing).
+    pub fn is_special(self) -> bool {
+        matches!(self, TokenType::Control | TokenType::Unknown)
+    }
+}
+
+/// A SentencePiece-style tokenizer built from a GGUF vocabulary.
+#[derive(Clone, Debug)]
+pub struct Tokenizer {
+    /// Token texts; an empty one is renamed `[EMPTY_<id>]` as llama.cpp does.
+    pieces: Vec<String>,
+    scores: Vec<f32>,
+    types: Vec<TokenType>,
+    piece_to_id: HashMap<String, u32>,
+    /// Longest piece in bytes: no merge can produce a longer token.
+    max_piece_len: usize,
+    /// The token for each byte value, for characters no token covers.
+    byte_tokens: [u32; 256],
+    /// Special tokens matched in text before merging, longest first (see [`partition`]).
+    user_defined: partition::Specials,
+    /// Those plus CONTROL and UNKNOWN tokens, for [`Tokenizer::encode_with_special`].
+    all_special: partition::Specials,
+    bos: u32,
+    eos: u32,
+    eot: Option<u32>,
+    unk: Option<u32>,
+    pad: Option<u32>,
+    add_bos: bool,
+    add_eos: bool,
+    add_space_prefix: bool,
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer from a GGUF file's `tokenizer.*` keys.
+    ///
+    /// Fails with the offending key or token when `tokenizer.ggml.model` is not `"llama"`,
+    /// when `tokens`, `scores` (f32) and `token_type` (i32) are missing, mistyped or of
+    /// different lengths, when a special token id is outside the vocabulary, and when a
+    /// token is duplicated, has a NaN score, an unknown type, or is a BYTE token not spelled
+    /// `<0xXX>`. Absent optional keys take llama.cpp's defaults ([`defaults`]).
+    pub fn from_gguf(file: &GgufFile) -> Result<Tokenizer> {
+        let model = file.get_str(keys::MODEL)?;
+        if model != MODEL_LLAMA {
+            return Err(Error::TokenizerUnsupportedModel {
+                model: model.to_owned(),
+            });
+        }
+        let tokens = file.get_str_array(keys::TOKENS)?;
+        let scores = file.get_f32_array(keys::SCORES)?;
+        let types = file.get_i32_array(keys::TOKEN_TYPE)?;
+        let n_tokens = tokens.len();
+        for (key, len) in [
+            (keys::SCORES, scores.len()),
+            (keys::TOKEN_TYPE, types.len()),
+        ] {
+            if len != n_tokens {
+                return Err(Error::TokenizerArrayLength { key, len, n_tokens });
+            }
+        }
+        let vocab = Vocab::new(tokens, scores, types)?;
+
+        let id = |key, default| special_id(file, key, default, n_tokens);
+        let required = |key: &'static str, default| {
+            id(key, Some(default))?.ok_or(Error::TokenizerSpecialId {
+                key,
+                id: default.into(),
+                n_tokens,
+            })
+        };
+        let bos = required(keys::BOS_ID, defaults::BOS_ID)?;
+        let eos = required(keys::EOS_ID, defaults::EOS_ID)?;
+        let unk = id(keys::UNK_ID, Some(defaults::UNK_ID))?;
+        let pad = id(keys::PAD_ID, None)?;
+        let eot = match id(keys::EOT_ID, None)? {
+            Some(eot) => Some(eot),
+            None => vocab.piece_to_id.get(END_OF_TURN).copied(),
+        };
+        let flag = |key, default| optional(file.get_bool(key), default);
+
+        Ok(Tokenizer {
+            byte_tokens: byte_tokens(&vocab.piece_to_id, unk.unwrap_or(0)),
+            user_defined: partition::Specials::new(&vocab.pieces, &vocab.types, false),
+            all_special: partition::Specials::new(&vocab.pieces, &vocab.types, true),
+            max_piece_len: vocab.pieces.iter().map(String::len).max().unwrap_or(0),
+            pieces: vocab.pieces,
+            scores: vocab.scores,
+            types: vocab.types,
+            piece_to_id: vocab.piece_to_id,
+            bos,
+            eos,
+            eot,
+            unk,
+            pad,
+            add_bos: flag(keys::ADD_BOS, defaults::ADD_BOS)?,
+            add_eos: flag(keys::ADD_EOS, defaults::ADD_EOS)?,
+            add_space_prefix: flag(keys::ADD_SPACE_PREFIX, defaults::ADD_SPACE_PREFIX)?,
+        })
+    }
+
+    /// Tokenizes user text. Control tokens are never recognised in it: `"<bos>"` becomes
+    /// the tokens of the characters `<`, `bos`, `>`; the chat format inserts control tokens
+    /// by id ([`token_id`](Self::token_id), [`bos`](Self::bos), …). USER_DEFINED tokens are
+    /// matched, as llama.cpp does.
+    ///
+    /// `add_special` is llama.cpp's flag of that name: when true, BOS is prepended if the
+    /// vocabulary's `add_bos_token` says so (true for Gemma) and EOS appended if
+    /// `add_eos_token` does (false for Gemma).
+    pub fn encode(&self, text: &str, add_special: bool) -> Vec<u32> {
+        self.encode_impl(text, add_special, &self.user_defined)
+    }
+
+    /// Like [`encode`](Self::encode), but CONTROL and UNKNOWN tokens written in `text` are
+    /// recognised too (llama.cpp's `parse_special = true`). For text the program writes
+    /// itself, such as a chat template — never for user text. It searches for each of the
+    /// vocabulary's special tokens in turn (6 400 for Gemma 3), so it is meant for short
+    /// text.
+    pub fn encode_with_special(&self, text: &str, add_special: bool) -> Vec<u32> {
+        self.encode_impl(text, add_special, &self.all_special)
+    }
+
+    fn encode_impl(
+        &self,
+        text: &str,
+        add_special: bool,
+        specials: &partition::Specials,
+    ) -> Vec<u32> {
+        let mut out = Vec::new();
+        if add_special && self.add_bos {
+            out.push(self.bos);
+        }
+        // llama.cpp adds the space prefix to text at the start or right after a special token.
+        let mut prev_special = true;
+        let mut escaped = String::new();
+        specials.split(text, |fragment| match fragment {
+            partition::Fragment::Token(id) => {
+                out.push(id);
+                prev_special = true;
+            }
+            partition::Fragment::Text(piece) => {
+                escaped.clear();
+                if self.add_space_prefix && prev_special {
+                    escaped.push(SPACE_MARK);
+                }
+                escaped.extend(piece.chars().map(|c| if c == ' ' { SPACE_MARK } else { c }));
+                spm::encode(self, &escaped, &mut out);
+                prev_special = false;
+            }
+        });
+        if add_special && self.add_eos {
+            out.push(self.eos);
+        }
+        out
+    }
+
+    /// The id of the token spelled exactly `piece` (`"<start_of_turn>"`, `"▁the"`), of any type.
+    pub fn token_id(&self, piece: &str) -> Option<u32> {
+        self.piece_to_id.get(piece).copied()
+    }
+
+    /// The token's text as stored in the vocabulary (`▁` for spaces, `<0x0A>` for bytes).
+    pub fn piece(&self, id: u32) -> Option<&str> {
+        self.pieces.get(id as usize).map(String::as_str)
+    }
+
+    /// The token's type; `None` for an id outside the vocabulary.
+    pub fn token_type(&self, id: u32) -> Option<TokenType> {
+        self.types.get(id as usize).copied()
+    }
+
+    /// The token's score (higher merges first).
+    pub fn score(&self, id: u32) -> Option<f32> {
+        self.scores.get(id as usize).copied()
+    }
+
+    /// Number of tokens in the vocabulary; every id is below it.
+    pub fn vocab_size(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Beginning of sequence (`<bos>`, id 2 in Gemma).
+    pub fn bos(&self) -> u32 {
+        self.bos
+    }
+
+    /// End of sequence (`<eos>`, id 1 in Gemma).
+    pub fn eos(&self) -> u32 {
+        self.eos
+    }
+
+    /// End of turn: `tokenizer.ggml.eot_token_id`, else the token `<end_of_turn>` (106 in
+    /// Gemma), else `None`.
+    pub fn end_of_turn(&self) -> Option<u32> {
+        self.eot
+    }
+
+    /// The token `<start_of_turn>` (105 in Gemma), if the vocabulary has it.
+    pub fn start_of_turn(&self) -> Option<u32> {
+        self.token_id(START_OF_TURN)
+    }
+
+    /// Whether generation stops at this token: EOS or end of turn.
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        id == self.eos || Some(id) == self.eot
+    }
+
+    pub fn unk(&self) -> Option<u32> {
+        self.unk
+    }
+
+    pub fn pad(&self) -> Option<u32> {
+        self.pad
+    }
+
+    /// Whether `encode(text, true)` starts with BOS (`tokenizer.ggml.add_bos_token`).
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// `tokenizer.ggml.add_space_prefix` (false for Gemma 3).
+    pub fn add_space_prefix(&self) -> bool {
+        self.add_space_prefix
+    }
+}
+
+/// SentencePiece's stand-in for a space, U+2581 LOWER ONE EIGHTH BLOCK.
+pub const SPACE_MARK: char = '\u{2581}';
+
+/// The vocabulary arrays, checked.
+struct Vocab {
+    pieces: Vec<String>,
+    scores: Vec<f32>,
+    types: Vec<TokenType>,
+    piece_to_id: HashMap<String, u32>,
+}
+
+impl Vocab {
+    fn new(tokens: &[String], scores: &[f32], types: &[i32]) -> Result<Vocab> {
+        let bad = |id: usize, piece: &str, why: String| Error::TokenizerBadToken {
+            id,
+            piece: piece.to_owned(),
+            why,
+        };
+        let mut pieces = Vec::with_capacity(tokens.len());
+        let mut token_types = Vec::with_capacity(tokens.len());
+        let mut piece_to_id = HashMap::with_capacity(tokens.len());
+        for (id, ((token, &score), &ty)) in tokens.iter().zip(scores).zip(types).enumerate() {
+            // Ids are i32 in llama.cpp; GGUF arrays hold at most 2^30 elements.
+            let id32 = u32::try_from(id).map_err(|_| bad(id, token, "id beyond u32".into()))?;
+            // llama.cpp renames an empty token instead of failing (`impl::load`).
+            let piece = match token.is_empty() {
+                true => format!("[EMPTY_{id}]"),
+                false => token.clone(),
+            };
+            if score.is_nan() {
+                return Err(bad(id, token, "score is NaN".into()));
+            }
+            let ty = TokenType::from_i32(ty)
+                .ok_or_else(|| bad(id, token, format!("token type {ty} is not 0..=6")))?;
+            if ty == TokenType::Byte && byte_of_piece(&piece).is_none() {
+                return Err(bad(id, token, "a BYTE token must be spelled <0xXX>".into()));
+            }
+            if let Some(first) = piece_to_id.insert(piece.clone(), id32) {
+                return Err(bad(id, token, format!("same text as token {first}")));
+            }
+            pieces.push(piece);
+            token_types.push(ty);
+        }
+        Ok(Vocab {
+            pieces,
+            scores: scores.to_vec(),
+            types: token_types,
+            piece_to_id,
+        })
+    }
+}
+
+/// The byte a `<0xXX>` piece stands for.
+fn byte_of_piece(piece: &str) -> Option<u8> {
+    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
+    match hex.len() {
+        2 => u8::from_str_radix(hex, 16).ok(),
+        _ => None,
+    }
+}
+
+/// Byte fallback, as llama.cpp's `byte_to_token`: the token `<0xXX>` (upper-case hex), else
+/// the byte itself as a one-character token, else `unk` (where llama.cpp would throw).
+fn byte_tokens(piece_to_id: &HashMap<String, u32>, unk: u32) -> [u32; 256] {
+    std::array::from_fn(|b| {
+        let b = b as u8;
+        let hex = format!("<0x{b:02X}>");
+        let single = (b < 0x80).then(|| char::from(b).to_string());
+        piece_to_id
+            .get(&hex)
+            .or_else(|| single.and_then(|s| piece_to_id.get(&s)))
+            .copied()
+            .unwrap_or(unk)
+    })
+}
+
+/// A special token id: the key's value (which must be a token id), else `default` when that
+/// is a token id (llama.cpp disables an out-of-range default), else `None`.
+fn special_id(
+    file: &GgufFile,
+    key: &'static str,
+    default: Option<u32>,
+    n_tokens: usize,
+) -> Result<Option<u32>> {
+    let in_range = |id: u32| (id as usize) < n_tokens;
+    match optional(file.get_u32(key).map(Some), None)? {
+        Some(id) if in_range(id) => Ok(Some(id)),
+        Some(id) => Err(Error::TokenizerSpecialId {
+            key,
+            id: id.into(),
+            n_tokens,
+        }),
+        None => Ok(default.filter(|&id| in_range(id))),
+    }
+}
+
+/// The value of an optional key: `default` when it is absent, an error when it has the
+/// wrong type.
+fn optional<T>(value: std::result::Result<T, crate::gguf::GgufError>, default: T) -> Result<T> {
+    match value {
+        Ok(v) => Ok(v),
+        Err(crate::gguf::GgufError::MissingKey { .. }) => Ok(default),
+        Err(e) => Err(e.into()),
+    }
+}

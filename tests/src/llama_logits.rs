@@ -1,0 +1,203 @@
+//! llama.cpp itself (libllama, built by `llama-cpp-sys-2`) as a reference model runner for
+//! tests: load a GGUF, evaluate tokens, read logits. Test-only; the runtime never uses it.
+#![allow(unsafe_code)]
+
+use llama_cpp_sys_2 as ll;
+use std::ffi::CString;
+use std::path::Path;
+
+/// A libllama model and context.
+pub struct LlamaRunner {
+    /// Activations captured through `cb_eval` (name, values), for debugging.
+    capture: Box<Capture>,
+    model: *mut ll::llama_model,
+    ctx: *mut ll::llama_context,
+    n_vocab: usize,
+    n_past: i32,
+}
+
+/// Options for the reference context.
+#[derive(Debug, Clone, Copy)]
+pub struct LlamaOptions<'a> {
+    /// Graph nodes to capture (llama.cpp's `name-layer` names).
+    pub capture: &'a [&'a str],
+    pub n_ctx: u32,
+    pub n_threads: i32,
+    pub flash_attn: bool,
+}
+
+#[derive(Default)]
+struct Capture {
+    names: Vec<String>,
+    got: Vec<(String, Vec<f32>)>,
+}
+
+extern "C" fn eval_cb(t: *mut ll::ggml_tensor, ask: bool, user: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `user` is the runner's boxed Capture; `t` is a live tensor during the callback;
+    // data is read only for F32 tensors, whole.
+    unsafe {
+        let cap = &mut *(user as *mut Capture);
+        let name = std::ffi::CStr::from_ptr((*t).name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        let wanted = cap.names.contains(&name);
+        if ask {
+            return wanted;
+        }
+        if wanted && (*t).type_ == ll::GGML_TYPE_F32 {
+            let n = ll::ggml_nelements(t) as usize;
+            let mut v = vec![0f32; n];
+            if ll::ggml_is_contiguous(t) {
+                ll::ggml_backend_tensor_get(t, v.as_mut_ptr().cast(), 0, n * 4);
+                cap.got.push((name, v));
+            }
+        }
+        true
+    }
+}
+
+extern "C" fn quiet(
+    _level: ll::ggml_log_level,
+    _text: *const std::os::raw::c_char,
+    _user: *mut std::ffi::c_void,
+) {
+}
+
+impl LlamaRunner {
+    pub fn load(path: &Path, o: LlamaOptions) -> LlamaRunner {
+        let c = CString::new(path.to_str().expect("utf-8 path")).unwrap();
+        // SAFETY: plain libllama initialisation; the callback is a static no-op.
+        unsafe {
+            ll::llama_log_set(Some(quiet), std::ptr::null_mut());
+            ll::llama_backend_init();
+            let mut mp = ll::llama_model_default_params();
+            mp.n_gpu_layers = 0;
+            let model = ll::llama_model_load_from_file(c.as_ptr(), mp);
+            assert!(
+                !model.is_null(),
+                "libllama could not load {}",
+                path.display()
+            );
+            let mut cp = ll::llama_context_default_params();
+            cp.n_ctx = o.n_ctx;
+            cp.n_batch = o.n_ctx;
+            cp.n_ubatch = 512;
+            cp.n_threads = o.n_threads;
+            cp.n_threads_batch = o.n_threads;
+            cp.flash_attn_type = if o.flash_attn {
+                ll::LLAMA_FLASH_ATTN_TYPE_ENABLED
+            } else {
+                ll::LLAMA_FLASH_ATTN_TYPE_DISABLED
+            };
+            let mut capture = Box::new(Capture {
+                names: o.capture.iter().map(|s| s.to_string()).collect(),
+                got: Vec::new(),
+            });
+            if !o.capture.is_empty() {
+                cp.cb_eval = Some(eval_cb);
+                cp.cb_eval_user_data = (&mut *capture) as *mut Capture as *mut std::ffi::c_void;
+            }
+            let ctx = ll::llama_init_from_model(model, cp);
+            assert!(!ctx.is_null(), "libllama could not create a context");
+            let n_vocab = ll::llama_vocab_n_tokens(ll::llama_model_get_vocab(model)) as usize;
+            LlamaRunner {
+                capture,
+                model,
+                ctx,
+                n_vocab,
+                n_past: 0,
+            }
+        }
+    }
+
+    /// Activations captured since the last call (name, values).
+    pub fn take_captured(&mut self) -> Vec<(String, Vec<f32>)> {
+        std::mem::take(&mut self.capture.got)
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.n_vocab
+    }
+
+    /// Empties the KV cache.
+    pub fn clear(&mut self) {
+        // SAFETY: live context.
+        unsafe { ll::llama_memory_clear(ll::llama_get_memory(self.ctx), true) };
+        self.n_past = 0;
+    }
+
+    /// Feeds `tokens` after the cache; returns logits for every token (`all`) or the last.
+    pub fn eval(&mut self, tokens: &[u32], all: bool) -> Vec<f32> {
+        let n = tokens.len();
+        // SAFETY: the batch is sized for n tokens with one sequence id each; libllama reads
+        // the filled entries only; logits rows are read for positions flagged as outputs.
+        unsafe {
+            let mut batch = ll::llama_batch_init(n as i32, 0, 1);
+            for (i, &t) in tokens.iter().enumerate() {
+                *batch.token.add(i) = t as i32;
+                *batch.pos.add(i) = self.n_past + i as i32;
+                *batch.n_seq_id.add(i) = 1;
+                *(*batch.seq_id.add(i)) = 0;
+                *batch.logits.add(i) = (all || i + 1 == n) as i8;
+            }
+            batch.n_tokens = n as i32;
+            let rc = ll::llama_decode(self.ctx, batch);
+            ll::llama_batch_free(batch);
+            assert_eq!(rc, 0, "llama_decode failed");
+            self.n_past += n as i32;
+            let rows: Vec<i32> = if all {
+                (0..n as i32).collect()
+            } else {
+                vec![n as i32 - 1]
+            };
+            let mut out = Vec::with_capacity(rows.len() * self.n_vocab);
+            for r in rows {
+                let p = ll::llama_get_logits_ith(self.ctx, r);
+                out.extend_from_slice(std::slice::from_raw_parts(p, self.n_vocab));
+            }
+            out
+        }
+    }
+
+    /// llama.cpp's tokenization of `text` (with BOS when `add_bos`; control tokens not parsed).
+    pub fn tokenize(&self, text: &str, add_bos: bool) -> Vec<u32> {
+        // SAFETY: the buffer is sized from libllama's own count (negative when too small).
+        unsafe {
+            let vocab = ll::llama_model_get_vocab(self.model);
+            let mut buf = vec![0i32; text.len() + 8];
+            let mut n = ll::llama_tokenize(
+                vocab,
+                text.as_ptr().cast(),
+                text.len() as i32,
+                buf.as_mut_ptr(),
+                buf.len() as i32,
+                add_bos,
+                false,
+            );
+            if n < 0 {
+                buf.resize((-n) as usize, 0);
+                n = ll::llama_tokenize(
+                    vocab,
+                    text.as_ptr().cast(),
+                    text.len() as i32,
+                    buf.as_mut_ptr(),
+                    buf.len() as i32,
+                    add_bos,
+                    false,
+                );
+            }
+            buf.truncate(n.max(0) as usize);
+            buf.into_iter().map(|t| t as u32).collect()
+        }
+    }
+}
+
+impl Drop for LlamaRunner {
+    fn drop(&mut self) {
+        // SAFETY: created in `load`, freed once, context before model.
+        unsafe {
+            ll::llama_free(self.ctx);
+            ll::llama_model_free(self.model);
+        }
+    }
+}
