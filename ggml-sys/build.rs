@@ -2,18 +2,10 @@
 use std::{env, path::PathBuf};
 
 fn main() {
-    let root = PathBuf::from(
-        env::var("DEP_LLAMA_ROOT")
-            .expect("DEP_LLAMA_ROOT is set by llama-cpp-sys-2 (links = llama)"),
-    );
+    let root =
+        PathBuf::from(env::var("DEP_LLAMA_ROOT").expect("DEP_LLAMA_ROOT is set by llama-cpp-sys-2 (links = llama)"));
     let include = root.join("include");
-    let mut headers = vec![
-        "ggml.h",
-        "ggml-backend.h",
-        "ggml-alloc.h",
-        "ggml-cpu.h",
-        "gguf.h",
-    ];
+    let mut headers = vec!["ggml.h", "ggml-backend.h", "ggml-alloc.h", "ggml-cpu.h", "gguf.h"];
     if env::var_os("CARGO_FEATURE_VULKAN").is_some() {
         headers.push("ggml-vulkan.h");
     }

@@ -33,6 +33,11 @@ tokens are then tokenized as the characters they are made of, while user-defined
 tokens (runs of spaces, tabs and newlines, HTML tags) are still matched whole, as in
 llama.cpp. The default behaviour is recorded too (`ids_parse_special`) and compared with our
 `encode_with_special` (llama.cpp's `parse_special=true`).
+
+The references disagree with each other on three kinds of text in the corpus: runs of over 31
+spaces, a literal U+2581 (SentencePiece's space mark) and `</s>` (user-defined in the file,
+retyped as control by llama.cpp). The test explains each case and follows libllama there,
+since we run llama.cpp's files.
 """
 
 import argparse

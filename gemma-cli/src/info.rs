@@ -9,9 +9,7 @@
 #![forbid(unsafe_code)]
 
 use anyhow::{anyhow, bail, Context, Result};
-use gemma_gguf::gguf::{
-    limits, GgmlType, GgufArray, GgufError, GgufFile, GgufValue, KEY_ALIGNMENT,
-};
+use gemma_gguf::gguf::{limits, GgmlType, GgufArray, GgufError, GgufFile, GgufValue, KEY_ALIGNMENT};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -72,18 +70,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     if args.file.is_dir() {
-        bail!(
-            "{}: is a folder; give the path of a .gguf file",
-            args.file.display()
-        );
+        bail!("{}: is a folder; give the path of a .gguf file", args.file.display());
     }
     let file = GgufFile::open(&args.file).map_err(|e| open_error(&args.file, e))?;
     let report = Report::new(&file, &args)?;
-    let out = if args.json {
-        serde_json::to_string_pretty(&report)? + "\n"
-    } else {
-        report.to_string()
-    };
+    let out = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { report.to_string() };
     match std::io::stdout().lock().write_all(out.as_bytes()) {
         // `gemma info … | head` closing the pipe early is not an error.
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
@@ -271,9 +262,7 @@ fn section_of(key: &str, value: &GgufValue, arch: Option<&str>) -> Section {
     let in_arch = arch.is_some_and(|a| key.strip_prefix(a).is_some_and(|r| r.starts_with('.')));
     match key {
         KEY_ALIGNMENT | KEY_TOKENS | KEY_SCORES | KEY_TOKEN_TYPE | KEY_MERGES => Section::Dedicated,
-        KEY_ARCHITECTURE | KEY_NAME | KEY_TOKENIZER_MODEL | KEY_CHAT_TEMPLATE if is_str => {
-            Section::Dedicated
-        }
+        KEY_ARCHITECTURE | KEY_NAME | KEY_TOKENIZER_MODEL | KEY_CHAT_TEMPLATE if is_str => Section::Dedicated,
         _ if special_name(key).is_some() && int_value(value).is_some() => Section::Dedicated,
         _ if in_arch => Section::Hparams,
         _ if key.starts_with("general.") => Section::General,
@@ -284,9 +273,7 @@ fn section_of(key: &str, value: &GgufValue, arch: Option<&str>) -> Section {
 
 /// `bos` for `tokenizer.ggml.bos_token_id`.
 fn special_name(key: &str) -> Option<&str> {
-    key.strip_prefix(TOKENIZER_PREFIX)?
-        .strip_suffix(SPECIAL_ID_SUFFIX)
-        .filter(|name| !name.is_empty())
+    key.strip_prefix(TOKENIZER_PREFIX)?.strip_suffix(SPECIAL_ID_SUFFIX).filter(|name| !name.is_empty())
 }
 
 /// An integer value of any width that fits i64.
@@ -329,10 +316,7 @@ impl<'a> Report<'a> {
             tokenizer: tokenizer(file, pick(Section::Tokenizer)),
             chat_template: chat_template(file),
             general: pick(Section::General),
-            file_type: FILE_TYPES
-                .iter()
-                .find(|(id, _)| Some(*id) == file_type)
-                .map(|r| r.1),
+            file_type: FILE_TYPES.iter().find(|(id, _)| Some(*id) == file_type).map(|r| r.1),
             other: pick(Section::Other),
             types,
             totals,
@@ -346,8 +330,7 @@ fn file_summary(file: &GgufFile, path: &Path) -> Result<FileSummary> {
     let mut shards = Vec::new();
     for shard in file.shard_paths() {
         let shard = shard.unwrap_or(path);
-        let meta = std::fs::metadata(shard)
-            .with_context(|| format!("{}: cannot read its size", shard.display()))?;
+        let meta = std::fs::metadata(shard).with_context(|| format!("{}: cannot read its size", shard.display()))?;
         size_bytes += meta.len();
         shards.push(shard.display().to_string());
     }
@@ -365,10 +348,7 @@ fn file_summary(file: &GgufFile, path: &Path) -> Result<FileSummary> {
 
 fn tokenizer<'a>(file: &'a GgufFile, settings: Vec<(&'a str, Meta<'a>)>) -> Tokenizer<'a> {
     let shape = |key: &str| match file.get(key) {
-        Some(GgufValue::Array(a)) => Some(ArrayShape {
-            element_type: a.element_type().name(),
-            len: a.len(),
-        }),
+        Some(GgufValue::Array(a)) => Some(ArrayShape { element_type: a.element_type().name(), len: a.len() }),
         _ => None,
     };
     let tokens = file.get_str_array(KEY_TOKENS).ok();
@@ -395,16 +375,8 @@ fn tokenizer<'a>(file: &'a GgufFile, settings: Vec<(&'a str, Meta<'a>)>) -> Toke
 
 fn chat_template(file: &GgufFile) -> ChatTemplate<'_> {
     match file.get_str(KEY_CHAT_TEMPLATE) {
-        Ok(t) => ChatTemplate {
-            present: true,
-            bytes: Some(t.len()),
-            first_line: Some(t.lines().next().unwrap_or("")),
-        },
-        Err(_) => ChatTemplate {
-            present: false,
-            bytes: None,
-            first_line: None,
-        },
+        Ok(t) => ChatTemplate { present: true, bytes: Some(t.len()), first_line: Some(t.lines().next().unwrap_or("")) },
+        Err(_) => ChatTemplate { present: false, bytes: None, first_line: None },
     }
 }
 
@@ -413,9 +385,7 @@ fn chat_template(file: &GgufFile) -> ChatTemplate<'_> {
 fn type_summary(file: &GgufFile, size: u64) -> (Vec<TypeSummary>, Totals) {
     let mut by_type: BTreeMap<u32, (GgmlType, usize, u64, u64)> = BTreeMap::new();
     for t in file.tensors() {
-        let row = by_type
-            .entry(t.ggml_type.id())
-            .or_insert((t.ggml_type, 0, 0, 0));
+        let row = by_type.entry(t.ggml_type.id()).or_insert((t.ggml_type, 0, 0, 0));
         row.1 += 1;
         row.2 += t.n_elements();
         row.3 += t.n_bytes;
@@ -429,11 +399,7 @@ fn type_summary(file: &GgufFile, size: u64) -> (Vec<TypeSummary>, Totals) {
             tensors,
             parameters,
             bytes: type_bytes,
-            share: if bytes == 0 {
-                0.0
-            } else {
-                type_bytes as f64 / bytes as f64
-            },
+            share: if bytes == 0 { 0.0 } else { type_bytes as f64 / bytes as f64 },
         })
         .collect();
     types.sort_by_key(|t| std::cmp::Reverse(t.bytes));
@@ -466,9 +432,7 @@ fn tensor_rows(file: &GgufFile) -> Vec<TensorRow<'_>> {
 /// `{"type", "len", "first"}`.
 fn value_json(v: &GgufValue) -> Json {
     let Some(a) = as_array(v) else {
-        return array_json(&scalar_as_array(v), 1)
-            .pop()
-            .unwrap_or(Json::Null);
+        return array_json(&scalar_as_array(v), 1).pop().unwrap_or(Json::Null);
     };
     if a.len() <= ARRAY_SHOWN_MAX {
         return Json::Array(array_json(a, a.len()));
@@ -524,27 +488,15 @@ fn array_json(a: &GgufArray, n: usize) -> Vec<Json> {
         GgufArray::I64(v) => head(v, n),
         // Through the shortest decimal that reads back as the same f32, so that 1e-6 is
         // written 1e-6 and not 9.999999974752427e-7.
-        GgufArray::F32(v) => v
-            .iter()
-            .take(n)
-            .map(|x| float_json(x.to_string()))
-            .collect(),
-        GgufArray::F64(v) => v
-            .iter()
-            .take(n)
-            .map(|x| float_json(x.to_string()))
-            .collect(),
+        GgufArray::F32(v) => v.iter().take(n).map(|x| float_json(x.to_string())).collect(),
+        GgufArray::F64(v) => v.iter().take(n).map(|x| float_json(x.to_string())).collect(),
     }
 }
 
 /// A float (as Rust prints it) as a JSON number; NaN and infinities, which JSON lacks, as
 /// the strings "NaN", "inf", "-inf".
 fn float_json(text: String) -> Json {
-    match text
-        .parse::<f64>()
-        .ok()
-        .and_then(serde_json::Number::from_f64)
-    {
+    match text.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
         Some(n) => Json::Number(n),
         None => Json::String(text),
     }
@@ -556,15 +508,8 @@ fn value_text(v: &GgufValue) -> String {
     let Some(a) = as_array(v) else {
         return json_text(&value_json(v), TEXT_STRING_MAX);
     };
-    let shown = if a.len() <= ARRAY_SHOWN_MAX {
-        a.len()
-    } else {
-        ARRAY_HEAD
-    };
-    let items: Vec<String> = array_json(a, shown)
-        .iter()
-        .map(|j| json_text(j, TEXT_STRING_MAX / 3))
-        .collect();
+    let shown = if a.len() <= ARRAY_SHOWN_MAX { a.len() } else { ARRAY_HEAD };
+    let items: Vec<String> = array_json(a, shown).iter().map(|j| json_text(j, TEXT_STRING_MAX / 3)).collect();
     let more = if shown < a.len() { ", …" } else { "" };
     let ty = a.element_type();
     format!("[{}{more}] ({} × {ty})", items.join(", "), a.len())
@@ -600,10 +545,7 @@ impl fmt::Display for Report<'_> {
                 thousands(bytes as u64),
                 quoted(line, TEXT_STRING_MAX)
             )?,
-            _ => writeln!(
-                f,
-                "\nchat template\n  absent (the Gemma turn format is built in)"
-            )?,
+            _ => writeln!(f, "\nchat template\n  absent (the Gemma turn format is built in)")?,
         }
         let file_type = |k: &str| (k == KEY_FILE_TYPE).then_some(self.file_type).flatten();
         writeln!(f, "\ngeneral")?;
@@ -625,11 +567,7 @@ impl Report<'_> {
         let s = &self.file;
         let mut t = Table::new(&[false, false]);
         t.row(["file", &s.path]);
-        let size = format!(
-            "{} bytes ({})",
-            thousands(s.size_bytes),
-            human_bytes(s.size_bytes)
-        );
+        let size = format!("{} bytes ({})", thousands(s.size_bytes), human_bytes(s.size_bytes));
         t.row(["size", &size]);
         t.row(["gguf version", &s.gguf_version.to_string()]);
         t.row(["alignment", &s.alignment.to_string()]);
@@ -647,11 +585,7 @@ impl Report<'_> {
 
     fn fmt_model(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut t = Table::new(&[false, false]);
-        t.row([
-            "architecture",
-            self.architecture
-                .unwrap_or("(general.architecture is absent)"),
-        ]);
+        t.row(["architecture", self.architecture.unwrap_or("(general.architecture is absent)")]);
         t.row(["name", self.name.unwrap_or("(absent)")]);
         writeln!(f)?;
         t.write(f, "")?;
@@ -666,35 +600,20 @@ impl Report<'_> {
     fn fmt_tokenizer(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let tok = &self.tokenizer;
         let mut t = Table::new(&[false, false]);
-        t.row([
-            "model",
-            tok.model.unwrap_or("(tokenizer.ggml.model is absent)"),
-        ]);
-        let vocab = tok.vocab_size.map_or("(no token list)".into(), |n| {
-            format!("{} tokens", thousands(n as u64))
-        });
+        t.row(["model", tok.model.unwrap_or("(tokenizer.ggml.model is absent)")]);
+        let vocab = tok.vocab_size.map_or("(no token list)".into(), |n| format!("{} tokens", thousands(n as u64)));
         t.row(["vocabulary", &vocab]);
-        for (name, shape) in [
-            ("scores", &tok.scores),
-            ("token_type", &tok.token_type),
-            ("merges", &tok.merges),
-        ] {
-            let text = shape.as_ref().map_or("absent".into(), |s| {
-                format!("{} × {}", thousands(s.len as u64), s.element_type)
-            });
+        for (name, shape) in [("scores", &tok.scores), ("token_type", &tok.token_type), ("merges", &tok.merges)] {
+            let text =
+                shape.as_ref().map_or("absent".into(), |s| format!("{} × {}", thousands(s.len as u64), s.element_type));
             t.row([name, &text]);
         }
         for (name, special) in &tok.special_tokens {
-            let token = special.token.map_or("(not in the vocabulary)".into(), |s| {
-                quoted(s, TEXT_STRING_MAX)
-            });
+            let token = special.token.map_or("(not in the vocabulary)".into(), |s| quoted(s, TEXT_STRING_MAX));
             t.row([name, &format!("{} {token}", special.id)]);
         }
         for (key, value) in &tok.settings {
-            t.row([
-                key.strip_prefix(TOKENIZER_PREFIX).unwrap_or(key),
-                &value_text(value.0),
-            ]);
+            t.row([key.strip_prefix(TOKENIZER_PREFIX).unwrap_or(key), &value_text(value.0)]);
         }
         writeln!(f, "\ntokenizer")?;
         t.write(f, "  ")
@@ -705,28 +624,14 @@ impl Report<'_> {
         t.row(["type", "tensors", "parameters", "bytes", "share"]);
         for s in &self.types {
             let share = format!("{:.1}%", 100.0 * s.share);
-            t.row([
-                s.ggml_type,
-                &s.tensors.to_string(),
-                &thousands(s.parameters),
-                &thousands(s.bytes),
-                &share,
-            ]);
+            t.row([s.ggml_type, &s.tensors.to_string(), &thousands(s.parameters), &thousands(s.bytes), &share]);
         }
         let total = &self.totals;
         let share = if total.bytes > 0 { "100.0%" } else { "" };
-        t.row([
-            "total",
-            &total.tensors.to_string(),
-            &thousands(total.parameters),
-            &thousands(total.bytes),
-            share,
-        ]);
+        t.row(["total", &total.tensors.to_string(), &thousands(total.parameters), &thousands(total.bytes), share]);
         writeln!(f, "\ntensors by type")?;
         t.write(f, "  ")?;
-        let bpw = total
-            .bits_per_weight
-            .map_or("-".into(), |b| format!("{b:.2}"));
+        let bpw = total.bits_per_weight.map_or("-".into(), |b| format!("{b:.2}"));
         writeln!(
             f,
             "  {} parameters, {} of tensor data, {bpw} bits per weight; {} of header and padding",
@@ -742,11 +647,7 @@ fn fmt_tensors(f: &mut fmt::Formatter<'_>, rows: &[TensorRow]) -> fmt::Result {
     t.row(["name", "type", "shape", "bytes"]);
     for r in rows {
         let shape: Vec<String> = r.shape.iter().map(u64::to_string).collect();
-        let shape = if shape.is_empty() {
-            "scalar".into()
-        } else {
-            shape.join(" x ")
-        };
+        let shape = if shape.is_empty() { "scalar".into() } else { shape.join(" x ") };
         t.row([r.name, r.ggml_type, &shape, &thousands(r.bytes)]);
     }
     writeln!(f, "\ntensors (shapes in ggml order: row length first)")?;
@@ -754,11 +655,7 @@ fn fmt_tensors(f: &mut fmt::Formatter<'_>, rows: &[TensorRow]) -> fmt::Result {
 }
 
 /// Key/value rows, keys without `strip`; `note` adds a remark after a key's value.
-fn kv_table<'a>(
-    pairs: &[(&str, Meta)],
-    strip: &str,
-    note: impl Fn(&str) -> Option<&'a str>,
-) -> Table {
+fn kv_table<'a>(pairs: &[(&str, Meta)], strip: &str, note: impl Fn(&str) -> Option<&'a str>) -> Table {
     let mut t = Table::new(&[false, false]);
     for (key, value) in pairs {
         let mut text = value_text(value.0);
@@ -779,26 +676,16 @@ struct Table {
 impl Table {
     /// One flag per column: right-aligned or not.
     fn new(right: &[bool]) -> Self {
-        Table {
-            right: right.to_vec(),
-            rows: Vec::new(),
-        }
+        Table { right: right.to_vec(), rows: Vec::new() }
     }
 
     fn row<const N: usize>(&mut self, cells: [&str; N]) {
         debug_assert_eq!(N, self.right.len());
-        self.rows
-            .push(cells.iter().map(|c| c.to_string()).collect());
+        self.rows.push(cells.iter().map(|c| c.to_string()).collect());
     }
 
     fn write(&self, f: &mut impl fmt::Write, indent: &str) -> fmt::Result {
-        let width = |c: usize| {
-            self.rows
-                .iter()
-                .map(|r| r[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        };
+        let width = |c: usize| self.rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
         let widths: Vec<usize> = (0..self.right.len()).map(width).collect();
         for row in &self.rows {
             let mut line = String::from(indent);
@@ -923,10 +810,7 @@ mod tests {
         assert!(s("tokenizer.ggml.add_bos_token") == Section::Tokenizer);
         // A chat template that is not a string is not shown as one, but under the tokenizer.
         assert!(s("tokenizer.chat_template") == Section::Tokenizer);
-        assert_eq!(
-            special_name("tokenizer.ggml.unknown_token_id"),
-            Some("unknown")
-        );
+        assert_eq!(special_name("tokenizer.ggml.unknown_token_id"), Some("unknown"));
         assert_eq!(special_name("tokenizer.ggml._token_id"), None);
     }
 }

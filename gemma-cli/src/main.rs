@@ -2,7 +2,10 @@
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod chat;
+mod common;
 mod info;
+mod run;
 mod system;
 
 /// Run, inspect and measure Gemma models stored as GGUF files (llama.cpp's format), on ggml's
@@ -25,13 +28,17 @@ enum Command {
     /// Only the header is parsed; tensor data is not read, so this is quick for any size.
     /// A malformed file gives a one-line error naming what is wrong, and exit status 1.
     Info(info::Args),
+    /// Complete a prompt: streams the text to stdout; load time, speeds and memory go to
+    /// stderr. The prompt comes from -p, -f or standard input.
+    Run(run::Args),
+    /// Chat with an instruction-tuned model, multi-turn, keeping the KV cache between turns.
+    /// Reads one user message per line (interactive or piped); /reset and /quit.
+    Chat(chat::Args),
 }
 
 fn main() {
     let version = system::version_text();
-    let cmd = Cli::command()
-        .version(version.clone())
-        .long_version(version);
+    let cmd = Cli::command().version(version.clone()).long_version(version);
     let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -46,5 +53,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::System(args) => system::run(args),
         Command::Info(args) => info::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Chat(args) => chat::run(args),
     }
 }

@@ -8,10 +8,7 @@ pub struct Args {}
 /// `gemma <version>`, ggml's version and commit, and the devices available.
 pub fn version_text() -> String {
     let (ggml, commit) = ggml_version();
-    let devices: Vec<String> = Device::all()
-        .iter()
-        .map(|d| format!("{} ({})", d.name(), d.description()))
-        .collect();
+    let devices: Vec<String> = Device::all().iter().map(|d| format!("{} ({})", d.name(), d.description())).collect();
     format!(
         "{}\nggml {ggml} ({commit}), vendored by llama-cpp-sys-2 0.1.161\ndevices: {}",
         env!("CARGO_PKG_VERSION"),
@@ -21,14 +18,8 @@ pub fn version_text() -> String {
 
 pub fn run(_args: Args) -> Result<()> {
     let (ggml, commit) = ggml_version();
-    println!(
-        "gemma {}, ggml {ggml} ({commit})",
-        env!("CARGO_PKG_VERSION")
-    );
-    println!(
-        "threads: {} (default for -t; the logical CPUs this process may use)",
-        default_threads()
-    );
+    println!("gemma {}, ggml {ggml} ({commit})", env!("CARGO_PKG_VERSION"));
+    println!("threads: {} (default for -t; the logical CPUs this process may use)", default_threads());
     for dev in Device::all() {
         let (free, total) = dev.memory();
         println!(
@@ -44,22 +35,9 @@ pub fn run(_args: Args) -> Result<()> {
         let on: Vec<String> = feats
             .iter()
             .filter(|f| !(f.value.is_empty() || f.value == "0"))
-            .map(|f| {
-                if f.value == "1" {
-                    f.name.clone()
-                } else {
-                    format!("{}={}", f.name, f.value)
-                }
-            })
+            .map(|f| if f.value == "1" { f.name.clone() } else { format!("{}={}", f.name, f.value) })
             .collect();
-        println!(
-            "  features: {}",
-            if on.is_empty() {
-                "(none reported)".into()
-            } else {
-                on.join(" ")
-            }
-        );
+        println!("  features: {}", if on.is_empty() { "(none reported)".into() } else { on.join(" ") });
     }
     Ok(())
 }

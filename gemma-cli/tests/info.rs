@@ -48,25 +48,17 @@ fn write_small(path: &Path) {
     w.add_kv("general.file_type", 15u32).unwrap();
     w.add_kv("gemma3.block_count", 2u32).unwrap();
     w.add_kv("gemma3.embedding_length", 64u32).unwrap();
-    w.add_kv("gemma3.attention.layer_norm_rms_epsilon", 1e-6f32)
-        .unwrap();
-    w.add_kv("gemma3.attention.sliding_window_pattern", vec![true; 20])
-        .unwrap();
+    w.add_kv("gemma3.attention.layer_norm_rms_epsilon", 1e-6f32).unwrap();
+    w.add_kv("gemma3.attention.sliding_window_pattern", vec![true; 20]).unwrap();
     w.add_kv("tokenizer.ggml.model", "llama").unwrap();
-    let tokens: Vec<String> = ["<pad>", "<eos>", "<bos>", "a", "b"]
-        .map(String::from)
-        .into();
+    let tokens: Vec<String> = ["<pad>", "<eos>", "<bos>", "a", "b"].map(String::from).into();
     w.add_kv("tokenizer.ggml.tokens", tokens).unwrap();
     w.add_kv("tokenizer.ggml.scores", vec![0f32; 5]).unwrap();
     w.add_kv("tokenizer.ggml.bos_token_id", 2u32).unwrap();
     w.add_kv("tokenizer.ggml.eos_token_id", 1u32).unwrap();
     w.add_kv("tokenizer.ggml.padding_token_id", 9u32).unwrap();
     w.add_kv("tokenizer.ggml.add_bos_token", true).unwrap();
-    w.add_kv(
-        "tokenizer.chat_template",
-        "{% for m in messages %}\n{{ m }}\n{% endfor %}",
-    )
-    .unwrap();
+    w.add_kv("tokenizer.chat_template", "{% for m in messages %}\n{{ m }}\n{% endfor %}").unwrap();
     w.add_kv("custom.note", "hello").unwrap();
     // Sizes: q8_0 is 34 bytes per 32 elements, q4_K 144 bytes per 256, f32 4 bytes each.
     let tensors = [
@@ -86,9 +78,7 @@ fn write_small(path: &Path) {
 /// `text` with every run of spaces squashed to one, so that checks do not depend on
 /// column widths.
 fn squash(text: &str) -> String {
-    let lines = text
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "));
+    let lines = text.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "));
     lines.collect::<Vec<_>>().join("\n")
 }
 
@@ -120,14 +110,8 @@ fn small_file_text() {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
     let tensors = squash(&info_ok(&path, &["--tensors"]));
-    assert!(
-        tensors.contains("\nblk.0.attn_q.weight q4_K 256 x 4 576"),
-        "{tensors}"
-    );
-    assert!(
-        tensors.contains("\ntoken_embd.weight q8_0 64 x 5 340\n"),
-        "{tensors}"
-    );
+    assert!(tensors.contains("\nblk.0.attn_q.weight q4_K 256 x 4 576"), "{tensors}");
+    assert!(tensors.contains("\ntoken_embd.weight q8_0 64 x 5 340\n"), "{tensors}");
     std::fs::remove_file(&path).unwrap();
 }
 
@@ -139,10 +123,7 @@ fn small_file_json() {
     assert_eq!(j["file"]["gguf_version"], 3);
     assert_eq!(j["file"]["n_kv"], 16);
     assert_eq!(j["file"]["n_tensors"], 3);
-    assert_eq!(
-        j["file"]["size_bytes"],
-        std::fs::metadata(&path).unwrap().len()
-    );
+    assert_eq!(j["file"]["size_bytes"], std::fs::metadata(&path).unwrap().len());
     assert_eq!(j["architecture"], "gemma3");
     assert_eq!(j["hparams"]["block_count"], 2);
     assert_eq!(j["hparams"]["attention.layer_norm_rms_epsilon"], 1e-6);
@@ -165,12 +146,7 @@ fn small_file_json() {
     assert_eq!(j["totals"]["parameters"], 64 * 5 + 64 + 256 * 4);
     assert_eq!(j["totals"]["bytes"], 340 + 256 + 576);
     // Most bytes first.
-    let types: Vec<&str> = j["types"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["type"].as_str().unwrap())
-        .collect();
+    let types: Vec<&str> = j["types"].as_array().unwrap().iter().map(|t| t["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["q4_K", "q8_0", "f32"]);
     let j = info_json(&path, &["--tensors"]);
     assert_eq!(j["tensors"][2]["name"], "blk.0.attn_q.weight");
@@ -185,10 +161,7 @@ fn empty_file() {
     GgufWriter::create(&path).unwrap().finish().unwrap();
     let text = info_ok(&path, &[]);
     assert!(text.contains("(general.architecture is absent)"), "{text}");
-    assert!(
-        text.contains("absent (the Gemma turn format is built in)"),
-        "{text}"
-    );
+    assert!(text.contains("absent (the Gemma turn format is built in)"), "{text}");
     let j = info_json(&path, &[]);
     assert_eq!(j["totals"]["parameters"], 0);
     assert_eq!(j["totals"]["bits_per_weight"], Value::Null);
@@ -205,16 +178,9 @@ fn assert_fails(name: &str, bytes: &[u8], expected: &str) {
     assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
     assert!(out.stdout.is_empty(), "{name}: printed to stdout");
     assert!(stderr.starts_with("error: "), "{name}: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "{name}: not one line: {stderr}"
-    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: not one line: {stderr}");
     assert!(!stderr.contains("panicked"), "{name}: {stderr}");
-    assert!(
-        stderr.contains(expected),
-        "{name}: expected {expected:?} in {stderr}"
-    );
+    assert!(stderr.contains(expected), "{name}: expected {expected:?} in {stderr}");
     std::fs::remove_file(&path).unwrap();
 }
 
@@ -236,18 +202,10 @@ fn malformed_files() {
     assert_fails("empty-bytes.gguf", b"", "is this a GGUF file?");
     assert_fails("short-header.gguf", &good[..10], "ends inside n_tensors");
     assert_fails("cut-in-metadata.gguf", &good[..200], "cut short");
-    assert_fails(
-        "cut-in-data.gguf",
-        &good[..good.len() - 700],
-        "outside the data section",
-    );
+    assert_fails("cut-in-data.gguf", &good[..good.len() - 700], "outside the data section");
     let mut bad_version = good.clone();
     bad_version[4..8].copy_from_slice(&7u32.to_le_bytes());
-    assert_fails(
-        "bad-version.gguf",
-        &bad_version,
-        "version 7 is not supported",
-    );
+    assert_fails("bad-version.gguf", &bad_version, "version 7 is not supported");
 }
 
 #[test]
@@ -255,10 +213,7 @@ fn missing_file_and_folder() {
     let out = gemma_info(Path::new("/nonexistent/model.gguf"), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr.starts_with("error: /nonexistent/model.gguf: "),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("error: /nonexistent/model.gguf: "), "{stderr}");
     let out = gemma_info(Path::new(env!("CARGO_TARGET_TMPDIR")), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
@@ -267,10 +222,7 @@ fn missing_file_and_folder() {
 
 #[test]
 fn help_explains_flags() {
-    let out = Command::new(env!("CARGO_BIN_EXE_gemma"))
-        .args(["info", "--help"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gemma")).args(["info", "--help"]).output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in ["--json", "--tensors", "<FILE>"] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
@@ -288,15 +240,9 @@ fn model_path() -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!(
-            "CI=true but the real test model is missing at {}: run scripts/fetch-model.sh",
-            path.display()
-        );
+        panic!("CI=true but the real test model is missing at {}: run scripts/fetch-model.sh", path.display());
     }
-    eprintln!(
-        "notice: {} is missing: skipping the real-model `gemma info` test",
-        path.display()
-    );
+    eprintln!("notice: {} is missing: skipping the real-model `gemma info` test", path.display());
     None
 }
 
@@ -315,18 +261,9 @@ fn real_model() {
     assert_eq!(j["chat_template"]["present"], false);
     let count = |ty: &str| {
         let types = j["types"].as_array().unwrap();
-        types
-            .iter()
-            .find(|t| t["type"] == ty)
-            .map(|t| t["tensors"].as_u64().unwrap())
+        types.iter().find(|t| t["type"] == ty).map(|t| t["tensors"].as_u64().unwrap())
     };
-    let expected = [
-        ("q4_K", 27),
-        ("q5_0", 81),
-        ("q6_K", 9),
-        ("q8_0", 10),
-        ("f32", 109),
-    ];
+    let expected = [("q4_K", 27), ("q5_0", 81), ("q6_K", 9), ("q8_0", 10), ("f32", 109)];
     for (ty, n) in expected {
         assert_eq!(count(ty), Some(n), "{ty}");
     }

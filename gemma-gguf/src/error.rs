@@ -24,12 +24,7 @@ pub enum Error {
     NameHasNul { name: String },
     /// Shapes that the operation cannot combine.
     #[error("{op}: incompatible shapes {a:?} and {b:?} ({why})")]
-    Shape {
-        op: &'static str,
-        a: [i64; 4],
-        b: [i64; 4],
-        why: &'static str,
-    },
+    Shape { op: &'static str, a: [i64; 4], b: [i64; 4], why: &'static str },
     /// A dimension list that ggml cannot represent.
     #[error("bad tensor shape {dims:?}: {why}")]
     BadDims { dims: Vec<i64>, why: &'static str },
@@ -38,11 +33,7 @@ pub enum Error {
     RowNotBlockMultiple { ty: String, ne0: i64, block: i64 },
     /// A data slice of the wrong length for the tensor or rows.
     #[error("{what}: expected {expected} bytes/elements, got {actual}")]
-    Length {
-        what: String,
-        expected: usize,
-        actual: usize,
-    },
+    Length { what: String, expected: usize, actual: usize },
     /// The context's fixed memory pool for tensor and graph objects is full.
     #[error("ggml context is full: needs {needed} bytes, has {available} (raise max_tensors)")]
     ContextFull { needed: usize, available: usize },
@@ -54,19 +45,10 @@ pub enum Error {
     NotAllocated { name: String },
     /// The tensor's type is not the one the access needs.
     #[error("tensor {name:?} is {actual}, expected {expected}")]
-    WrongTensorType {
-        name: String,
-        expected: &'static str,
-        actual: String,
-    },
+    WrongTensorType { name: String, expected: &'static str, actual: String },
     /// A backend cannot run one of the graph's operations with these types.
     #[error("backend {backend} does not support {op} on tensor {name:?} ({ty})")]
-    Unsupported {
-        backend: String,
-        op: String,
-        name: String,
-        ty: String,
-    },
+    Unsupported { backend: String, op: String, name: String, ty: String },
     /// No device with this name in ggml's backend registry.
     #[error("no ggml device named {name:?}; available: {available}")]
     NoSuchDevice { name: String, available: String },
@@ -81,50 +63,28 @@ pub enum Error {
     ForeignId { what: &'static str },
     /// A model hyper-parameter that cannot be right.
     #[error("{key} = {value}: {why}")]
-    BadHparam {
-        key: String,
-        value: String,
-        why: &'static str,
-    },
+    BadHparam { key: String, value: String, why: &'static str },
     /// A tensor the architecture needs is not in the file.
     #[error("tensor {name} is missing from the model file")]
     MissingTensor { name: String },
     /// A tensor whose shape disagrees with the hyper-parameters.
     #[error("tensor {name} has shape {actual:?}, the hyper-parameters say {expected:?}")]
-    TensorShape {
-        name: String,
-        expected: Vec<u64>,
-        actual: Vec<u64>,
-    },
+    TensorShape { name: String, expected: Vec<u64>, actual: Vec<u64> },
     /// An architecture this runtime does not run.
     #[error("architecture {arch:?} is not supported (supported: gemma3)")]
     UnsupportedArch { arch: String },
     /// Memory that would not fit, refused before allocating.
-    #[error(
-        "{what} needs {needed} bytes but only {available} are free: use a smaller context (-c)"
-    )]
-    TooLarge {
-        what: String,
-        needed: u64,
-        available: u64,
-    },
+    #[error("{what} needs {needed} bytes but only {available} are free: use a smaller context (-c)")]
+    TooLarge { what: String, needed: u64, available: u64 },
     /// A token id outside the vocabulary.
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
     BadToken { id: u32, n_vocab: u32 },
     /// Feeding more tokens than the context holds.
     #[error("context full: {n_past} + {n_new} tokens exceed n_ctx = {n_ctx}")]
-    ContextOverflow {
-        n_past: u32,
-        n_new: usize,
-        n_ctx: u32,
-    },
+    ContextOverflow { n_past: u32, n_new: usize, n_ctx: u32 },
     /// A value out of its allowed range (threads, sizes, parameters).
     #[error("{what} = {value} is out of range: {why}")]
-    OutOfRange {
-        what: &'static str,
-        value: String,
-        why: &'static str,
-    },
+    OutOfRange { what: &'static str, value: String, why: &'static str },
     /// `tokenizer.ggml.model` names a tokenizer this crate does not implement.
     #[error(
         "tokenizer.ggml.model = {model:?} is not supported: only \"llama\" \
@@ -133,25 +93,33 @@ pub enum Error {
     TokenizerUnsupportedModel { model: String },
     /// A tokenizer array whose length disagrees with `tokenizer.ggml.tokens`.
     #[error("{key} has {len} entries but tokenizer.ggml.tokens has {n_tokens}")]
-    TokenizerArrayLength {
-        key: &'static str,
-        len: usize,
-        n_tokens: usize,
-    },
+    TokenizerArrayLength { key: &'static str, len: usize, n_tokens: usize },
     /// A special token id (BOS, EOS, ...) outside the vocabulary.
     #[error("{key} = {id} is not a token id: the vocabulary has {n_tokens} tokens")]
-    TokenizerSpecialId {
-        key: &'static str,
-        id: u64,
-        n_tokens: usize,
-    },
+    TokenizerSpecialId { key: &'static str, id: u64, n_tokens: usize },
     /// One token of the vocabulary cannot be used as it is.
     #[error("token {id} ({piece:?}): {why}")]
-    TokenizerBadToken {
-        id: usize,
-        piece: String,
-        why: String,
-    },
+    TokenizerBadToken { id: usize, piece: String, why: String },
+    /// A sampling parameter out of its range (NaN, negative, above 1 for a probability).
+    #[error("sampling parameter {param} = {value} is invalid: {why}")]
+    BadSampling { param: &'static str, value: String, why: &'static str },
+    /// A logits row the sampler cannot choose from (empty, or more entries than token ids).
+    #[error("cannot sample from {len} logits: {why}")]
+    BadLogits { len: usize, why: &'static str },
+    /// A chat role name that is none of `system`, `user`, `model` (or its alias `assistant`).
+    #[error("unknown chat role {role:?}: expected system, user, model or assistant")]
+    ChatRole { role: String },
+    /// Messages the Gemma turn format cannot lay out (a misplaced system message, roles that
+    /// do not alternate user/model).
+    #[error("cannot format the conversation: {why}")]
+    ChatMessages { why: String },
+    /// A chat template that does not compile, fails while rendering (`raise_exception`, an
+    /// unknown filter) or hits one of the sandbox's limits.
+    #[error("chat template: {why}")]
+    ChatTemplate { why: String },
+    /// A control token of the chat format that the vocabulary does not have.
+    #[error("chat control token {piece:?} is not in the vocabulary")]
+    ChatSpecialToken { piece: String },
 }
 
 /// Result alias for the library.

@@ -133,27 +133,17 @@ impl KvCache {
         let mut layers = Vec::new();
         for (il, &local) in is_local.iter().enumerate() {
             let n_cells = if local { n_local } else { opts.n_ctx } as i64;
-            let k = ctx
-                .new_tensor(opts.type_k, &[kv_dim as i64, n_cells])?
-                .set_name(&format!("cache_k_l{il}"))?;
-            let v = ctx
-                .new_tensor(opts.type_v, &[kv_dim as i64, n_cells])?
-                .set_name(&format!("cache_v_l{il}"))?;
+            let k = ctx.new_tensor(opts.type_k, &[kv_dim as i64, n_cells])?.set_name(&format!("cache_k_l{il}"))?;
+            let v = ctx.new_tensor(opts.type_v, &[kv_dim as i64, n_cells])?.set_name(&format!("cache_v_l{il}"))?;
             layers.push((ctx.id_of(k)?, ctx.id_of(v)?, local));
         }
         ctx.alloc_tensors(backend)?;
-        let cells = |n: u32, window| Cells {
-            pos: vec![-1; n as usize],
-            window,
-        };
-        let has = |l: bool| is_local.iter().any(|&x| x == l);
+        let cells = |n: u32, window| Cells { pos: vec![-1; n as usize], window };
+        let has = |l: bool| is_local.contains(&l);
         Ok(KvCache {
             ctx,
             layers,
-            cells: [
-                has(false).then(|| cells(opts.n_ctx, None)),
-                has(true).then(|| cells(n_local, window)),
-            ],
+            cells: [has(false).then(|| cells(opts.n_ctx, None)), has(true).then(|| cells(n_local, window))],
             bytes: need as usize,
             opts,
         })
@@ -177,8 +167,7 @@ impl KvCache {
 
     /// Plans writing `positions` (one batch) into every kind of cell.
     pub(crate) fn plan(&self, positions: &[i32]) -> KvPlan {
-        let kinds =
-            [GLOBAL, LOCAL].map(|k| self.cells[k].as_ref().map(|c| plan_kind(c, positions)));
+        let kinds = [GLOBAL, LOCAL].map(|k| self.cells[k].as_ref().map(|c| plan_kind(c, positions)));
         KvPlan { kinds }
     }
 
@@ -198,11 +187,7 @@ impl KvCache {
         inp: &'i BatchInputs<'s>,
     ) -> Result<(Tensor<'s>, Tensor<'s>, &'i KvInput<'s>)> {
         let (k, v, local) = self.layers[il];
-        let kin = if local {
-            inp.local.as_ref()
-        } else {
-            inp.global.as_ref()
-        };
+        let kin = if local { inp.local.as_ref() } else { inp.global.as_ref() };
         let kin = kin.ok_or(Error::Null("KV cache inputs for this layer kind"))?;
         Ok((self.ctx.tensor(k)?, self.ctx.tensor(v)?, kin))
     }
@@ -218,10 +203,7 @@ fn plan_kind(c: &Cells, positions: &[i32]) -> KindPlan {
     }
     // Cells beyond the highest position never hold anything before the ring wraps.
     let last = positions.iter().copied().max().unwrap_or(0) as u32;
-    let n_kv = (last + 1)
-        .div_ceil(N_KV_PAD)
-        .saturating_mul(N_KV_PAD)
-        .min(n);
+    let n_kv = (last + 1).div_ceil(N_KV_PAD).saturating_mul(N_KV_PAD).min(n);
     let mut mask = Vec::with_capacity(n_kv as usize * positions.len());
     for &q in positions {
         mask.extend(new_pos[..n_kv as usize].iter().map(|&p| {
@@ -233,10 +215,5 @@ fn plan_kind(c: &Cells, positions: &[i32]) -> KindPlan {
             }
         }));
     }
-    KindPlan {
-        rows,
-        n_kv,
-        mask,
-        new_pos,
-    }
+    KindPlan { rows, n_kv, mask, new_pos }
 }

@@ -4,8 +4,10 @@
 //! - [`ggml`]: the safe layer over ggml; the only module with `unsafe`.
 #![deny(unsafe_code)]
 
+pub mod chat;
 pub mod error;
 pub mod gguf;
+pub mod sampler;
 pub mod tokenizer;
 
 #[cfg(feature = "ggml")]
@@ -16,6 +18,8 @@ pub use error::{Error, Result};
 
 #[cfg(feature = "ggml")]
 pub mod arch;
+#[cfg(feature = "ggml")]
+pub mod generate;
 #[cfg(feature = "ggml")]
 pub mod kv_cache;
 #[cfg(feature = "ggml")]

@@ -6,6 +6,7 @@ use crate::arch::{gemma3, names, WeightDecl};
 use crate::error::{Error, Result};
 use crate::ggml::{default_threads, Backend, BufferType, Context, Device, TensorId};
 use crate::gguf::GgufFile;
+use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,10 +27,7 @@ pub struct LoadOptions {
 /// The architectures this runtime runs, with their hyper-parameters and weights.
 #[derive(Debug, Clone)]
 pub enum Arch {
-    Gemma3 {
-        hp: gemma3::Hparams,
-        weights: gemma3::Weights,
-    },
+    Gemma3 { hp: gemma3::Hparams, weights: gemma3::Weights },
 }
 
 /// A loaded model: the mapped file, its weights on a backend, the architecture.
@@ -38,6 +36,7 @@ pub struct Model {
     pub(crate) backend: Backend,
     pub(crate) wctx: Context,
     pub(crate) arch: Arch,
+    tokenizer: Tokenizer,
     weight_bytes: usize,
     mapped: bool,
     repacked: usize,
@@ -56,6 +55,7 @@ impl Model {
         let backend = Backend::new(device)?;
         backend.set_n_threads(opts.threads.unwrap_or_else(default_threads))?;
         let arch_name = gguf.get_str(names::general::ARCHITECTURE)?.to_string();
+        let tokenizer = Tokenizer::from_gguf(&gguf)?;
         let wctx = Context::new(gguf.tensors().len() + 1, 0)?;
         let (arch, declared) = {
             let mut decl = WeightDecl::new(&wctx, &gguf);
@@ -63,16 +63,12 @@ impl Model {
                 "gemma3" => {
                     let hp = gemma3::Hparams::from_gguf(&gguf)?;
                     let mut weights = gemma3::Weights::declare(&mut decl, &hp)?;
-                    if weights.output == weights.token_embd
-                        && repack_type(&backend, opts.no_repack).is_some()
-                    {
+                    if weights.output == weights.token_embd && repack_type(&backend, opts.no_repack).is_some() {
                         // Tied output: a second tensor over the same file bytes, so the output
                         // projection can be repacked while get_rows reads the mapped original
                         // (llama.cpp duplicates it the same way).
-                        weights.output = decl.duplicate(
-                            &names::tensor::global(names::tensor::TOKEN_EMBD),
-                            "output.weight",
-                        )?;
+                        weights.output =
+                            decl.duplicate(&names::tensor::global(names::tensor::TOKEN_EMBD), "output.weight")?;
                     }
                     Arch::Gemma3 { hp, weights }
                 }
@@ -80,31 +76,25 @@ impl Model {
             };
             (arch, decl.declared)
         };
-        let weight_bytes = declared
-            .iter()
-            .map(|(_, id)| wctx.tensor(*id).map(|t| t.nbytes()))
-            .sum::<Result<usize>>()?;
+        let weight_bytes =
+            declared.iter().map(|(_, id)| wctx.tensor(*id).map(|t| t.nbytes())).sum::<Result<usize>>()?;
         let mapped = backend.is_cpu();
         let repacked = if mapped {
             load_mapped(&wctx, &gguf, &declared, &backend, opts.no_repack)?
         } else {
             load_copied(&wctx, &gguf, &declared, &backend)?
         };
-        Ok(Model {
-            gguf,
-            backend,
-            wctx,
-            arch,
-            weight_bytes,
-            mapped,
-            repacked,
-            load_time: start.elapsed(),
-        })
+        Ok(Model { gguf, backend, wctx, arch, tokenizer, weight_bytes, mapped, repacked, load_time: start.elapsed() })
     }
 
     /// The GGUF file the model came from.
     pub fn gguf(&self) -> &GgufFile {
         &self.gguf
+    }
+
+    /// The tokenizer built from the file's vocabulary.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     pub fn arch(&self) -> &Arch {
@@ -154,11 +144,7 @@ fn repack_type(backend: &Backend, no_repack: bool) -> Option<BufferType> {
     if no_repack || !backend.is_cpu() {
         return None;
     }
-    backend
-        .device()
-        .extra_buffer_types()
-        .into_iter()
-        .find(|b| b.name().contains("REPACK"))
+    backend.device().extra_buffer_types().into_iter().find(|b| b.name().contains("REPACK"))
 }
 
 /// CPU: weights ggml can repack go to the repacking buffer (copied and interleaved); all
@@ -179,10 +165,7 @@ fn load_mapped(
         // token_embd itself is read by get_rows, which repacked layouts do not serve.
         let is_matmul = ne[1] > 1 && t.name() != names::tensor::global(names::tensor::TOKEN_EMBD);
         match repack {
-            Some(b)
-                if is_matmul
-                    && b.supports_mul_mat_weight(backend.device(), t.ty(), ne[0], ne[1]) =>
-            {
+            Some(b) if is_matmul && b.supports_mul_mat_weight(backend.device(), t.ty(), ne[0], ne[1]) => {
                 packed.push((source, t))
             }
             _ => mapped.push((source.clone(), t)),
@@ -191,21 +174,14 @@ fn load_mapped(
     let sources: Vec<_> = mapped.iter().map(|(s, _)| s.clone()).collect();
     let tensors: Vec<_> = mapped.iter().map(|(_, t)| *t).collect();
     wctx.alloc_from_host(gguf.clone(), &tensors, |g, t| {
-        let i = tensors
-            .iter()
-            .position(|x| x.name() == t.name())
-            .expect("tensor from the list above");
-        let info = g.tensor(&sources[i]).ok_or_else(|| Error::MissingTensor {
-            name: sources[i].clone(),
-        })?;
+        let i = tensors.iter().position(|x| x.name() == t.name()).expect("tensor from the list above");
+        let info = g.tensor(&sources[i]).ok_or_else(|| Error::MissingTensor { name: sources[i].clone() })?;
         Ok(g.tensor_data(info)?)
     })?;
     if let (Some(b), false) = (repack, packed.is_empty()) {
         wctx.alloc_tensors_in(b)?;
         for (source, t) in &packed {
-            let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor {
-                name: source.to_string(),
-            })?;
+            let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor { name: source.to_string() })?;
             t.set_bytes(gguf.tensor_data(info)?)?;
         }
     }
@@ -213,17 +189,10 @@ fn load_mapped(
 }
 
 /// Other devices: every weight copied into the device's buffer.
-fn load_copied(
-    wctx: &Context,
-    gguf: &GgufFile,
-    declared: &[(String, TensorId)],
-    backend: &Backend,
-) -> Result<usize> {
+fn load_copied(wctx: &Context, gguf: &GgufFile, declared: &[(String, TensorId)], backend: &Backend) -> Result<usize> {
     wctx.alloc_tensors(backend)?;
     for (source, id) in declared {
-        let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor {
-            name: source.clone(),
-        })?;
+        let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor { name: source.clone() })?;
         wctx.tensor(*id)?.set_bytes(gguf.tensor_data(info)?)?;
     }
     Ok(0)

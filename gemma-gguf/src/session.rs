@@ -31,12 +31,7 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions {
-            n_ctx: DEFAULT_CTX,
-            n_ubatch: DEFAULT_UBATCH,
-            flash_attn: false,
-            kv_type: Type::F16,
-        }
+        SessionOptions { n_ctx: DEFAULT_CTX, n_ubatch: DEFAULT_UBATCH, flash_attn: false, kv_type: Type::F16 }
     }
 }
 
@@ -123,21 +118,12 @@ impl<'m> Session<'m> {
             type_v: opts.kv_type,
         };
         let kv_dim = (hp.n_head_kv * hp.head_dim) as u64;
-        let kv = KvCache::new(
-            kv_dim,
-            &hp.is_local,
-            hp.sliding_window,
-            kv_opts,
-            &model.backend,
-        )?;
+        let kv = KvCache::new(kv_dim, &hp.is_local, hp.sliding_window, kv_opts, &model.backend)?;
         Ok(Session {
             model,
             kv,
             n_past: 0,
-            opts: SessionOptions {
-                n_ubatch: kv_opts.n_ubatch,
-                ..opts
-            },
+            opts: SessionOptions { n_ubatch: kv_opts.n_ubatch, ..opts },
             graph: None,
             capture: Vec::new(),
             captured: Vec::new(),
@@ -147,18 +133,8 @@ impl<'m> Session<'m> {
     /// Bytes the KV cache of a session with `opts` would take on `model`.
     pub fn kv_bytes_for(model: &Model, opts: &SessionOptions) -> Option<u64> {
         let Arch::Gemma3 { hp, .. } = &model.arch;
-        let o = KvOptions {
-            n_ctx: opts.n_ctx,
-            n_ubatch: opts.n_ubatch,
-            type_k: opts.kv_type,
-            type_v: opts.kv_type,
-        };
-        kv_bytes(
-            (hp.n_head_kv * hp.head_dim) as u64,
-            &hp.is_local,
-            hp.sliding_window,
-            &o,
-        )
+        let o = KvOptions { n_ctx: opts.n_ctx, n_ubatch: opts.n_ubatch, type_k: opts.kv_type, type_v: opts.kv_type };
+        kv_bytes((hp.n_head_kv * hp.head_dim) as u64, &hp.is_local, hp.sliding_window, &o)
     }
 
     pub fn model(&self) -> &'m Model {
@@ -192,11 +168,7 @@ impl<'m> Session<'m> {
             return Err(Error::BadToken { id, n_vocab });
         }
         if tokens.is_empty() || self.n_past as usize + tokens.len() > self.opts.n_ctx as usize {
-            return Err(Error::ContextOverflow {
-                n_past: self.n_past,
-                n_new: tokens.len(),
-                n_ctx: self.opts.n_ctx,
-            });
+            return Err(Error::ContextOverflow { n_past: self.n_past, n_new: tokens.len(), n_ctx: self.opts.n_ctx });
         }
         let mut logits = Vec::new();
         let chunks: Vec<&[u32]> = tokens.chunks(self.opts.n_ubatch as usize).collect();
@@ -212,9 +184,7 @@ impl<'m> Session<'m> {
 
     /// One graph: `tokens` (at most n_ubatch) at the next positions.
     fn decode_ubatch(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
-        let positions: Vec<i32> = (0..tokens.len() as i32)
-            .map(|i| self.n_past as i32 + i)
-            .collect();
+        let positions: Vec<i32> = (0..tokens.len() as i32).map(|i| self.n_past as i32 + i).collect();
         let plan = self.kv.plan(&positions);
         let n_out = if all { tokens.len() as u32 } else { 1 };
         let key = GraphKey {
@@ -235,8 +205,7 @@ impl<'m> Session<'m> {
         let logits = ctx.tensor(ids.logits)?.get_f32()?;
         self.captured.clear();
         for (name, id) in &ids.captured {
-            self.captured
-                .push((name.clone(), ctx.tensor(*id)?.get_f32()?));
+            self.captured.push((name.clone(), ctx.tensor(*id)?.get_f32()?));
         }
         self.kv.commit(plan);
         self.n_past += tokens.len() as u32;
@@ -254,33 +223,17 @@ impl<'m> Session<'m> {
         } else {
             None
         };
-        let mask_ty = if self.opts.flash_attn {
-            Type::F16
-        } else {
-            Type::F32
-        };
+        let mask_ty = if self.opts.flash_attn { Type::F16 } else { Type::F32 };
         let mut kv_in = [None, None];
         for (k, slot) in kv_in.iter_mut().enumerate() {
             if key.n_kv[k] > 0 {
                 let idx = ctx.new_tensor(Type::I64, &[n])?.set_input();
-                let mask = ctx
-                    .new_tensor(mask_ty, &[key.n_kv[k] as i64, n])?
-                    .set_input();
-                *slot = Some(KvInput {
-                    idx,
-                    mask,
-                    n_kv: key.n_kv[k] as i64,
-                });
+                let mask = ctx.new_tensor(mask_ty, &[key.n_kv[k] as i64, n])?.set_input();
+                *slot = Some(KvInput { idx, mask, n_kv: key.n_kv[k] as i64 });
             }
         }
         let [global, local] = kv_in;
-        let inp = BatchInputs {
-            tokens,
-            pos,
-            out_ids,
-            global,
-            local,
-        };
+        let inp = BatchInputs { tokens, pos, out_ids, global, local };
         let mut gf = ctx.new_graph(n_nodes)?;
         let fwd = gemma3::Forward {
             ctx,
@@ -301,9 +254,7 @@ impl<'m> Session<'m> {
         }
         ctx.alloc_graph(&gf, &self.model.backend)?;
         let ids = |k: &Option<KvInput<'_>>| -> Result<Option<(TensorId, TensorId)>> {
-            k.as_ref()
-                .map(|k| Ok((ctx.id_of(k.idx)?, ctx.id_of(k.mask)?)))
-                .transpose()
+            k.as_ref().map(|k| Ok((ctx.id_of(k.idx)?, ctx.id_of(k.mask)?))).transpose()
         };
         Ok(GraphIds {
             key,

@@ -20,13 +20,7 @@ fn cpu() -> Backend {
 
 /// Computes `x · Wᵀ` through ggml with `w` quantised to `ty`, and in f64 from the dequantised
 /// weights. Returns (ggml result, reference, per-output error bound).
-fn mul_mat_case(
-    ty: Type,
-    k: usize,
-    m: usize,
-    n: usize,
-    seed: u64,
-) -> (Vec<f32>, Vec<f64>, Vec<f64>) {
+fn mul_mat_case(ty: Type, k: usize, m: usize, n: usize, seed: u64) -> (Vec<f32>, Vec<f64>, Vec<f64>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let w = random(&mut rng, k * m, 1.0);
     let x = random(&mut rng, k * n, 1.0);
@@ -72,12 +66,7 @@ fn mul_mat_case(
                     let (wv, xv) = (*wv as f64, *xv as f64);
                     dot += wv * xv;
                     mag += (wv * xv).abs();
-                    err += wv.abs()
-                        * if ty == Type::F16 {
-                            xv.abs() * 2f64.powi(-11)
-                        } else {
-                            amax / 254.0 * 1.01
-                        };
+                    err += wv.abs() * if ty == Type::F16 { xv.abs() * 2f64.powi(-11) } else { amax / 254.0 * 1.01 };
                 }
             }
             want[j * m + i] = dot;
@@ -89,13 +78,7 @@ fn mul_mat_case(
 
 #[test]
 fn mul_mat_quantised_weights_match_dequantised_reference() {
-    for (ty, seed) in [
-        (Type::Q4_K, 1),
-        (Type::Q8_0, 2),
-        (Type::Q6_K, 3),
-        (Type::Q5_0, 4),
-        (Type::F16, 5),
-    ] {
+    for (ty, seed) in [(Type::Q4_K, 1), (Type::Q8_0, 2), (Type::Q6_K, 3), (Type::Q5_0, 4), (Type::F16, 5)] {
         let (got, want, bound) = mul_mat_case(ty, 512, 48, 7, seed);
         let (mut max_err, mut worst_ratio) = (0f64, 0f64);
         for ((g, w), b) in got.iter().zip(&want).zip(&bound) {
@@ -103,13 +86,8 @@ fn mul_mat_quantised_weights_match_dequantised_reference() {
             max_err = max_err.max(e);
             worst_ratio = worst_ratio.max(e / b);
         }
-        println!(
-            "mul_mat {ty:>5}: max abs err = {max_err:.3e}, worst err/bound = {worst_ratio:.3}"
-        );
-        assert!(
-            worst_ratio <= 1.0,
-            "{ty}: error exceeds the rounding bound (ratio {worst_ratio})"
-        );
+        println!("mul_mat {ty:>5}: max abs err = {max_err:.3e}, worst err/bound = {worst_ratio:.3}");
+        assert!(worst_ratio <= 1.0, "{ty}: error exceeds the rounding bound (ratio {worst_ratio})");
     }
 }
 
@@ -119,12 +97,7 @@ fn mul_mat_quantised_weights_match_dequantised_reference() {
 #[test]
 fn large_quantised_mul_mat_runs() {
     let (got, want, bound) = mul_mat_case(Type::Q4_K, 2048, 1024, 64, 9);
-    let worst = got
-        .iter()
-        .zip(&want)
-        .zip(&bound)
-        .map(|((g, w), b)| (*g as f64 - w).abs() / b)
-        .fold(0f64, f64::max);
+    let worst = got.iter().zip(&want).zip(&bound).map(|((g, w), b)| (*g as f64 - w).abs() / b).fold(0f64, f64::max);
     println!("large Q4_K mul_mat 2048x1024 · 2048x64: worst err/bound = {worst:.3}");
     assert!(worst <= 1.0);
 }
@@ -150,19 +123,14 @@ fn run_unary(
 
 fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - y).abs())
-        .fold(0.0, f64::max)
+    a.iter().zip(b).map(|(x, y)| (*x as f64 - y).abs()).fold(0.0, f64::max)
 }
 
 #[test]
 fn rms_norm_matches_reference() {
     let (n, rows, eps) = (640usize, 5usize, 1e-6f32);
     let x = random(&mut StdRng::seed_from_u64(11), n * rows, 3.0);
-    let got = run_unary(&[n as i64, rows as i64], &x, |ctx, t| {
-        ctx.rms_norm(t, eps).unwrap()
-    });
+    let got = run_unary(&[n as i64, rows as i64], &x, |ctx, t| ctx.rms_norm(t, eps).unwrap());
     let mut want = Vec::new();
     for r in x.chunks(n) {
         let ms = r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / n as f64;
@@ -179,26 +147,14 @@ fn rms_norm_matches_reference() {
 fn rope_neox_matches_reference() {
     let (head_dim, n_head, n_tok) = (64usize, 3usize, 9usize);
     let base = 10_000f32;
-    let x = random(
-        &mut StdRng::seed_from_u64(12),
-        head_dim * n_head * n_tok,
-        1.0,
-    );
+    let x = random(&mut StdRng::seed_from_u64(12), head_dim * n_head * n_tok, 1.0);
     let positions: Vec<i32> = (0..n_tok as i32).map(|p| p * 37 + 5).collect();
 
     let backend = cpu();
     let ctx = Context::new(8, 16).unwrap();
-    let t = ctx
-        .new_tensor(Type::F32, &[head_dim as i64, n_head as i64, n_tok as i64])
-        .unwrap();
+    let t = ctx.new_tensor(Type::F32, &[head_dim as i64, n_head as i64, n_tok as i64]).unwrap();
     let pos = ctx.new_tensor(Type::I32, &[n_tok as i64]).unwrap();
-    let rope = Rope {
-        n_dims: head_dim as i32,
-        neox: true,
-        freq_base: base,
-        freq_scale: 1.0,
-        n_ctx_orig: 0,
-    };
+    let rope = Rope { n_dims: head_dim as i32, neox: true, freq_base: base, freq_scale: 1.0, n_ctx_orig: 0 };
     let y = ctx.rope(t, pos, rope).unwrap();
     ctx.alloc_tensors(&backend).unwrap();
     t.set_f32(&x).unwrap();
@@ -235,18 +191,13 @@ fn soft_max_with_causal_mask_matches_reference() {
     let (n_kv, n_q, n_head) = (12usize, 12usize, 2usize);
     let scale = 0.125f32;
     let x = random(&mut StdRng::seed_from_u64(13), n_kv * n_q * n_head, 4.0);
-    let mask: Vec<f32> = (0..n_q)
-        .flat_map(|q| (0..n_kv).map(move |k| if k <= q { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
+    let mask: Vec<f32> =
+        (0..n_q).flat_map(|q| (0..n_kv).map(move |k| if k <= q { 0.0 } else { f32::NEG_INFINITY })).collect();
 
     let backend = cpu();
     let ctx = Context::new(8, 16).unwrap();
-    let t = ctx
-        .new_tensor(Type::F32, &[n_kv as i64, n_q as i64, n_head as i64])
-        .unwrap();
-    let m = ctx
-        .new_tensor(Type::F32, &[n_kv as i64, n_q as i64])
-        .unwrap();
+    let t = ctx.new_tensor(Type::F32, &[n_kv as i64, n_q as i64, n_head as i64]).unwrap();
+    let m = ctx.new_tensor(Type::F32, &[n_kv as i64, n_q as i64]).unwrap();
     let y = ctx.soft_max_ext(t, Some(m), scale).unwrap();
     ctx.alloc_tensors(&backend).unwrap();
     t.set_f32(&x).unwrap();
@@ -262,24 +213,14 @@ fn soft_max_with_causal_mask_matches_reference() {
         let z: Vec<f64> = row
             .iter()
             .enumerate()
-            .map(|(k, v)| {
-                if k <= q {
-                    *v as f64 * scale as f64
-                } else {
-                    f64::NEG_INFINITY
-                }
-            })
+            .map(|(k, v)| if k <= q { *v as f64 * scale as f64 } else { f64::NEG_INFINITY })
             .collect();
         let mx = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let s: f64 = z.iter().map(|v| (v - mx).exp()).sum();
         want.extend(z.iter().map(|v| (v - mx).exp() / s));
     }
     let err = max_abs_diff(&got, &want);
-    let masked_nonzero = got
-        .iter()
-        .zip(&want)
-        .filter(|(g, w)| **w == 0.0 && **g != 0.0)
-        .count();
+    let masked_nonzero = got.iter().zip(&want).filter(|(g, w)| **w == 0.0 && **g != 0.0).count();
     let bound = 1e-6;
     println!("soft_max causal: max abs err = {err:.3e} (bound {bound:.0e}), masked entries non-zero: {masked_nonzero}");
     assert!(err <= bound && masked_nonzero == 0);
@@ -328,10 +269,7 @@ fn long_tensor_name_is_an_error() {
     let ctx = Context::new(2, 0).unwrap();
     let t = ctx.new_tensor(Type::F32, &[4]).unwrap();
     let name = "x".repeat(64);
-    assert!(matches!(
-        t.set_name(&name),
-        Err(Error::NameTooLong { len: 64, .. })
-    ));
+    assert!(matches!(t.set_name(&name), Err(Error::NameTooLong { len: 64, .. })));
     assert!(matches!(t.set_name("a\0b"), Err(Error::NameHasNul { .. })));
     t.set_name(&"y".repeat(63)).unwrap();
     assert_eq!(t.name(), "y".repeat(63));
@@ -340,27 +278,15 @@ fn long_tensor_name_is_an_error() {
 #[test]
 fn unsupported_types_are_errors() {
     for id in [4u32, 5, 31, 200, u32::MAX] {
-        assert!(
-            matches!(Type::from_id(id), Err(Error::UnsupportedType { .. })),
-            "type {id}"
-        );
+        assert!(matches!(Type::from_id(id), Err(Error::UnsupportedType { .. })), "type {id}");
     }
     // Q4_K rows must be a multiple of 256.
     let ctx = Context::new(2, 0).unwrap();
-    assert!(matches!(
-        ctx.new_tensor(Type::Q4_K, &[640, 2]),
-        Err(Error::RowNotBlockMultiple { .. })
-    ));
-    assert!(matches!(
-        quantize_rows(Type::Q4_K, &[0.0; 640], 640),
-        Err(Error::RowNotBlockMultiple { .. })
-    ));
+    assert!(matches!(ctx.new_tensor(Type::Q4_K, &[640, 2]), Err(Error::RowNotBlockMultiple { .. })));
+    assert!(matches!(quantize_rows(Type::Q4_K, &[0.0; 640], 640), Err(Error::RowNotBlockMultiple { .. })));
     // IQ2_XXS needs an importance matrix: refused instead of aborting inside ggml.
     let iq2 = Type::from_id(16).unwrap();
-    assert!(matches!(
-        quantize_rows(iq2, &[0.0; 256], 256),
-        Err(Error::TypeNotUsable { .. })
-    ));
+    assert!(matches!(quantize_rows(iq2, &[0.0; 256], 256), Err(Error::TypeNotUsable { .. })));
 }
 
 #[test]
@@ -369,41 +295,20 @@ fn misuse_is_an_error_not_an_abort() {
     let ctx = Context::new(3, 4).unwrap();
     let a = ctx.new_tensor(Type::F32, &[8]).unwrap();
     // Not allocated yet: reading, writing and computing are refused.
-    assert!(matches!(
-        a.set_f32(&[0.0; 8]),
-        Err(Error::NotAllocated { .. })
-    ));
+    assert!(matches!(a.set_f32(&[0.0; 8]), Err(Error::NotAllocated { .. })));
     let b = ctx.scale(a, 2.0).unwrap();
     let mut g = ctx.new_graph(4).unwrap();
     g.expand(b).unwrap();
-    assert!(matches!(
-        backend.compute(&g),
-        Err(Error::NotAllocated { .. })
-    ));
+    assert!(matches!(backend.compute(&g), Err(Error::NotAllocated { .. })));
     // The context's pool is full after its three tensors.
     let _c = ctx.new_tensor(Type::F32, &[8]).unwrap();
-    assert!(matches!(
-        ctx.new_tensor(Type::F32, &[8]),
-        Err(Error::ContextFull { .. })
-    ));
+    assert!(matches!(ctx.new_tensor(Type::F32, &[8]), Err(Error::ContextFull { .. })));
     ctx.alloc_tensors(&backend).unwrap();
     assert!(matches!(a.set_f32(&[0.0; 7]), Err(Error::Length { .. })));
-    assert!(matches!(
-        a.set_i32(&[0; 8]),
-        Err(Error::WrongTensorType { .. })
-    ));
-    assert!(matches!(
-        backend.set_n_threads(0),
-        Err(Error::OutOfRange { .. })
-    ));
-    assert!(matches!(
-        ctx.new_tensor(Type::F32, &[8, 0]),
-        Err(Error::BadDims { .. })
-    ));
-    assert!(matches!(
-        ctx.new_tensor(Type::F32, &[1, 1, 1, 1, 1]),
-        Err(Error::BadDims { .. })
-    ));
+    assert!(matches!(a.set_i32(&[0; 8]), Err(Error::WrongTensorType { .. })));
+    assert!(matches!(backend.set_n_threads(0), Err(Error::OutOfRange { .. })));
+    assert!(matches!(ctx.new_tensor(Type::F32, &[8, 0]), Err(Error::BadDims { .. })));
+    assert!(matches!(ctx.new_tensor(Type::F32, &[1, 1, 1, 1, 1]), Err(Error::BadDims { .. })));
 }
 
 #[test]
@@ -420,23 +325,11 @@ fn full_graph_is_an_error() {
 #[test]
 fn quantise_round_trip_is_close() {
     let x = random(&mut StdRng::seed_from_u64(21), 256 * 4, 1.0);
-    for ty in [
-        Type::Q8_0,
-        Type::Q6_K,
-        Type::Q4_K,
-        Type::Q5_0,
-        Type::F16,
-        Type::BF16,
-        Type::F32,
-    ] {
+    for ty in [Type::Q8_0, Type::Q6_K, Type::Q4_K, Type::Q5_0, Type::F16, Type::BF16, Type::F32] {
         let q = quantize_rows(ty, &x, 256).unwrap();
         assert_eq!(q.len(), 4 * ty.row_size(256).unwrap());
         let y = dequantize_rows(ty, &q, 256).unwrap();
-        let err = x
-            .iter()
-            .zip(&y)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let err = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         // Half a quantisation step of the type's grid at amax 1.0: 8-bit ~1/254, 6-bit ~1/64,
         // 5-bit ~1/32, 4-bit ~1/16 (k-quant sub-block scales add at most as much again).
         let bound = match ty.bits_per_weight() {
@@ -446,10 +339,7 @@ fn quantise_round_trip_is_close() {
             b if b >= 5.0 => 1.0 / 15.0,
             _ => 1.0 / 7.0,
         };
-        println!(
-            "{ty:>5} ({:.2} bpw): max round-trip err {err:.3e} (bound {bound:.3e})",
-            ty.bits_per_weight()
-        );
+        println!("{ty:>5} ({:.2} bpw): max round-trip err {err:.3e} (bound {bound:.3e})", ty.bits_per_weight());
         assert!(err <= bound);
     }
 }

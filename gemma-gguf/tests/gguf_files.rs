@@ -21,10 +21,8 @@ fn write_model(path: &Path, kvs: &[(&str, u16)], tensors: &[&str], fill: u8) {
 }
 
 fn dir_entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }
@@ -85,10 +83,7 @@ fn open_errors_name_the_path() {
     }
     let empty = dir.path().join("empty.gguf");
     std::fs::write(&empty, b"").unwrap();
-    assert!(matches!(
-        GgufFile::open(&empty),
-        Err(GgufError::Truncated { .. })
-    ));
+    assert!(matches!(GgufFile::open(&empty), Err(GgufError::Truncated { .. })));
 }
 
 /// Writes `prefix-0000i-of-0000n.gguf` for i in 1..=n, shard i holding tensors
@@ -97,11 +92,7 @@ fn write_split(dir: &Path, n: u16, tensors_count: u16) -> Vec<std::path::PathBuf
     (0..n)
         .map(|no| {
             let path = dir.join(format!("model-{:05}-of-{:05}.gguf", no + 1, n));
-            let kvs = [
-                ("split.no", no),
-                ("split.count", n),
-                ("split.tensors.count", tensors_count),
-            ];
+            let kvs = [("split.no", no), ("split.count", n), ("split.tensors.count", tensors_count)];
             let (a, b) = (format!("t{no}a"), format!("t{no}b"));
             write_model(&path, &kvs, &[&a, &b], 16 * no as u8);
             path
@@ -113,10 +104,7 @@ fn write_split(dir: &Path, n: u16, tensors_count: u16) -> Vec<std::path::PathBuf
 fn split_model_opens_all_shards() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_split(dir.path(), 3, 6);
-    for f in [
-        GgufFile::open(&paths[0]).unwrap(),
-        GgufFile::read(&paths[0]).unwrap(),
-    ] {
+    for f in [GgufFile::open(&paths[0]).unwrap(), GgufFile::read(&paths[0]).unwrap()] {
         assert_eq!(f.n_shards(), 3);
         let names: Vec<&str> = f.tensors().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["t0a", "t0b", "t1a", "t1b", "t2a", "t2b"]);
@@ -127,10 +115,7 @@ fn split_model_opens_all_shards() {
         let merged = GgufFile::from_bytes(f.write_to(Vec::new()).unwrap()).unwrap();
         assert_eq!(merged.tensors().len(), 6);
         assert!(merged.get("split.count").is_none());
-        assert_eq!(
-            merged.tensor_data(&merged.tensors()[5]).unwrap(),
-            &[33; 32][..]
-        );
+        assert_eq!(merged.tensor_data(&merged.tensors()[5]).unwrap(), &[33; 32][..]);
     }
 }
 
@@ -151,46 +136,21 @@ fn split_model_with_a_missing_shard() {
 fn split_model_defects() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_split(dir.path(), 2, 5);
-    assert!(matches!(
-        GgufFile::open(&paths[0]),
-        Err(GgufError::ShardTensorCount {
-            expected: 5,
-            actual: 4
-        })
-    ));
-    assert!(matches!(
-        GgufFile::open(&paths[1]),
-        Err(GgufError::NotFirstShard { split_no: 1, .. })
-    ));
+    assert!(matches!(GgufFile::open(&paths[0]), Err(GgufError::ShardTensorCount { expected: 5, actual: 4 })));
+    assert!(matches!(GgufFile::open(&paths[1]), Err(GgufError::NotFirstShard { split_no: 1, .. })));
     // A first shard whose name does not say where the others are.
     let renamed = dir.path().join("model.gguf");
     std::fs::copy(&paths[0], &renamed).unwrap();
-    assert!(matches!(
-        GgufFile::open(&renamed),
-        Err(GgufError::ShardName { count: 2, .. })
-    ));
+    assert!(matches!(GgufFile::open(&renamed), Err(GgufError::ShardName { count: 2, .. })));
     // Shard 2 claiming to be shard 1 (split.no 0).
     write_model(&paths[1], &[("split.no", 0), ("split.count", 2)], &["x"], 0);
     assert!(matches!(
         GgufFile::open(&paths[0]),
-        Err(GgufError::ShardMismatch {
-            key: "split.no",
-            expected: 1,
-            actual: 0,
-            ..
-        })
+        Err(GgufError::ShardMismatch { key: "split.no", expected: 1, actual: 0, .. })
     ));
     // The same tensor name in two shards.
-    write_model(
-        &paths[1],
-        &[("split.no", 1), ("split.count", 2)],
-        &["t0a"],
-        0,
-    );
-    assert!(matches!(
-        GgufFile::open(&paths[0]),
-        Err(GgufError::DuplicateTensor { .. })
-    ));
+    write_model(&paths[1], &[("split.no", 1), ("split.count", 2)], &["t0a"], 0);
+    assert!(matches!(GgufFile::open(&paths[0]), Err(GgufError::DuplicateTensor { .. })));
 }
 
 #[test]

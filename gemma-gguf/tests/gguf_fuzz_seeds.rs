@@ -18,13 +18,8 @@ fn tensors_file(alignment: Option<u32>, version: u32) -> Vec<u8> {
     }
     w.add_kv("gemma3.block_count", 1u32).unwrap();
     w.add_kv("gemma3.rope.freq_base", 10000.0f32).unwrap();
-    w.add_kv(
-        "tokenizer.ggml.tokens",
-        vec!["<pad>".to_owned(), "▁a".to_owned()],
-    )
-    .unwrap();
-    w.add_kv("tokenizer.ggml.scores", vec![0.0f32, -1.5])
-        .unwrap();
+    w.add_kv("tokenizer.ggml.tokens", vec!["<pad>".to_owned(), "▁a".to_owned()]).unwrap();
+    w.add_kv("tokenizer.ggml.scores", vec![0.0f32, -1.5]).unwrap();
     w.add_kv("tokenizer.ggml.add_bos_token", true).unwrap();
     let specs: [(&str, &[u64], GgmlType); 4] = [
         ("token_embd.weight", &[256, 2], GgmlType::Q4_K),
@@ -36,8 +31,7 @@ fn tensors_file(alignment: Option<u32>, version: u32) -> Vec<u8> {
         w.add_tensor_info(name, dims, ty).unwrap();
     }
     for t in w.tensors().to_vec() {
-        w.write_tensor_data(&t.name, &vec![0x5A; t.n_bytes as usize])
-            .unwrap();
+        w.write_tensor_data(&t.name, &vec![0x5A; t.n_bytes as usize]).unwrap();
     }
     w.finish().unwrap()
 }
@@ -76,11 +70,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, bool)> {
         ("valid-tensors.gguf", base.clone(), true),
         ("valid-v2-align64.gguf", tensors_file(Some(64), 2), true),
         ("valid-every-value-type.gguf", every_value_type(), true),
-        (
-            "valid-empty.gguf",
-            GgufWriter::from_writer(Vec::new()).finish().unwrap(),
-            true,
-        ),
+        ("valid-empty.gguf", GgufWriter::from_writer(Vec::new()).finish().unwrap(), true),
         ("bad-truncated.gguf", base[..base.len() / 2].to_vec(), false),
         ("bad-version.gguf", bad_version, false),
         ("bad-count.gguf", bad_count, false),
@@ -101,10 +91,7 @@ fn fuzz_seeds_are_as_intended() {
         }
         let Ok(on_disk) = std::fs::read(&path) else {
             // The fuzz directory is optional (e.g. in a packaged crate).
-            eprintln!(
-                "{} missing; run with GGUF_REGENERATE_SEEDS=1",
-                path.display()
-            );
+            eprintln!("{} missing; run with GGUF_REGENERATE_SEEDS=1", path.display());
             continue;
         };
         total += on_disk.len();

@@ -12,8 +12,7 @@ fn multi_gb_file_opens_from_its_header() {
     let dims = [4096u64, 393_216]; // 4096 × 393216 f32 = 6 GiB
     let mut w = GgufWriter::from_writer(file);
     w.add_kv("general.architecture", "gemma3").unwrap();
-    w.add_tensor_info("token_embd.weight", &dims, GgmlType::F32)
-        .unwrap();
+    w.add_tensor_info("token_embd.weight", &dims, GgmlType::F32).unwrap();
     let n_bytes = w.tensors()[0].n_bytes;
     // One byte of data makes the writer emit the header; the rest of the file stays a hole.
     w.write_tensor_part("token_embd.weight", &[0]).unwrap();
@@ -27,8 +26,5 @@ fn multi_gb_file_opens_from_its_header() {
     let elapsed = start.elapsed();
     assert_eq!(g.get_str("general.architecture").unwrap(), "gemma3");
     assert_eq!(g.tensors()[0].n_bytes, n_bytes);
-    println!(
-        "opened a {:.1} GiB GGUF in {elapsed:?}",
-        g.file_len() as f64 / (1u64 << 30) as f64
-    );
+    println!("opened a {:.1} GiB GGUF in {elapsed:?}", g.file_len() as f64 / (1u64 << 30) as f64);
 }

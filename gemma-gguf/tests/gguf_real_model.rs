@@ -16,24 +16,15 @@ use std::time::Instant;
 fn model_path() -> Option<PathBuf> {
     let path = match std::env::var_os("GEMMA_TEST_MODEL") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../models/gemma-3-270m-q4_k_m.gguf"
-        )),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/gemma-3-270m-q4_k_m.gguf")),
     };
     if path.is_file() {
         return Some(path);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!(
-            "CI=true but the real test model is missing at {}: run scripts/fetch-model.sh",
-            path.display()
-        )
+        panic!("CI=true but the real test model is missing at {}: run scripts/fetch-model.sh", path.display())
     }
-    eprintln!(
-        "{} is missing: skipping the real-model GGUF test (run scripts/fetch-model.sh)",
-        path.display()
-    );
+    eprintln!("{} is missing: skipping the real-model GGUF test (run scripts/fetch-model.sh)", path.display());
     None
 }
 
@@ -101,11 +92,7 @@ fn check_metadata(file: &GgufFile) {
             _ => 1,
         };
     }
-    println!(
-        "{} keys, {n_values} values, {} tokens",
-        file.metadata().len(),
-        tokens.len()
-    );
+    println!("{} keys, {n_values} values, {} tokens", file.metadata().len(), tokens.len());
 }
 
 fn check_tensors(file: &GgufFile) {
@@ -117,21 +104,12 @@ fn check_tensors(file: &GgufFile) {
         assert_eq!(data.len() as u64, t.n_bytes, "{}", t.name);
         let row = t.ggml_type.row_size(t.dims[0]).unwrap();
         assert_eq!(row * t.n_elements() / t.dims[0], t.n_bytes, "{}", t.name);
-        assert_eq!(
-            file.data_offset() + t.offset,
-            end,
-            "{} is not consecutive",
-            t.name
-        );
+        assert_eq!(file.data_offset() + t.offset, end, "{} is not consecutive", t.name);
         end = (end + t.n_bytes).div_ceil(align) * align;
         n_q4_k += usize::from(t.ggml_type == GgmlType::Q4_K);
     }
     // llama.cpp pads after the last tensor too, so the padded sizes add up to the file.
-    assert_eq!(
-        end,
-        file.file_len(),
-        "tensor sizes do not add up to the file length"
-    );
+    assert_eq!(end, file.file_len(), "tensor sizes do not add up to the file length");
     assert!(n_q4_k > 0);
     let embd = file.tensor("token_embd.weight").unwrap();
     assert_eq!(embd.dims[0], 640);
@@ -147,17 +125,9 @@ fn check_write_is_identical(file: &GgufFile, path: &std::path::Path) {
     };
     let start = Instant::now();
     let mut sink = file.write_to(sink).unwrap();
-    println!(
-        "wrote and compared {} bytes in {:?}",
-        sink.pos,
-        start.elapsed()
-    );
+    println!("wrote and compared {} bytes in {:?}", sink.pos, start.elapsed());
     assert_eq!(sink.first_mismatch, None, "first differing byte");
     assert_eq!(sink.pos, file.file_len());
-    assert_eq!(
-        sink.expected.read(&mut [0u8; 1]).unwrap(),
-        0,
-        "the original is longer"
-    );
+    assert_eq!(sink.expected.read(&mut [0u8; 1]).unwrap(), 0, "the original is longer");
     // write(x) == x byte for byte, so read(write(x)) == read(x) needs no second copy.
 }

@@ -20,30 +20,12 @@ const EXPLAINED: &[(&str, &str)] = &[
         "ggml with no_alloc reads no tensor data, so it does not notice a data section cut short; \
          we check every tensor's end against the file length at open (BAD-INPUTS 9, 11)",
     ),
-    (
-        "DataSectionOutOfBounds",
-        "ggml with no_alloc does not check that the data section starts inside the file; we do",
-    ),
-    (
-        "InvalidUtf8",
-        "ggml does not validate UTF-8 in keys and strings; we refuse it (BAD-INPUTS 4)",
-    ),
-    (
-        "InvalidBool",
-        "ggml accepts any byte as a bool; we accept only 0 and 1 (BAD-INPUTS 6)",
-    ),
-    (
-        "EmptyKey",
-        "ggml accepts an empty key; we refuse it (BAD-INPUTS 4)",
-    ),
-    (
-        "EmptyTensorName",
-        "ggml accepts an empty tensor name; we refuse it (BAD-INPUTS 8)",
-    ),
-    (
-        "InvalidAlignment",
-        "we cap general.alignment at 64 KiB; ggml allows up to 2^31 (BAD-INPUTS 7)",
-    ),
+    ("DataSectionOutOfBounds", "ggml with no_alloc does not check that the data section starts inside the file; we do"),
+    ("InvalidUtf8", "ggml does not validate UTF-8 in keys and strings; we refuse it (BAD-INPUTS 4)"),
+    ("InvalidBool", "ggml accepts any byte as a bool; we accept only 0 and 1 (BAD-INPUTS 6)"),
+    ("EmptyKey", "ggml accepts an empty key; we refuse it (BAD-INPUTS 4)"),
+    ("EmptyTensorName", "ggml accepts an empty tensor name; we refuse it (BAD-INPUTS 8)"),
+    ("InvalidAlignment", "we cap general.alignment at 64 KiB; ggml allows up to 2^31 (BAD-INPUTS 7)"),
 ];
 
 /// A small valid file: a few keys of several types, three tensors of different types.
@@ -51,16 +33,10 @@ fn valid_file() -> Vec<u8> {
     let mut w = GgufWriter::from_writer(Vec::new());
     w.add_kv("general.architecture", "gemma3").unwrap();
     w.add_kv("gemma3.block_count", 2u32).unwrap();
-    w.add_kv("gemma3.attention.layer_norm_rms_epsilon", 1e-6f32)
-        .unwrap();
+    w.add_kv("gemma3.attention.layer_norm_rms_epsilon", 1e-6f32).unwrap();
     w.add_kv("tokenizer.ggml.add_bos_token", true).unwrap();
-    w.add_kv(
-        "tokenizer.ggml.tokens",
-        GgufArray::String(vec!["<pad>".into(), "a".into(), "é".into()]),
-    )
-    .unwrap();
-    w.add_kv("tokenizer.ggml.scores", vec![0.0f32, -1.0, -2.0])
-        .unwrap();
+    w.add_kv("tokenizer.ggml.tokens", GgufArray::String(vec!["<pad>".into(), "a".into(), "é".into()])).unwrap();
+    w.add_kv("tokenizer.ggml.scores", vec![0.0f32, -1.0, -2.0]).unwrap();
     let tensors: [(&str, Vec<u64>, GgmlType); 3] = [
         ("token_embd.weight", vec![32, 3], GgmlType::Q8_0),
         ("blk.0.attn_norm.weight", vec![32], GgmlType::F32),
@@ -80,10 +56,7 @@ fn valid_file() -> Vec<u8> {
 
 fn variant(e: &dyn std::fmt::Debug) -> String {
     let s = format!("{e:?}");
-    s.split(|c: char| !c.is_alphanumeric() && c != '_')
-        .next()
-        .unwrap_or("")
-        .to_string()
+    s.split(|c: char| !c.is_alphanumeric() && c != '_').next().unwrap_or("").to_string()
 }
 
 #[derive(Default)]
@@ -100,10 +73,7 @@ impl Tally {
         match (&ours, ggml) {
             (Ok(_), Some(_)) | (Err(_), None) => self.agree += 1,
             (Err(e), Some(_)) => {
-                let entry = self
-                    .ours_stricter
-                    .entry(variant(e))
-                    .or_insert((0, format!("{case}: {e}")));
+                let entry = self.ours_stricter.entry(variant(e)).or_insert((0, format!("{case}: {e}")));
                 entry.0 += 1;
             }
             (Ok(_), None) => self.ggml_stricter.push(case.to_string()),
@@ -116,10 +86,7 @@ fn our_reader_and_ggml_judge_a_corrupt_corpus() {
     set_logging(false);
     let valid = valid_file();
     assert!(GgufFile::from_bytes(valid.clone()).is_ok());
-    assert!(
-        ggml_gguf_parse(&valid).is_some(),
-        "ggml must accept the valid base file"
-    );
+    assert!(ggml_gguf_parse(&valid).is_some(), "ggml must accept the valid base file");
 
     let mut tally = Tally::default();
     for cut in 0..valid.len() {
@@ -138,28 +105,15 @@ fn our_reader_and_ggml_judge_a_corrupt_corpus() {
     set_logging(true);
 
     let total = valid.len() + flips;
-    println!(
-        "{total} files ({} truncations, {flips} flip sets): both agree on {}",
-        valid.len(),
-        tally.agree
-    );
+    println!("{total} files ({} truncations, {flips} flip sets): both agree on {}", valid.len(), tally.agree);
     for (v, (n, example)) in &tally.ours_stricter {
-        let why = EXPLAINED
-            .iter()
-            .find(|(k, _)| k == v)
-            .map_or("UNEXPLAINED", |(_, w)| w);
+        let why = EXPLAINED.iter().find(|(k, _)| k == v).map_or("UNEXPLAINED", |(_, w)| w);
         println!("  we refuse, ggml accepts: {n:5} × {v} — {why}\n      e.g. {example}");
     }
     println!("  ggml refuses, we accept: {}", tally.ggml_stricter.len());
-    let unexplained: Vec<&String> = tally
-        .ours_stricter
-        .keys()
-        .filter(|v| !EXPLAINED.iter().any(|(k, _)| k == v))
-        .collect();
-    assert!(
-        unexplained.is_empty(),
-        "disagreements without an explanation: {unexplained:?}"
-    );
+    let unexplained: Vec<&String> =
+        tally.ours_stricter.keys().filter(|v| !EXPLAINED.iter().any(|(k, _)| k == v)).collect();
+    assert!(unexplained.is_empty(), "disagreements without an explanation: {unexplained:?}");
     assert!(
         tally.ggml_stricter.is_empty(),
         "files ggml refuses but we accept: {:?}",

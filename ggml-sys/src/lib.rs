@@ -2,12 +2,7 @@
 //!
 //! The C libraries come from `llama-cpp-sys-2`, which vendors ggml and builds it with CMake;
 //! `extern crate` keeps its link directives in every binary that uses these bindings.
-#![allow(
-    non_upper_case_globals,
-    non_camel_case_types,
-    non_snake_case,
-    dead_code
-)]
+#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
 #![allow(clippy::all)]
 
 extern crate llama_cpp_sys_2;

@@ -6,10 +6,7 @@ pub mod llama_ref;
 
 /// The workspace root (the folder of the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// True when running under CI (`CI=true`), where tests must not skip for missing inputs.
@@ -29,14 +26,8 @@ pub fn test_model() -> Option<PathBuf> {
         return Some(path);
     }
     if in_ci() {
-        panic!(
-            "the real test model is missing at {} (CI=true): run scripts/fetch-model.sh",
-            path.display()
-        );
+        panic!("the real test model is missing at {} (CI=true): run scripts/fetch-model.sh", path.display());
     }
-    eprintln!(
-        "notice: {} is missing; run scripts/fetch-model.sh. Skipping the real-model part.",
-        path.display()
-    );
+    eprintln!("notice: {} is missing; run scripts/fetch-model.sh. Skipping the real-model part.", path.display());
     None
 }

@@ -37,9 +37,7 @@ extern "C" fn eval_cb(t: *mut ll::ggml_tensor, ask: bool, user: *mut std::ffi::c
     // data is read only for F32 tensors, whole.
     unsafe {
         let cap = &mut *(user as *mut Capture);
-        let name = std::ffi::CStr::from_ptr((*t).name.as_ptr())
-            .to_string_lossy()
-            .into_owned();
+        let name = std::ffi::CStr::from_ptr((*t).name.as_ptr()).to_string_lossy().into_owned();
         let wanted = cap.names.contains(&name);
         if ask {
             return wanted;
@@ -56,12 +54,7 @@ extern "C" fn eval_cb(t: *mut ll::ggml_tensor, ask: bool, user: *mut std::ffi::c
     }
 }
 
-extern "C" fn quiet(
-    _level: ll::ggml_log_level,
-    _text: *const std::os::raw::c_char,
-    _user: *mut std::ffi::c_void,
-) {
-}
+extern "C" fn quiet(_level: ll::ggml_log_level, _text: *const std::os::raw::c_char, _user: *mut std::ffi::c_void) {}
 
 impl LlamaRunner {
     pub fn load(path: &Path, o: LlamaOptions) -> LlamaRunner {
@@ -73,26 +66,17 @@ impl LlamaRunner {
             let mut mp = ll::llama_model_default_params();
             mp.n_gpu_layers = 0;
             let model = ll::llama_model_load_from_file(c.as_ptr(), mp);
-            assert!(
-                !model.is_null(),
-                "libllama could not load {}",
-                path.display()
-            );
+            assert!(!model.is_null(), "libllama could not load {}", path.display());
             let mut cp = ll::llama_context_default_params();
             cp.n_ctx = o.n_ctx;
             cp.n_batch = o.n_ctx;
             cp.n_ubatch = 512;
             cp.n_threads = o.n_threads;
             cp.n_threads_batch = o.n_threads;
-            cp.flash_attn_type = if o.flash_attn {
-                ll::LLAMA_FLASH_ATTN_TYPE_ENABLED
-            } else {
-                ll::LLAMA_FLASH_ATTN_TYPE_DISABLED
-            };
-            let mut capture = Box::new(Capture {
-                names: o.capture.iter().map(|s| s.to_string()).collect(),
-                got: Vec::new(),
-            });
+            cp.flash_attn_type =
+                if o.flash_attn { ll::LLAMA_FLASH_ATTN_TYPE_ENABLED } else { ll::LLAMA_FLASH_ATTN_TYPE_DISABLED };
+            let mut capture =
+                Box::new(Capture { names: o.capture.iter().map(|s| s.to_string()).collect(), got: Vec::new() });
             if !o.capture.is_empty() {
                 cp.cb_eval = Some(eval_cb);
                 cp.cb_eval_user_data = (&mut *capture) as *mut Capture as *mut std::ffi::c_void;
@@ -100,13 +84,7 @@ impl LlamaRunner {
             let ctx = ll::llama_init_from_model(model, cp);
             assert!(!ctx.is_null(), "libllama could not create a context");
             let n_vocab = ll::llama_vocab_n_tokens(ll::llama_model_get_vocab(model)) as usize;
-            LlamaRunner {
-                capture,
-                model,
-                ctx,
-                n_vocab,
-                n_past: 0,
-            }
+            LlamaRunner { capture, model, ctx, n_vocab, n_past: 0 }
         }
     }
 
@@ -145,11 +123,7 @@ impl LlamaRunner {
             ll::llama_batch_free(batch);
             assert_eq!(rc, 0, "llama_decode failed");
             self.n_past += n as i32;
-            let rows: Vec<i32> = if all {
-                (0..n as i32).collect()
-            } else {
-                vec![n as i32 - 1]
-            };
+            let rows: Vec<i32> = if all { (0..n as i32).collect() } else { vec![n as i32 - 1] };
             let mut out = Vec::with_capacity(rows.len() * self.n_vocab);
             for r in rows {
                 let p = ll::llama_get_logits_ith(self.ctx, r);

@@ -95,16 +95,7 @@ impl LlamaVocab {
             let cap = i32::try_from(buf.len()).expect("piece under 2 GiB");
             // SAFETY: `buf` has `cap` writable bytes; libllama writes at most that many and
             // returns minus the size needed when they do not suffice.
-            let n = unsafe {
-                ll::llama_token_to_piece(
-                    self.vocab(),
-                    token,
-                    buf.as_mut_ptr().cast(),
-                    cap,
-                    0,
-                    special,
-                )
-            };
+            let n = unsafe { ll::llama_token_to_piece(self.vocab(), token, buf.as_mut_ptr().cast(), cap, 0, special) };
             if n < 0 {
                 buf.resize(n.unsigned_abs() as usize, 0);
                 continue;

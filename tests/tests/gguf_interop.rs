@@ -9,8 +9,7 @@
 //! (`CI=true`), where they fail.
 
 use gemma_gguf::gguf::{
-    GgmlType, GgufArray, GgufFile, GgufValue, GgufWriter, TensorInfo, DEFAULT_ALIGNMENT,
-    KEY_ALIGNMENT,
+    GgmlType, GgufArray, GgufFile, GgufValue, GgufWriter, TensorInfo, DEFAULT_ALIGNMENT, KEY_ALIGNMENT,
 };
 use gemma_tests::{in_ci, workspace_root};
 use rand::rngs::StdRng;
@@ -32,16 +31,7 @@ const EXIT_MISSING_PACKAGE: i32 = 3;
 /// inside a string, empty arrays.
 fn metadata() -> Vec<(&'static str, GgufValue)> {
     let nan_payload = f32::from_bits(0x7fc0_1234);
-    let strings = [
-        "",
-        "ascii",
-        "ünïcödé",
-        "日本語",
-        "🦀",
-        "",
-        "tab\tnewline\n",
-        "nul\0byte",
-    ];
+    let strings = ["", "ascii", "ünïcödé", "日本語", "🦀", "", "tab\tnewline\n", "nul\0byte"];
     vec![
         ("general.architecture", "gemma3".into()),
         ("interop.u8", 0xfe_u8.into()),
@@ -63,22 +53,10 @@ fn metadata() -> Vec<(&'static str, GgufValue)> {
         ("interop.arr_i8", vec![i8::MIN, -1, 0, 1, i8::MAX].into()),
         ("interop.arr_u16", vec![0_u16, 1, 0x8000, u16::MAX].into()),
         ("interop.arr_i16", vec![i16::MIN, -1, 0, i16::MAX].into()),
-        (
-            "interop.arr_u32",
-            vec![0_u32, 1, 0x8000_0000, u32::MAX].into(),
-        ),
-        (
-            "interop.arr_i32",
-            vec![i32::MIN, -1, 0, 262_144, i32::MAX].into(),
-        ),
-        (
-            "interop.arr_u64",
-            vec![0_u64, (1 << 53) + 1, u64::MAX].into(),
-        ),
-        (
-            "interop.arr_i64",
-            vec![i64::MIN, -(1 << 53) - 1, 0, i64::MAX].into(),
-        ),
+        ("interop.arr_u32", vec![0_u32, 1, 0x8000_0000, u32::MAX].into()),
+        ("interop.arr_i32", vec![i32::MIN, -1, 0, 262_144, i32::MAX].into()),
+        ("interop.arr_u64", vec![0_u64, (1 << 53) + 1, u64::MAX].into()),
+        ("interop.arr_i64", vec![i64::MIN, -(1 << 53) - 1, 0, i64::MAX].into()),
         (
             "interop.arr_f32",
             vec![
@@ -95,25 +73,11 @@ fn metadata() -> Vec<(&'static str, GgufValue)> {
             ]
             .into(),
         ),
-        (
-            "interop.arr_f64",
-            vec![
-                -0.0,
-                0.1,
-                f64::from_bits(1),
-                f64::MAX,
-                f64::NEG_INFINITY,
-                f64::NAN,
-            ]
-            .into(),
-        ),
+        ("interop.arr_f64", vec![-0.0, 0.1, f64::from_bits(1), f64::MAX, f64::NEG_INFINITY, f64::NAN].into()),
         ("interop.arr_bool", vec![true, false, false, true].into()),
         ("interop.arr_str", strings.map(String::from).to_vec().into()),
         ("interop.arr_empty_i32", GgufArray::I32(Vec::new()).into()),
-        (
-            "interop.arr_empty_str",
-            GgufArray::String(Vec::new()).into(),
-        ),
+        ("interop.arr_empty_str", GgufArray::String(Vec::new()).into()),
     ]
 }
 
@@ -153,9 +117,7 @@ fn write_case(dir: &Path, stem: &str, alignment: Option<u32>, seed: u64) -> Case
         writer.add_kv(key, value.clone()).expect("add_kv");
     }
     for (name, ggml_type, dims) in TENSORS {
-        writer
-            .add_tensor_info(name, dims, ggml_type)
-            .expect("add_tensor_info");
+        writer.add_tensor_info(name, dims, ggml_type).expect("add_tensor_info");
     }
     let infos = writer.tensors().to_vec();
     let mut rng = StdRng::seed_from_u64(seed);
@@ -163,9 +125,7 @@ fn write_case(dir: &Path, stem: &str, alignment: Option<u32>, seed: u64) -> Case
     for info in &infos {
         let mut data = vec![0_u8; info.n_bytes as usize];
         rng.fill_bytes(&mut data);
-        writer
-            .write_tensor_data(&info.name, &data)
-            .expect("write_tensor_data");
+        writer.write_tensor_data(&info.name, &data).expect("write_tensor_data");
         tensors.push(tensor_json(info, &data));
     }
     writer.finish().expect("finish");
@@ -263,17 +223,11 @@ fn run_check(gguf: &Path, expected: &Value) -> Option<Output> {
     let json_path = gguf.with_extension("expected.json");
     let text = serde_json::to_string_pretty(expected).expect("serialise");
     std::fs::write(&json_path, text).expect("write the expected JSON");
-    let result = Command::new("python3")
-        .arg(SCRIPT)
-        .arg(gguf)
-        .arg(&json_path)
-        .current_dir(workspace_root())
-        .output();
+    let result = Command::new("python3").arg(SCRIPT).arg(gguf).arg(&json_path).current_dir(workspace_root()).output();
     // Either way the message ends with the fix: `pip install -r scripts/requirements.txt`.
     let missing = match result {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            "python3 is not on PATH; install it, then `pip install -r scripts/requirements.txt`"
-                .to_owned()
+            "python3 is not on PATH; install it, then `pip install -r scripts/requirements.txt`".to_owned()
         }
         Err(e) => panic!("cannot run python3 {SCRIPT}: {e}"),
         Ok(out) if out.status.code() == Some(EXIT_MISSING_PACKAGE) => {
@@ -281,11 +235,7 @@ fn run_check(gguf: &Path, expected: &Value) -> Option<Output> {
             stderr.trim().trim_start_matches("error: ").to_owned()
         }
         Ok(out) => {
-            println!(
-                "$ python3 {SCRIPT} {} {}",
-                gguf.display(),
-                json_path.display()
-            );
+            println!("$ python3 {SCRIPT} {} {}", gguf.display(), json_path.display());
             print!("{}", String::from_utf8_lossy(&out.stdout));
             eprint!("{}", String::from_utf8_lossy(&out.stderr));
             return Some(out);
@@ -305,15 +255,9 @@ fn gguf_py_reads_what_we_write() {
     for (seed, (stem, alignment)) in cases.into_iter().enumerate() {
         let case = write_case(dir.path(), stem, alignment, seed as u64);
         let offsets = case.expected["tensors"].as_array().expect("tensors");
-        let off_64 = offsets
-            .iter()
-            .any(|t| t["offset"].as_u64().is_some_and(|o| o % 64 != 0));
+        let off_64 = offsets.iter().any(|t| t["offset"].as_u64().is_some_and(|o| o % 64 != 0));
         // The layouts differ: with 32 some tensor starts off a multiple of 64.
-        assert_eq!(
-            off_64,
-            alignment.is_none(),
-            "{stem}: offsets do not show the alignment"
-        );
+        assert_eq!(off_64, alignment.is_none(), "{stem}: offsets do not show the alignment");
         let Some(out) = run_check(&case.gguf, &case.expected) else {
             return;
         };
@@ -378,15 +322,8 @@ fn interop_check_reports_each_mismatch() {
             return;
         };
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(EXIT_MISMATCH),
-            "{what}: not reported as a mismatch"
-        );
-        assert!(
-            stderr.contains(&format!("MISMATCH {culprit}")),
-            "{what}: {culprit} not named"
-        );
+        assert_eq!(out.status.code(), Some(EXIT_MISMATCH), "{what}: not reported as a mismatch");
+        assert!(stderr.contains(&format!("MISMATCH {culprit}")), "{what}: {culprit} not named");
     }
 
     // The file itself corrupted: one byte of f16.2d's data.
@@ -400,10 +337,6 @@ fn interop_check_reports_each_mismatch() {
         return;
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(EXIT_MISMATCH),
-        "corrupt file: not a mismatch"
-    );
+    assert_eq!(out.status.code(), Some(EXIT_MISMATCH), "corrupt file: not a mismatch");
     assert!(stderr.contains("MISMATCH tensor 'f16.2d': 1 of 480 bytes differ, first at byte 5"));
 }

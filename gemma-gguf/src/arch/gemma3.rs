@@ -95,9 +95,7 @@ impl Hparams {
         };
         let is_local = swa_layers(g, n_layer, sliding_window.is_some())?;
         let rope_scale = optional_positive_f32(g, ARCH, llm::ROPE_SCALING_FACTOR)?.unwrap_or(1.0);
-        let n_vocab = g
-            .get_str_array(super::names::tokenizer::TOKENS)
-            .map(|t| t.len() as u32)?;
+        let n_vocab = g.get_str_array(super::names::tokenizer::TOKENS).map(|t| t.len() as u32)?;
         Ok(Hparams {
             n_vocab,
             n_ctx_train: required_u32(g, ARCH, llm::CONTEXT_LENGTH)?,
@@ -109,11 +107,9 @@ impl Hparams {
             head_dim,
             n_rot,
             rms_eps,
-            rope_base: optional_positive_f32(g, ARCH, llm::ROPE_FREQ_BASE)?
-                .unwrap_or(DEFAULT_ROPE_BASE),
+            rope_base: optional_positive_f32(g, ARCH, llm::ROPE_FREQ_BASE)?.unwrap_or(DEFAULT_ROPE_BASE),
             rope_freq_scale: 1.0 / rope_scale,
-            rope_base_swa: optional_positive_f32(g, ARCH, llm::ROPE_FREQ_BASE_SWA)?
-                .unwrap_or(DEFAULT_ROPE_BASE_SWA),
+            rope_base_swa: optional_positive_f32(g, ARCH, llm::ROPE_FREQ_BASE_SWA)?.unwrap_or(DEFAULT_ROPE_BASE_SWA),
             sliding_window,
             is_local,
             attn_scale: if n_layer == N_LAYER_27B {
@@ -178,11 +174,7 @@ impl Weights {
     /// Declares every weight in `d`'s context with the shape the hyper-parameters imply.
     pub(crate) fn declare(d: &mut WeightDecl<'_>, hp: &Hparams) -> Result<Weights> {
         let (e, v, ff) = (hp.n_embd as u64, hp.n_vocab as u64, hp.n_ff as u64);
-        let (q, kv, hd) = (
-            (hp.n_head * hp.head_dim) as u64,
-            (hp.n_head_kv * hp.head_dim) as u64,
-            hp.head_dim as u64,
-        );
+        let (q, kv, hd) = ((hp.n_head * hp.head_dim) as u64, (hp.n_head_kv * hp.head_dim) as u64, hp.head_dim as u64);
         let token_embd = d.tensor(&tensor::global(tensor::TOKEN_EMBD), &[e, v])?;
         let output_norm = d.tensor(&tensor::global(tensor::OUTPUT_NORM), &[e])?;
         let output = match d.gguf.tensor(&tensor::global(tensor::OUTPUT)) {
@@ -208,12 +200,7 @@ impl Weights {
                 post_ffw_norm: t(tensor::POST_FFW_NORM, &[e])?,
             });
         }
-        Ok(Weights {
-            token_embd,
-            output_norm,
-            output,
-            layers,
-        })
+        Ok(Weights { token_embd, output_norm, output, layers })
     }
 }
 
@@ -232,9 +219,7 @@ impl<'s> Forward<'s, '_> {
     /// RMS norm of `x` times weight `w` (which already holds Gemma's `1 + w`).
     fn norm(&self, x: Tensor<'s>, w: TensorId, name: &str, il: usize) -> Result<Tensor<'s>> {
         let y = self.ctx.rms_norm(x, self.hp.rms_eps)?;
-        self.ctx
-            .mul(y, self.wctx.tensor(w)?)?
-            .set_name(&format!("{name}-{il}"))
+        self.ctx.mul(y, self.wctx.tensor(w)?)?.set_name(&format!("{name}-{il}"))
     }
 
     fn mm(&self, w: TensorId, x: Tensor<'s>) -> Result<Tensor<'s>> {
@@ -246,9 +231,7 @@ impl<'s> Forward<'s, '_> {
         let (hp, ctx, inp) = (self.hp, self.ctx, self.inp);
         // x = embd[tokens] · √n_embd: [n_embd, n_tokens]
         let embd = ctx.get_rows(self.wctx.tensor(self.w.token_embd)?, inp.tokens)?;
-        let mut x = ctx
-            .scale(embd, (hp.n_embd as f32).sqrt())?
-            .set_name("inp_scaled")?;
+        let mut x = ctx.scale(embd, (hp.n_embd as f32).sqrt())?.set_name("inp_scaled")?;
         for il in 0..hp.n_layer as usize {
             x = self.layer(gf, x, il)?;
         }
@@ -273,11 +256,7 @@ impl<'s> Forward<'s, '_> {
         let q = self.norm(q, l.attn_q_norm, "Qcur_normed", il)?;
         let k = self.norm(k, l.attn_k_norm, "Kcur_normed", il)?;
         let local = hp.is_local[il];
-        let (base, scale) = if local {
-            (hp.rope_base_swa, 1.0)
-        } else {
-            (hp.rope_base, hp.rope_freq_scale)
-        };
+        let (base, scale) = if local { (hp.rope_base_swa, 1.0) } else { (hp.rope_base, hp.rope_freq_scale) };
         let rope = Rope {
             n_dims: hp.n_rot as i32,
             neox: true,
@@ -285,27 +264,16 @@ impl<'s> Forward<'s, '_> {
             freq_scale: scale,
             n_ctx_orig: hp.n_ctx_train as i32,
         };
-        let q = ctx
-            .rope(q, self.inp.pos, rope)?
-            .set_name(&format!("Qcur-{il}"))?;
+        let q = ctx.rope(q, self.inp.pos, rope)?.set_name(&format!("Qcur-{il}"))?;
         let q = ctx.scale(q, hp.attn_scale)?;
-        let k = ctx
-            .rope(k, self.inp.pos, rope)?
-            .set_name(&format!("Kcur-{il}"))?;
+        let k = ctx.rope(k, self.inp.pos, rope)?.set_name(&format!("Kcur-{il}"))?;
 
         // store k, v in this layer's cache rows, then attend over the cache
         let (kc, vc, kvi) = self.kv.layer(il, self.inp)?;
         gf.expand(ctx.set_rows(kc, ctx.reshape(k, &[hd * nkv, n_tokens])?, kvi.idx)?)?;
         gf.expand(ctx.set_rows(vc, v, kvi.idx)?)?;
-        let shape = AttnShape {
-            head_dim: hd,
-            n_head: nh,
-            n_head_kv: nkv,
-            n_tokens,
-            n_kv: kvi.n_kv,
-        };
-        let attn = attention(ctx, q, kc, vc, kvi.mask, shape, self.flash_attn)?
-            .set_name(&format!("kqv_out-{il}"))?;
+        let shape = AttnShape { head_dim: hd, n_head: nh, n_head_kv: nkv, n_tokens, n_kv: kvi.n_kv };
+        let attn = attention(ctx, q, kc, vc, kvi.mask, shape, self.flash_attn)?.set_name(&format!("kqv_out-{il}"))?;
         let mut cur = self.mm(l.attn_output, attn)?;
         let mut x = x;
         if il + 1 == hp.n_layer as usize {
@@ -321,12 +289,7 @@ impl<'s> Forward<'s, '_> {
         // FFN: down(gelu(gate(h)) · up(h))
         let h = self.norm(sa_out, l.ffn_norm, "ffn_norm", il)?;
         let ff = ctx.geglu_split(self.mm(l.ffn_gate, h)?, self.mm(l.ffn_up, h)?)?;
-        let ff = self.norm(
-            self.mm(l.ffn_down, ff)?,
-            l.post_ffw_norm,
-            "ffn_post_norm",
-            il,
-        )?;
+        let ff = self.norm(self.mm(l.ffn_down, ff)?, l.post_ffw_norm, "ffn_post_norm", il)?;
         ctx.add(ff, sa_out)?.set_name(&format!("l_out-{il}"))
     }
 }

@@ -14,11 +14,7 @@ pub(crate) fn required_u32(g: &GgufFile, arch: &str, suffix: &str) -> Result<u32
     let key = names::arch_key(arch, suffix);
     let v = g.get_u32(&key)?;
     if v == 0 {
-        return Err(Error::BadHparam {
-            key,
-            value: "0".into(),
-            why: "must be at least 1",
-        });
+        return Err(Error::BadHparam { key, value: "0".into(), why: "must be at least 1" });
     }
     Ok(v)
 }
@@ -40,11 +36,7 @@ pub(crate) fn optional_positive_f32(g: &GgufFile, arch: &str, suffix: &str) -> R
     }
     let v = g.get_f32(&key)?;
     if !(v.is_finite() && v > 0.0) {
-        return Err(Error::BadHparam {
-            key,
-            value: v.to_string(),
-            why: "must be finite and > 0",
-        });
+        return Err(Error::BadHparam { key, value: v.to_string(), why: "must be finite and > 0" });
     }
     Ok(Some(v))
 }
@@ -59,26 +51,15 @@ pub(crate) struct WeightDecl<'a> {
 
 impl<'a> WeightDecl<'a> {
     pub fn new(ctx: &'a Context, gguf: &'a GgufFile) -> Self {
-        WeightDecl {
-            ctx,
-            gguf,
-            declared: Vec::new(),
-        }
+        WeightDecl { ctx, gguf, declared: Vec::new() }
     }
 
     /// Declares tensor `name` with the expected shape (ggml order); its type comes from the
     /// file. Missing tensors and shape mismatches are errors naming the tensor.
     pub fn tensor(&mut self, name: &str, dims: &[u64]) -> Result<TensorId> {
-        let info = self
-            .gguf
-            .tensor(name)
-            .ok_or_else(|| Error::MissingTensor { name: name.into() })?;
+        let info = self.gguf.tensor(name).ok_or_else(|| Error::MissingTensor { name: name.into() })?;
         if info.dims != dims {
-            return Err(Error::TensorShape {
-                name: name.into(),
-                expected: dims.to_vec(),
-                actual: info.dims.clone(),
-            });
+            return Err(Error::TensorShape { name: name.into(), expected: dims.to_vec(), actual: info.dims.clone() });
         }
         let ty = Type::from_id(info.ggml_type.id())?;
         let ne: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
@@ -96,14 +77,9 @@ impl WeightDecl<'_> {
             .declared
             .iter()
             .find(|(n, _)| n == source)
-            .ok_or_else(|| Error::MissingTensor {
-                name: source.into(),
-            })?;
+            .ok_or_else(|| Error::MissingTensor { name: source.into() })?;
         let src = self.ctx.tensor(*id)?;
-        let t = self
-            .ctx
-            .new_tensor(src.ty(), &src.ne()[..2])?
-            .set_name(name)?;
+        let t = self.ctx.new_tensor(src.ty(), &src.ne()[..2])?.set_name(name)?;
         let id = self.ctx.id_of(t)?;
         self.declared.push((source.to_string(), id));
         Ok(id)

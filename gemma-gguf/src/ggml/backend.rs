@@ -35,30 +35,23 @@ impl Device {
     pub fn all() -> Vec<Device> {
         // SAFETY: registry queries; indices in bounds.
         let n = unsafe { sys::ggml_backend_dev_count() };
-        (0..n)
-            .filter_map(|i| NonNull::new(unsafe { sys::ggml_backend_dev_get(i) }).map(Device))
-            .collect()
+        (0..n).filter_map(|i| NonNull::new(unsafe { sys::ggml_backend_dev_get(i) }).map(Device)).collect()
     }
 
     /// The device named `name` (as `gemma --version` lists them), case-insensitively.
     pub fn by_name(name: &str) -> Result<Device> {
         let all = Device::all();
-        all.iter()
-            .copied()
-            .find(|d| d.name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| Error::NoSuchDevice {
-                name: name.into(),
-                available: all.iter().map(|d| d.name()).collect::<Vec<_>>().join(", "),
-            })
+        all.iter().copied().find(|d| d.name().eq_ignore_ascii_case(name)).ok_or_else(|| Error::NoSuchDevice {
+            name: name.into(),
+            available: all.iter().map(|d| d.name()).collect::<Vec<_>>().join(", "),
+        })
     }
 
     /// The CPU device.
     pub fn cpu() -> Result<Device> {
         // SAFETY: registry query; null handled.
         let p = unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_CPU) };
-        NonNull::new(p)
-            .map(Device)
-            .ok_or(Error::Null("ggml_backend_dev_by_type(CPU)"))
+        NonNull::new(p).map(Device).ok_or(Error::Null("ggml_backend_dev_by_type(CPU)"))
     }
 
     pub fn name(&self) -> String {
@@ -93,9 +86,7 @@ impl Device {
     /// Name of the backend registry the device belongs to (`CPU`, `CUDA`, `Vulkan`).
     pub fn backend_name(&self) -> String {
         // SAFETY: live device and its registry.
-        cstr(unsafe {
-            sys::ggml_backend_reg_name(sys::ggml_backend_dev_backend_reg(self.0.as_ptr()))
-        })
+        cstr(unsafe { sys::ggml_backend_reg_name(sys::ggml_backend_dev_backend_reg(self.0.as_ptr())) })
     }
 
     pub(crate) fn reg(&self) -> sys::ggml_backend_reg_t {
@@ -161,11 +152,7 @@ impl Backend {
     /// other backends ignore it, as llama.cpp does.
     pub fn set_n_threads(&self, n: usize) -> Result<()> {
         if n == 0 || n > MAX_THREADS {
-            return Err(Error::OutOfRange {
-                what: "threads",
-                value: n.to_string(),
-                why: "must be 1 to 512",
-            });
+            return Err(Error::OutOfRange { what: "threads", value: n.to_string(), why: "must be 1 to 512" });
         }
         let name = CString::new("ggml_backend_set_n_threads").expect("static name");
         // SAFETY: registry lookup of an optional function; null means "not supported".
@@ -204,10 +191,7 @@ impl Backend {
         // SAFETY: every node is allocated and supported (checked above).
         let status = unsafe { sys::ggml_backend_graph_compute(self.as_ptr(), graph.as_ptr()) };
         if status != sys::GGML_STATUS_SUCCESS {
-            return Err(Error::Compute {
-                backend: self.name.clone(),
-                status,
-            });
+            return Err(Error::Compute { backend: self.name.clone(), status });
         }
         Ok(())
     }
@@ -239,12 +223,8 @@ pub(crate) struct RawGallocr(NonNull<sys::ggml_gallocr>);
 impl RawGallocr {
     pub(crate) fn new(backend: &Backend) -> Result<RawGallocr> {
         // SAFETY: live backend; its default buffer type is static.
-        let p = unsafe {
-            sys::ggml_gallocr_new(sys::ggml_backend_get_default_buffer_type(backend.as_ptr()))
-        };
-        NonNull::new(p)
-            .map(RawGallocr)
-            .ok_or(Error::Null("ggml_gallocr_new"))
+        let p = unsafe { sys::ggml_gallocr_new(sys::ggml_backend_get_default_buffer_type(backend.as_ptr())) };
+        NonNull::new(p).map(RawGallocr).ok_or(Error::Null("ggml_gallocr_new"))
     }
 
     pub(crate) fn as_ptr(&self) -> sys::ggml_gallocr_t {
@@ -276,13 +256,7 @@ impl BufferType {
 
     /// Whether `device` can run `mul_mat` with a weight of `ty` and shape `[ne0, ne1]` stored
     /// in this buffer type (llama.cpp asks the same way before repacking weights).
-    pub fn supports_mul_mat_weight(
-        &self,
-        device: Device,
-        ty: super::Type,
-        ne0: i64,
-        ne1: i64,
-    ) -> bool {
+    pub fn supports_mul_mat_weight(&self, device: Device, ty: super::Type, ne0: i64, ne1: i64) -> bool {
         let Ok(ctx) = super::Context::new(3, 0) else {
             return false;
         };

@@ -107,11 +107,7 @@ impl Context {
     pub fn new(max_tensors: usize, graph_nodes: usize) -> Result<Context> {
         // SAFETY: pure size queries.
         let (per_tensor, graph) = unsafe {
-            let g = if graph_nodes > 0 {
-                sys::ggml_graph_overhead_custom(graph_nodes, false)
-            } else {
-                0
-            };
+            let g = if graph_nodes > 0 { sys::ggml_graph_overhead_custom(graph_nodes, false) } else { 0 };
             (sys::ggml_tensor_overhead(), g)
         };
         let mem_size = max_tensors
@@ -123,14 +119,9 @@ impl Context {
                 value: max_tensors.to_string(),
                 why: "context size overflows",
             })?;
-        let params = sys::ggml_init_params {
-            mem_size,
-            mem_buffer: std::ptr::null_mut(),
-            no_alloc: true,
-        };
+        let params = sys::ggml_init_params { mem_size, mem_buffer: std::ptr::null_mut(), no_alloc: true };
         // SAFETY: ggml_init copies the params; a null return is handled.
-        let raw =
-            NonNull::new(unsafe { sys::ggml_init(params) }).ok_or(Error::Null("ggml_init"))?;
+        let raw = NonNull::new(unsafe { sys::ggml_init(params) }).ok_or(Error::Null("ggml_init"))?;
         Ok(Context {
             inner: Rc::new(Inner {
                 raw,
@@ -153,18 +144,10 @@ impl Context {
     /// return null (release) or abort (debug) otherwise.
     fn ensure_room(&self, object_overhead: usize) -> Result<()> {
         // SAFETY: queries on a live context.
-        let (used, size) = unsafe {
-            (
-                sys::ggml_used_mem(self.as_ptr()),
-                sys::ggml_get_mem_size(self.as_ptr()),
-            )
-        };
+        let (used, size) = unsafe { (sys::ggml_used_mem(self.as_ptr()), sys::ggml_get_mem_size(self.as_ptr())) };
         let needed = used.saturating_add(object_overhead);
         if needed > size {
-            return Err(Error::ContextFull {
-                needed,
-                available: size,
-            });
+            return Err(Error::ContextFull { needed, available: size });
         }
         Ok(())
     }
@@ -178,12 +161,7 @@ impl Context {
     /// The id of `t`, a tensor created through this context.
     pub fn id_of(&self, t: Tensor<'_>) -> Result<TensorId> {
         let index = self.tensors.borrow().iter().rposition(|p| *p == t.ptr);
-        index
-            .map(|index| TensorId {
-                ctx: self.serial,
-                index,
-            })
-            .ok_or(Error::ForeignId { what: "tensor" })
+        index.map(|index| TensorId { ctx: self.serial, index }).ok_or(Error::ForeignId { what: "tensor" })
     }
 
     /// The tensor named by `id`; an error for an id of another context.
@@ -209,11 +187,7 @@ impl Context {
             .then(|| self.graphs.borrow().get(id.index).map(|g| g.ptr))
             .flatten()
             .ok_or(Error::ForeignId { what: "graph" })?;
-        Ok(Graph {
-            ptr,
-            ctx: self,
-            index: id.index,
-        })
+        Ok(Graph { ptr, ctx: self, index: id.index })
     }
 
     /// Checks room for one more tensor and records the contexts of `inputs` as dependencies.
@@ -247,9 +221,7 @@ impl Context {
         check_dims(ty, dims)?;
         self.prepare(&[])?;
         // SAFETY: type valid, 1..=4 dims each ≥ 1, row size exact (checked), room checked.
-        let p = unsafe {
-            sys::ggml_new_tensor(self.as_ptr(), ty.raw(), dims.len() as i32, dims.as_ptr())
-        };
+        let p = unsafe { sys::ggml_new_tensor(self.as_ptr(), ty.raw(), dims.len() as i32, dims.as_ptr()) };
         self.wrap(p, "ggml_new_tensor")
     }
 
@@ -261,16 +233,8 @@ impl Context {
         let p = unsafe { sys::ggml_new_graph_custom(self.as_ptr(), capacity, false) };
         let ptr = NonNull::new(p).ok_or(Error::Null("ggml_new_graph_custom"))?;
         let mut graphs = self.graphs.borrow_mut();
-        graphs.push(GraphSlot {
-            ptr,
-            capacity,
-            seen: HashSet::new(),
-        });
-        Ok(Graph {
-            ptr,
-            ctx: self,
-            index: graphs.len() - 1,
-        })
+        graphs.push(GraphSlot { ptr, capacity, seen: HashSet::new() });
+        Ok(Graph { ptr, ctx: self, index: graphs.len() - 1 })
     }
 
     /// Allocates every tensor of this context that has no data yet in one buffer of
@@ -303,11 +267,7 @@ impl Context {
     ) -> Result<()> {
         for t in tensors {
             if t.is_allocated() {
-                return Err(Error::OutOfRange {
-                    what: "tensor",
-                    value: t.name(),
-                    why: "is already allocated",
-                });
+                return Err(Error::OutOfRange { what: "tensor", value: t.name(), why: "is already allocated" });
             }
             let bytes = data(&owner, t)?;
             if bytes.len() != t.nbytes() {
@@ -319,20 +279,12 @@ impl Context {
             }
             // SAFETY: `bytes` lives as long as `owner`, which the context keeps until after
             // its buffers are freed (Drop order). ggml only reads weights it does not own.
-            let buf = unsafe {
-                sys::ggml_backend_cpu_buffer_from_ptr(bytes.as_ptr() as *mut _, bytes.len())
-            };
-            let buf =
-                RawBuffer::from_ptr(buf).ok_or(Error::Null("ggml_backend_cpu_buffer_from_ptr"))?;
+            let buf = unsafe { sys::ggml_backend_cpu_buffer_from_ptr(bytes.as_ptr() as *mut _, bytes.len()) };
+            let buf = RawBuffer::from_ptr(buf).ok_or(Error::Null("ggml_backend_cpu_buffer_from_ptr"))?;
             // SAFETY: the buffer spans exactly the tensor's bytes (checked), at its start.
-            let status = unsafe {
-                sys::ggml_backend_tensor_alloc(buf.as_ptr(), t.as_ptr(), bytes.as_ptr() as *mut _)
-            };
+            let status = unsafe { sys::ggml_backend_tensor_alloc(buf.as_ptr(), t.as_ptr(), bytes.as_ptr() as *mut _) };
             if status != sys::GGML_STATUS_SUCCESS {
-                return Err(Error::Compute {
-                    backend: "CPU (host buffer)".into(),
-                    status,
-                });
+                return Err(Error::Compute { backend: "CPU (host buffer)".into(), status });
             }
             self.buffers.borrow_mut().push(buf);
         }
@@ -345,8 +297,7 @@ impl Context {
     /// [`Tensor::set_bytes`] goes through the buffer type (e.g. repacked for the CPU).
     pub fn alloc_tensors_in(&self, buft: super::backend::BufferType) -> Result<()> {
         // SAFETY: live context and static buffer type; null is checked below.
-        let p =
-            unsafe { sys::ggml_backend_alloc_ctx_tensors_from_buft(self.as_ptr(), buft.as_ptr()) };
+        let p = unsafe { sys::ggml_backend_alloc_ctx_tensors_from_buft(self.as_ptr(), buft.as_ptr()) };
         if let Some(buf) = RawBuffer::from_ptr(p) {
             self.buffers.borrow_mut().push(buf);
         } else if self.has_unallocated() {
@@ -376,9 +327,7 @@ impl Context {
         let galloc = RawGallocr::new(backend)?;
         // SAFETY: live allocator and graph; failure is reported by the return value.
         if !unsafe { sys::ggml_gallocr_alloc_graph(galloc.as_ptr(), graph.ptr.as_ptr()) } {
-            return Err(Error::GraphAlloc {
-                backend: backend.name().to_string(),
-            });
+            return Err(Error::GraphAlloc { backend: backend.name().to_string() });
         }
         self.gallocrs.borrow_mut().push(galloc);
         Ok(())
@@ -386,10 +335,7 @@ impl Context {
 }
 
 fn check_dims(ty: Type, dims: &[i64]) -> Result<()> {
-    let bad = |why| Error::BadDims {
-        dims: dims.to_vec(),
-        why,
-    };
+    let bad = |why| Error::BadDims { dims: dims.to_vec(), why };
     if dims.is_empty() || dims.len() > MAX_DIMS {
         return Err(bad("a tensor has 1 to 4 dimensions"));
     }
@@ -442,9 +388,7 @@ impl<'ctx> Tensor<'ctx> {
 
     pub fn name(&self) -> String {
         // SAFETY: ggml keeps `name` NUL-terminated (it writes at most MAX_NAME-1 bytes).
-        unsafe { CStr::from_ptr(self.raw().name.as_ptr()) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(self.raw().name.as_ptr()) }.to_string_lossy().into_owned()
     }
 
     /// Names the tensor (llama.cpp's `name-layer` convention). At most 63 bytes, no NUL.
@@ -529,11 +473,7 @@ impl<'ctx> Tensor<'ctx> {
 
     fn expect_type(&self, ty: Type, expected: &'static str) -> Result<()> {
         if self.ty() != ty {
-            return Err(Error::WrongTensorType {
-                name: self.name(),
-                expected,
-                actual: self.ty().name().into(),
-            });
+            return Err(Error::WrongTensorType { name: self.name(), expected, actual: self.ty().name().into() });
         }
         Ok(())
     }
@@ -555,10 +495,7 @@ impl<'ctx> Tensor<'ctx> {
     /// Writes f32 values into an F16 tensor (rounding to nearest).
     pub fn set_f32_as_f16(&self, data: &[f32]) -> Result<()> {
         self.expect_type(Type::F16, "f16")?;
-        let bytes: Vec<u8> = data
-            .iter()
-            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-            .collect();
+        let bytes: Vec<u8> = data.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
         self.set_bytes(&bytes)
     }
 
@@ -573,19 +510,13 @@ impl<'ctx> Tensor<'ctx> {
     pub fn get_f32(&self) -> Result<Vec<f32>> {
         self.expect_type(Type::F32, "f32")?;
         let bytes = self.get_bytes()?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+        Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
 }
 
 fn checked_name(name: &str) -> Result<CString> {
     if name.len() >= MAX_NAME {
-        return Err(Error::NameTooLong {
-            name: name.into(),
-            len: name.len(),
-        });
+        return Err(Error::NameTooLong { name: name.into(), len: name.len() });
     }
     CString::new(name).map_err(|_| Error::NameHasNul { name: name.into() })
 }
@@ -597,10 +528,7 @@ impl<'ctx> Graph<'ctx> {
 
     /// This graph's id in its context.
     pub fn id(&self) -> GraphId {
-        GraphId {
-            ctx: self.ctx.serial,
-            index: self.index,
-        }
+        GraphId { ctx: self.ctx.serial, index: self.index }
     }
 
     /// Adds `t` and everything it depends on (`ggml_build_forward_expand`). Refused when the
@@ -631,21 +559,14 @@ impl<'ctx> Graph<'ctx> {
         }
         // SAFETY: index in bounds; nodes are tensors of contexts that outlive 'ctx.
         let p = unsafe { sys::ggml_graph_node(self.as_ptr(), i as i32) };
-        NonNull::new(p).map(|ptr| Tensor {
-            ptr,
-            owner: self.ctx,
-        })
+        NonNull::new(p).map(|ptr| Tensor { ptr, owner: self.ctx })
     }
 }
 
 /// Adds the tensors reachable from `t` to `seen`, failing when the graph could overflow
 /// (conservative: nodes and leaves together within `capacity`). `seen` is left unchanged on
 /// failure.
-fn add_ancestry(
-    seen: &mut HashSet<*mut sys::ggml_tensor>,
-    t: Tensor<'_>,
-    capacity: usize,
-) -> Result<()> {
+fn add_ancestry(seen: &mut HashSet<*mut sys::ggml_tensor>, t: Tensor<'_>, capacity: usize) -> Result<()> {
     let mut added = Vec::new();
     let mut stack = vec![t.as_ptr()];
     while let Some(p) = stack.pop() {
@@ -684,38 +605,18 @@ pub struct Rope {
 }
 
 impl Context {
-    pub(super) fn shape_err(
-        op: &'static str,
-        a: Tensor<'_>,
-        b: Tensor<'_>,
-        why: &'static str,
-    ) -> Error {
-        Error::Shape {
-            op,
-            a: a.ne(),
-            b: b.ne(),
-            why,
-        }
+    pub(super) fn shape_err(op: &'static str, a: Tensor<'_>, b: Tensor<'_>, why: &'static str) -> Error {
+        Error::Shape { op, a: a.ne(), b: b.ne(), why }
     }
 
     /// `b · aᵀ`: a `[k, m]`, b `[k, n, …]` → `[m, n, …]` (F32).
     pub fn mul_mat<'s>(&'s self, a: Tensor<'s>, b: Tensor<'s>) -> Result<Tensor<'s>> {
         let (na, nb) = (a.ne(), b.ne());
         if na[0] != nb[0] {
-            return Err(Self::shape_err(
-                "mul_mat",
-                a,
-                b,
-                "row lengths (ne[0]) differ",
-            ));
+            return Err(Self::shape_err("mul_mat", a, b, "row lengths (ne[0]) differ"));
         }
         if nb[2] % na[2] != 0 || nb[3] % na[3] != 0 {
-            return Err(Self::shape_err(
-                "mul_mat",
-                a,
-                b,
-                "a does not broadcast over b's dims 2 and 3",
-            ));
+            return Err(Self::shape_err("mul_mat", a, b, "a does not broadcast over b's dims 2 and 3"));
         }
         // SAFETY: live tensor.
         if unsafe { sys::ggml_is_transposed(a.as_ptr()) } {
@@ -723,10 +624,7 @@ impl Context {
         }
         self.prepare(&[a, b])?;
         // SAFETY: the checks ggml_mul_mat asserts were made above.
-        self.wrap(
-            unsafe { sys::ggml_mul_mat(self.as_ptr(), a.as_ptr(), b.as_ptr()) },
-            "ggml_mul_mat",
-        )
+        self.wrap(unsafe { sys::ggml_mul_mat(self.as_ptr(), a.as_ptr(), b.as_ptr()) }, "ggml_mul_mat")
     }
 
     fn binary<'s>(
@@ -762,23 +660,14 @@ impl Context {
     /// `a · s`.
     pub fn scale<'s>(&'s self, a: Tensor<'s>, s: f32) -> Result<Tensor<'s>> {
         let (ne, nb) = (a.ne(), a.nb());
-        let padded_1d = nb[0] == a.ty().type_size()
-            && nb[2] == nb[1] * ne[1] as usize
-            && nb[3] == nb[2] * ne[2] as usize;
+        let padded_1d =
+            nb[0] == a.ty().type_size() && nb[2] == nb[1] * ne[1] as usize && nb[3] == nb[2] * ne[2] as usize;
         if !padded_1d {
-            return Err(Self::shape_err(
-                "ggml_scale",
-                a,
-                a,
-                "rows must be packed (make it contiguous first)",
-            ));
+            return Err(Self::shape_err("ggml_scale", a, a, "rows must be packed (make it contiguous first)"));
         }
         self.prepare(&[a])?;
         // SAFETY: ggml_scale asserts only the packing checked above.
-        self.wrap(
-            unsafe { sys::ggml_scale(self.as_ptr(), a.as_ptr(), s) },
-            "ggml_scale",
-        )
+        self.wrap(unsafe { sys::ggml_scale(self.as_ptr(), a.as_ptr(), s) }, "ggml_scale")
     }
 
     /// RMS norm over rows: `x / sqrt(mean(x²) + eps)` (no weight).
@@ -792,47 +681,26 @@ impl Context {
         }
         self.prepare(&[a])?;
         // SAFETY: ggml_rms_norm has no asserts beyond a live tensor.
-        self.wrap(
-            unsafe { sys::ggml_rms_norm(self.as_ptr(), a.as_ptr(), eps) },
-            "ggml_rms_norm",
-        )
+        self.wrap(unsafe { sys::ggml_rms_norm(self.as_ptr(), a.as_ptr(), eps) }, "ggml_rms_norm")
     }
 
     /// GELU, tanh approximation (`ggml_gelu`), as Gemma's MLP uses.
     pub fn gelu<'s>(&'s self, a: Tensor<'s>) -> Result<Tensor<'s>> {
         // SAFETY: pure layout query.
         if !unsafe { sys::ggml_is_contiguous_1(a.as_ptr()) } {
-            return Err(Self::shape_err(
-                "ggml_gelu",
-                a,
-                a,
-                "rows must be contiguous",
-            ));
+            return Err(Self::shape_err("ggml_gelu", a, a, "rows must be contiguous"));
         }
         self.prepare(&[a])?;
         // SAFETY: ggml_unary asserts contiguous rows, checked above.
-        self.wrap(
-            unsafe { sys::ggml_gelu(self.as_ptr(), a.as_ptr()) },
-            "ggml_gelu",
-        )
+        self.wrap(unsafe { sys::ggml_gelu(self.as_ptr(), a.as_ptr()) }, "ggml_gelu")
     }
 
     /// Softmax over rows of `a · scale + mask` (`ggml_soft_max_ext`, no ALiBi).
     /// `mask` (F32 or F16) is `[ne0, ≥ ne1]` and broadcasts over `a`'s dims 2 and 3.
-    pub fn soft_max_ext<'s>(
-        &'s self,
-        a: Tensor<'s>,
-        mask: Option<Tensor<'s>>,
-        scale: f32,
-    ) -> Result<Tensor<'s>> {
+    pub fn soft_max_ext<'s>(&'s self, a: Tensor<'s>, mask: Option<Tensor<'s>>, scale: f32) -> Result<Tensor<'s>> {
         // SAFETY: pure layout queries.
         if !unsafe { sys::ggml_is_contiguous(a.as_ptr()) } {
-            return Err(Self::shape_err(
-                "ggml_soft_max_ext",
-                a,
-                a,
-                "a must be contiguous",
-            ));
+            return Err(Self::shape_err("ggml_soft_max_ext", a, a, "a must be contiguous"));
         }
         if let Some(m) = mask {
             let (na, nm) = (a.ne(), m.ne());
@@ -845,12 +713,7 @@ impl Context {
             }
             // SAFETY: pure layout query.
             let contiguous = unsafe { sys::ggml_is_contiguous(m.as_ptr()) };
-            if !contiguous
-                || nm[0] != na[0]
-                || nm[1] < na[1]
-                || na[2] % nm[2] != 0
-                || na[3] % nm[3] != 0
-            {
+            if !contiguous || nm[0] != na[0] || nm[1] < na[1] || na[2] % nm[2] != 0 || na[3] % nm[3] != 0 {
                 return Err(Self::shape_err(
                     "ggml_soft_max_ext",
                     a,
@@ -865,22 +728,14 @@ impl Context {
         }
         let m = mask.map_or(std::ptr::null_mut(), |m| m.as_ptr());
         // SAFETY: every assert of ggml_soft_max_impl is checked above; max_bias = 0.
-        self.wrap(
-            unsafe { sys::ggml_soft_max_ext(self.as_ptr(), a.as_ptr(), m, scale, 0.0) },
-            "ggml_soft_max_ext",
-        )
+        self.wrap(unsafe { sys::ggml_soft_max_ext(self.as_ptr(), a.as_ptr(), m, scale, 0.0) }, "ggml_soft_max_ext")
     }
 
     /// Rotary position embedding of `a` `[head_dim, n_head, n_tokens]` at positions `pos`
     /// (I32, `[n_tokens]`).
     pub fn rope<'s>(&'s self, a: Tensor<'s>, pos: Tensor<'s>, p: Rope) -> Result<Tensor<'s>> {
         if pos.ty() != Type::I32 || pos.ne()[1..] != [1, 1, 1] || pos.ne()[0] != a.ne()[2] {
-            return Err(Self::shape_err(
-                "ggml_rope_ext",
-                a,
-                pos,
-                "positions must be an i32 vector of a.ne[2] entries",
-            ));
+            return Err(Self::shape_err("ggml_rope_ext", a, pos, "positions must be an i32 vector of a.ne[2] entries"));
         }
         if p.n_dims <= 0 || p.n_dims % 2 != 0 || i64::from(p.n_dims) > a.ne()[0] {
             return Err(Error::OutOfRange {
@@ -897,11 +752,7 @@ impl Context {
             });
         }
         self.prepare(&[a, pos])?;
-        let mode = if p.neox {
-            sys::GGML_ROPE_TYPE_NEOX as i32
-        } else {
-            0
-        };
+        let mode = if p.neox { sys::GGML_ROPE_TYPE_NEOX as i32 } else { 0 };
         // SAFETY: positions are an I32 vector matching a.ne[2]; mode is a plain rope mode;
         // no frequency factors; extrapolation off (ext_factor 0), attn_factor 1.
         let t = unsafe {

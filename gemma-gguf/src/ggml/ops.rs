@@ -19,42 +19,24 @@ impl Context {
     pub(crate) fn get_rows<'s>(&'s self, a: Tensor<'s>, idx: Tensor<'s>) -> Result<Tensor<'s>> {
         let (na, ni) = (a.ne(), idx.ne());
         if idx.ty() != Type::I32 || na[2] != ni[1] || na[3] != ni[2] || ni[3] != 1 {
-            return Err(Self::shape_err(
-                "ggml_get_rows",
-                a,
-                idx,
-                "indices must be i32 [n, a.ne2, a.ne3]",
-            ));
+            return Err(Self::shape_err("ggml_get_rows", a, idx, "indices must be i32 [n, a.ne2, a.ne3]"));
         }
         self.prepare(&[a, idx])?;
         // SAFETY: the asserts of ggml_get_rows are checked above.
-        self.wrap(
-            unsafe { sys::ggml_get_rows(self.as_ptr(), a.as_ptr(), idx.as_ptr()) },
-            "ggml_get_rows",
-        )
+        self.wrap(unsafe { sys::ggml_get_rows(self.as_ptr(), a.as_ptr(), idx.as_ptr()) }, "ggml_get_rows")
     }
 
     /// Scatters the rows of `src` into `dst` at i64 indices `idx` (in place on `dst`; the
     /// result is a view of `dst` to add to the graph). Index values are not checked by
     /// ggml's CPU kernel (it aborts): crate-internal, callers keep them below `dst.ne[1]`.
-    pub(crate) fn set_rows<'s>(
-        &'s self,
-        dst: Tensor<'s>,
-        src: Tensor<'s>,
-        idx: Tensor<'s>,
-    ) -> Result<Tensor<'s>> {
+    pub(crate) fn set_rows<'s>(&'s self, dst: Tensor<'s>, src: Tensor<'s>, idx: Tensor<'s>) -> Result<Tensor<'s>> {
         let (nd, ns, ni) = (dst.ne(), src.ne(), idx.ne());
         let shapes_ok = nd[0] == ns[0] && nd[2] == ns[2] && nd[3] == ns[3] && ns[1] == ni[0];
         let bcast_ok = ns[2] % ni[1] == 0 && ns[3] % ni[2] == 0 && ni[3] == 1;
         let types_ok = matches!(src.ty(), t if t == Type::F32 || t == Type::F16)
             && (idx.ty() == Type::I64 || idx.ty() == Type::I32);
         if !(shapes_ok && bcast_ok && types_ok && contiguous_rows(dst) && contiguous_rows(src)) {
-            return Err(Self::shape_err(
-                "ggml_set_rows",
-                dst,
-                src,
-                "rows, index count or types do not match",
-            ));
+            return Err(Self::shape_err("ggml_set_rows", dst, src, "rows, index count or types do not match"));
         }
         self.prepare(&[dst, src, idx])?;
         // SAFETY: every assert of ggml_set_rows is checked above.
@@ -67,61 +49,36 @@ impl Context {
     /// `gelu(a) · b` in one op (`ggml_geglu_split`), as llama.cpp's GELU-gated FFN uses.
     pub fn geglu_split<'s>(&'s self, a: Tensor<'s>, b: Tensor<'s>) -> Result<Tensor<'s>> {
         // SAFETY: pure layout queries.
-        let rows_ok = unsafe {
-            sys::ggml_is_contiguous_1(a.as_ptr()) && sys::ggml_is_contiguous_1(b.as_ptr())
-        };
+        let rows_ok = unsafe { sys::ggml_is_contiguous_1(a.as_ptr()) && sys::ggml_is_contiguous_1(b.as_ptr()) };
         if !rows_ok || a.ne() != b.ne() || a.ty() != b.ty() {
-            return Err(Self::shape_err(
-                "ggml_geglu_split",
-                a,
-                b,
-                "a and b must have one contiguous shape and type",
-            ));
+            return Err(Self::shape_err("ggml_geglu_split", a, b, "a and b must have one contiguous shape and type"));
         }
         self.prepare(&[a, b])?;
         // SAFETY: ggml_glu_impl's asserts are checked above.
-        self.wrap(
-            unsafe { sys::ggml_geglu_split(self.as_ptr(), a.as_ptr(), b.as_ptr()) },
-            "ggml_geglu_split",
-        )
+        self.wrap(unsafe { sys::ggml_geglu_split(self.as_ptr(), a.as_ptr(), b.as_ptr()) }, "ggml_geglu_split")
     }
 
     /// `tanh(a)` element-wise.
     pub fn tanh<'s>(&'s self, a: Tensor<'s>) -> Result<Tensor<'s>> {
         // SAFETY: pure layout query.
         if !unsafe { sys::ggml_is_contiguous_1(a.as_ptr()) } {
-            return Err(Self::shape_err(
-                "ggml_tanh",
-                a,
-                a,
-                "rows must be contiguous",
-            ));
+            return Err(Self::shape_err("ggml_tanh", a, a, "rows must be contiguous"));
         }
         self.prepare(&[a])?;
         // SAFETY: unary op on contiguous rows.
-        self.wrap(
-            unsafe { sys::ggml_tanh(self.as_ptr(), a.as_ptr()) },
-            "ggml_tanh",
-        )
+        self.wrap(unsafe { sys::ggml_tanh(self.as_ptr(), a.as_ptr()) }, "ggml_tanh")
     }
 
     /// A contiguous copy of `a`.
     pub fn cont<'s>(&'s self, a: Tensor<'s>) -> Result<Tensor<'s>> {
         self.prepare(&[a])?;
         // SAFETY: ggml_cont accepts any tensor.
-        self.wrap(
-            unsafe { sys::ggml_cont(self.as_ptr(), a.as_ptr()) },
-            "ggml_cont",
-        )
+        self.wrap(unsafe { sys::ggml_cont(self.as_ptr(), a.as_ptr()) }, "ggml_cont")
     }
 
     /// `a` with a new shape of the same element count; `a` must be contiguous.
     pub fn reshape<'s>(&'s self, a: Tensor<'s>, dims: &[i64]) -> Result<Tensor<'s>> {
-        let n: Option<i64> =
-            dims.iter().try_fold(
-                1i64,
-                |acc, &d| if d >= 1 { acc.checked_mul(d) } else { None },
-            );
+        let n: Option<i64> = dims.iter().try_fold(1i64, |acc, &d| if d >= 1 { acc.checked_mul(d) } else { None });
         if !contiguous(a) || n != Some(a.n_elements()) || dims.is_empty() || dims.len() > 4 {
             return Err(Error::BadDims {
                 dims: dims.to_vec(),
@@ -158,33 +115,15 @@ impl Context {
         self.prepare(&[a])?;
         // SAFETY: axes are a permutation of 0..4 (checked).
         self.wrap(
-            unsafe {
-                sys::ggml_permute(
-                    self.as_ptr(),
-                    a.as_ptr(),
-                    axes[0],
-                    axes[1],
-                    axes[2],
-                    axes[3],
-                )
-            },
+            unsafe { sys::ggml_permute(self.as_ptr(), a.as_ptr(), axes[0], axes[1], axes[2], axes[3]) },
             "ggml_permute",
         )
     }
 
     /// A view of `a`: `dims` (1 to 3 of them) with byte strides `nb1`, `nb2` for dims 1 and
     /// 2, starting `offset` bytes in. Every byte the view can reach must lie inside `a`.
-    pub fn view<'s>(
-        &'s self,
-        a: Tensor<'s>,
-        dims: &[i64],
-        strides: [usize; 2],
-        offset: usize,
-    ) -> Result<Tensor<'s>> {
-        let bad = |why| Error::BadDims {
-            dims: dims.to_vec(),
-            why,
-        };
+    pub fn view<'s>(&'s self, a: Tensor<'s>, dims: &[i64], strides: [usize; 2], offset: usize) -> Result<Tensor<'s>> {
+        let bad = |why| Error::BadDims { dims: dims.to_vec(), why };
         if dims.is_empty() || dims.len() > 3 || dims.iter().any(|&d| d < 1) {
             return Err(bad("a view has 1 to 3 dimensions, each ≥ 1"));
         }
@@ -197,10 +136,7 @@ impl Context {
             .checked_mul(strides[0])
             .and_then(|x| x.checked_add((ne(2) - 1).checked_mul(strides[1])?))
             .and_then(|x| x.checked_add(row));
-        let fits = |n: Option<usize>| {
-            n.and_then(|n| n.checked_add(offset))
-                .is_some_and(|end| end <= a.nbytes())
-        };
+        let fits = |n: Option<usize>| n.and_then(|n| n.checked_add(offset)).is_some_and(|end| end <= a.nbytes());
         if !fits(dense) || !fits(reach) {
             return Err(bad("the view reaches past the end of its source tensor"));
         }
@@ -211,9 +147,7 @@ impl Context {
             match *dims {
                 [d0] => sys::ggml_view_1d(c, a.as_ptr(), d0, offset),
                 [d0, d1] => sys::ggml_view_2d(c, a.as_ptr(), d0, d1, strides[0], offset),
-                [d0, d1, d2] => {
-                    sys::ggml_view_3d(c, a.as_ptr(), d0, d1, d2, strides[0], strides[1], offset)
-                }
+                [d0, d1, d2] => sys::ggml_view_3d(c, a.as_ptr(), d0, d1, d2, strides[0], strides[1], offset),
                 _ => unreachable!("length checked above"),
             }
         };
@@ -231,11 +165,7 @@ impl Context {
         scale: f32,
     ) -> Result<Tensor<'s>> {
         let (nq, nk, nv, nm) = (q.ne(), k.ne(), v.ne(), mask.ne());
-        let qk_ok = nq[0] == nk[0]
-            && nq[2] % nk[2] == 0
-            && nq[3] % nk[3] == 0
-            && nq[3] == nk[3]
-            && nq[3] == nv[3];
+        let qk_ok = nq[0] == nk[0] && nq[2] % nk[2] == 0 && nq[3] % nk[3] == 0 && nq[3] == nk[3] && nq[3] == nv[3];
         let v_ok = nv[1] == nk[1] && nv[2] == nk[2];
         let mask_ok = mask.ty() == Type::F16
             && contiguous(mask)
@@ -254,16 +184,7 @@ impl Context {
         self.prepare(&[q, k, v, mask])?;
         // SAFETY: the asserts of ggml_flash_attn_ext are checked above; no ALiBi, no softcap.
         let t = unsafe {
-            sys::ggml_flash_attn_ext(
-                self.as_ptr(),
-                q.as_ptr(),
-                k.as_ptr(),
-                v.as_ptr(),
-                mask.as_ptr(),
-                scale,
-                0.0,
-                0.0,
-            )
+            sys::ggml_flash_attn_ext(self.as_ptr(), q.as_ptr(), k.as_ptr(), v.as_ptr(), mask.as_ptr(), scale, 0.0, 0.0)
         };
         let t = self.wrap(t, "ggml_flash_attn_ext")?;
         t.set_f32_accumulation();

@@ -20,10 +20,7 @@ pub fn quantize_rows(ty: Type, src: &[f32], n_per_row: usize) -> Result<Vec<u8>>
     let row = check_rows(ty, src.len(), n_per_row)?;
     // SAFETY: plain query on a valid type id.
     if unsafe { sys::ggml_quantize_requires_imatrix(ty.raw()) } {
-        return Err(Error::TypeNotUsable {
-            ty: ty.name().into(),
-            what: "quantisation without an importance matrix",
-        });
+        return Err(Error::TypeNotUsable { ty: ty.name().into(), what: "quantisation without an importance matrix" });
     }
     let n_rows = src.len() / n_per_row;
     let mut dst = vec![0u8; n_rows * row];
@@ -51,24 +48,14 @@ pub fn quantize_rows(ty: Type, src: &[f32], n_per_row: usize) -> Result<Vec<u8>>
 pub fn dequantize_rows(ty: Type, src: &[u8], n_per_row: usize) -> Result<Vec<f32>> {
     let row = ty.row_size(n_per_row as i64)?;
     if row == 0 || src.len() % row != 0 {
-        return Err(Error::Length {
-            what: format!("{ty} rows of {n_per_row}"),
-            expected: row,
-            actual: src.len(),
-        });
+        return Err(Error::Length { what: format!("{ty} rows of {n_per_row}"), expected: row, actual: src.len() });
     }
     if ty == Type::F32 {
-        return Ok(src
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect());
+        return Ok(src.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect());
     }
     // SAFETY: valid type id; the table entry is static.
-    let to_float =
-        unsafe { (*sys::ggml_get_type_traits(ty.raw())).to_float }.ok_or(Error::TypeNotUsable {
-            ty: ty.name().into(),
-            what: "dequantisation",
-        })?;
+    let to_float = unsafe { (*sys::ggml_get_type_traits(ty.raw())).to_float }
+        .ok_or(Error::TypeNotUsable { ty: ty.name().into(), what: "dequantisation" })?;
     let n = src.len() / row * n_per_row;
     let mut dst = vec![0f32; n];
     // SAFETY: `src` holds exactly n/block whole blocks of `ty`; `dst` has room for n floats.

@@ -4,10 +4,7 @@ use super::sys;
 /// What ggml's `gguf_init_from_buffer` (with `no_alloc`, so no tensor data is read) makes of
 /// `bytes`: `Some((n_kv, n_tensors))` when it accepts the file, `None` when it refuses it.
 pub fn ggml_gguf_parse(bytes: &[u8]) -> Option<(i64, i64)> {
-    let params = sys::gguf_init_params {
-        no_alloc: true,
-        ctx: std::ptr::null_mut(),
-    };
+    let params = sys::gguf_init_params { no_alloc: true, ctx: std::ptr::null_mut() };
     // SAFETY: ggml reads at most `bytes.len()` bytes from the slice and returns null on
     // malformed input; the context is freed below.
     let ctx = unsafe { sys::gguf_init_from_buffer(bytes.as_ptr().cast(), bytes.len(), params) };

@@ -8,12 +8,8 @@ pub fn ggml_version() -> (String, String) {
     // SAFETY: both return static NUL-terminated strings.
     unsafe {
         (
-            CStr::from_ptr(sys::ggml_version())
-                .to_string_lossy()
-                .into_owned(),
-            CStr::from_ptr(sys::ggml_commit())
-                .to_string_lossy()
-                .into_owned(),
+            CStr::from_ptr(sys::ggml_version()).to_string_lossy().into_owned(),
+            CStr::from_ptr(sys::ggml_commit()).to_string_lossy().into_owned(),
         )
     }
 }
@@ -58,7 +54,5 @@ pub fn backend_features(device: Device) -> Vec<BackendFeature> {
 
 /// The thread count used when none is given: the logical CPUs this process may run on.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(super::backend::MAX_THREADS)
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(super::backend::MAX_THREADS)
 }

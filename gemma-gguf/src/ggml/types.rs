@@ -40,9 +40,7 @@ impl Type {
 
     /// Looks a type up by ggml's name (`"q4_K"`, `"f16"`…), case-insensitively.
     pub fn from_name(name: &str) -> Option<Type> {
-        (0..sys::GGML_TYPE_COUNT)
-            .filter_map(|id| Type::from_id(id).ok())
-            .find(|t| t.name().eq_ignore_ascii_case(name))
+        (0..sys::GGML_TYPE_COUNT).filter_map(|id| Type::from_id(id).ok()).find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
     /// ggml's numeric id (the value stored in GGUF tensor infos).
@@ -63,9 +61,7 @@ impl Type {
     /// ggml's name for the type, e.g. `q4_K`.
     pub fn name(self) -> &'static str {
         // SAFETY: type names in ggml's table are static NUL-terminated ASCII strings.
-        unsafe { CStr::from_ptr(self.traits().type_name) }
-            .to_str()
-            .unwrap_or("?")
+        unsafe { CStr::from_ptr(self.traits().type_name) }.to_str().unwrap_or("?")
     }
 
     /// Elements per block (1 for plain types, 32 or 256 for quantised ones).
@@ -91,19 +87,12 @@ impl Type {
     pub fn row_size(self, ne0: i64) -> Result<usize> {
         let block = self.block_size();
         if ne0 < 0 || ne0 % block != 0 {
-            return Err(Error::RowNotBlockMultiple {
-                ty: self.name().into(),
-                ne0,
-                block,
-            });
+            return Err(Error::RowNotBlockMultiple { ty: self.name().into(), ne0, block });
         }
         usize::try_from(ne0 / block)
             .ok()
             .and_then(|blocks| blocks.checked_mul(self.type_size()))
-            .ok_or(Error::BadDims {
-                dims: vec![ne0],
-                why: "row size overflows usize",
-            })
+            .ok_or(Error::BadDims { dims: vec![ne0], why: "row size overflows usize" })
     }
 }
 

@@ -71,20 +71,12 @@ impl<'a> Cursor<'a> {
         let len = self.u64(&len_field)?;
         let limit = super::limits::MAX_STRING_LEN;
         if len > limit {
-            return Err(GgufError::StringTooLong {
-                field: field(),
-                offset: start,
-                len,
-                limit,
-            });
+            return Err(GgufError::StringTooLong { field: field(), offset: start, len, limit });
         }
         let bytes = self.take(len, field)?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_owned()),
-            Err(_) => Err(GgufError::InvalidUtf8 {
-                field: field(),
-                offset: start,
-            }),
+            Err(_) => Err(GgufError::InvalidUtf8 { field: field(), offset: start }),
         }
     }
 }

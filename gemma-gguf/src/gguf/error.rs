@@ -19,11 +19,7 @@ pub struct UnsupportedGgmlType {
 impl fmt::Display for UnsupportedGgmlType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.removed {
-            Some(name) => write!(
-                f,
-                "ggml type {} ({name}) was removed from ggml; re-quantise the model",
-                self.id
-            ),
+            Some(name) => write!(f, "ggml type {} ({name}) was removed from ggml; re-quantise the model", self.id),
             None => write!(f, "unknown ggml type id {}", self.id),
         }
     }
@@ -45,12 +41,7 @@ pub enum GgufError {
 
     // ----- header -----
     #[error("file ends inside {field} at byte {offset}: needs {needed} bytes, {available} left")]
-    Truncated {
-        field: String,
-        offset: u64,
-        needed: u64,
-        available: u64,
-    },
+    Truncated { field: String, offset: u64, needed: u64, available: u64 },
     #[error("not a GGUF file: magic is {found:02x?}, expected \"GGUF\"")]
     BadMagic { found: [u8; 4] },
     #[error("GGUF version {version} is not supported (only 2 and 3)")]
@@ -61,21 +52,11 @@ pub enum GgufError {
     )]
     BigEndian { version: u32 },
     #[error("{field} = {count} cannot fit: {bytes_left} bytes left at offset {offset}")]
-    CountTooLarge {
-        field: &'static str,
-        count: u64,
-        offset: u64,
-        bytes_left: u64,
-    },
+    CountTooLarge { field: &'static str, count: u64, offset: u64, bytes_left: u64 },
 
     // ----- key/value pairs -----
     #[error("{field} at byte {offset} has length {len}, more than the limit of {limit}")]
-    StringTooLong {
-        field: String,
-        offset: u64,
-        len: u64,
-        limit: u64,
-    },
+    StringTooLong { field: String, offset: u64, len: u64, limit: u64 },
     #[error("{field} at byte {offset} is not valid UTF-8")]
     InvalidUtf8 { field: String, offset: u64 },
     #[error("key/value pair #{index} at byte {offset} has an empty key")]
@@ -83,20 +64,11 @@ pub enum GgufError {
     #[error("key '{key}' appears twice")]
     DuplicateKey { key: String },
     #[error("key '{key}' has unknown value type id {type_id} at byte {offset}")]
-    UnknownValueType {
-        key: String,
-        type_id: u32,
-        offset: u64,
-    },
+    UnknownValueType { key: String, type_id: u32, offset: u64 },
     #[error("key '{key}' is an array of arrays, which GGUF does not allow")]
     NestedArray { key: String },
     #[error("array '{key}' at byte {offset} has {len} elements; {limit} is the most that fit")]
-    ArrayTooLong {
-        key: String,
-        offset: u64,
-        len: u64,
-        limit: u64,
-    },
+    ArrayTooLong { key: String, offset: u64, len: u64, limit: u64 },
     #[error("bool '{key}' at byte {offset} is {byte}, not 0 or 1")]
     InvalidBool { key: String, offset: u64, byte: u8 },
     #[error(
@@ -109,11 +81,7 @@ pub enum GgufError {
     #[error("missing key '{key}'")]
     MissingKey { key: String },
     #[error("key '{key}' has type {actual}, expected {expected}")]
-    WrongType {
-        key: String,
-        expected: ValueKind,
-        actual: ValueKind,
-    },
+    WrongType { key: String, expected: ValueKind, actual: ValueKind },
 
     // ----- tensor infos -----
     #[error("tensor #{index} at byte {offset} has an empty name")]
@@ -144,12 +112,7 @@ pub enum GgufError {
         "tensor '{tensor}' of type {ggml_type} has rows of {ne0} elements, \
          not a multiple of the block size {block_size}"
     )]
-    RowNotBlockMultiple {
-        tensor: String,
-        ggml_type: GgmlType,
-        ne0: u64,
-        block_size: u64,
-    },
+    RowNotBlockMultiple { tensor: String, ggml_type: GgmlType, ne0: u64, block_size: u64 },
 
     // ----- tensor data layout -----
     #[error(
@@ -161,33 +124,16 @@ pub enum GgufError {
         "tensor '{tensor}' data [{offset}, +{n_bytes}) lies outside the data section \
          of {data_len} bytes"
     )]
-    TensorOutOfBounds {
-        tensor: String,
-        offset: u64,
-        n_bytes: u64,
-        data_len: u64,
-    },
+    TensorOutOfBounds { tensor: String, offset: u64, n_bytes: u64, data_len: u64 },
     #[error("tensor '{tensor}' offset {offset} is not a multiple of the alignment {alignment}")]
-    TensorMisaligned {
-        tensor: String,
-        offset: u64,
-        alignment: u64,
-    },
+    TensorMisaligned { tensor: String, offset: u64, alignment: u64 },
     #[error(
         "tensor '{tensor}' offset {offset} overlaps the previous tensor \
          (or tensors are out of order): expected {expected}"
     )]
-    TensorOverlap {
-        tensor: String,
-        offset: u64,
-        expected: u64,
-    },
+    TensorOverlap { tensor: String, offset: u64, expected: u64 },
     #[error("tensor '{tensor}' offset {offset} leaves a gap after the previous tensor: expected {expected}")]
-    TensorGap {
-        tensor: String,
-        offset: u64,
-        expected: u64,
-    },
+    TensorGap { tensor: String, offset: u64, expected: u64 },
     #[error("tensor '{tensor}' does not belong to this file")]
     ForeignTensor { tensor: String },
 
@@ -199,12 +145,7 @@ pub enum GgufError {
         source: std::io::Error,
     },
     #[error("split model: {path} has {key} = {actual}, expected {expected}")]
-    ShardMismatch {
-        path: PathBuf,
-        key: &'static str,
-        expected: u64,
-        actual: u64,
-    },
+    ShardMismatch { path: PathBuf, key: &'static str, expected: u64, actual: u64 },
     #[error(
         "split model: {path} is shard {split_no} (counting from 0); open the first shard, \
          whose name ends in -00001-of-NNNNN.gguf"
@@ -226,11 +167,7 @@ pub enum GgufError {
     #[error("writer: tensor data must come in declared order: expected '{expected}', got '{got}'")]
     TensorOrder { expected: String, got: String },
     #[error("writer: tensor '{tensor}' takes {expected} bytes, got {actual}")]
-    TensorDataSize {
-        tensor: String,
-        expected: u64,
-        actual: u64,
-    },
+    TensorDataSize { tensor: String, expected: u64, actual: u64 },
     #[error("writer: {missing} tensors have no data, the first is '{first}'")]
     TensorsMissing { missing: usize, first: String },
     #[error("writer: version {version} cannot be written (only 2 and 3)")]
@@ -241,10 +178,7 @@ pub enum GgufError {
 
 impl GgufError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        GgufError::Io {
-            path: path.into(),
-            source,
-        }
+        GgufError::Io { path: path.into(), source }
     }
 }
 

@@ -29,33 +29,18 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed> {
     let mut c = Cursor::new(buf);
     let (version, n_tensors, n_kv) = read_header(&mut c)?;
     let (metadata, key_index) = read_kvs(&mut c, n_kv)?;
-    let alignment =
-        validate::alignment_from_value(key_index.get(KEY_ALIGNMENT).map(|&i| &metadata[i].1))?;
+    let alignment = validate::alignment_from_value(key_index.get(KEY_ALIGNMENT).map(|&i| &metadata[i].1))?;
     let tensors = read_tensor_infos(&mut c, n_tensors)?;
 
     // The data section starts at the next multiple of the alignment, but ggml only
     // requires (and seeks to) that padding when there are tensors.
     let file_len = buf.len() as u64;
-    let data_offset = if n_tensors > 0 {
-        pad_to(c.offset(), alignment).unwrap_or(u64::MAX)
-    } else {
-        c.offset()
-    };
+    let data_offset = if n_tensors > 0 { pad_to(c.offset(), alignment).unwrap_or(u64::MAX) } else { c.offset() };
     if data_offset > file_len {
-        return Err(GgufError::DataSectionOutOfBounds {
-            data_offset,
-            file_len,
-        });
+        return Err(GgufError::DataSectionOutOfBounds { data_offset, file_len });
     }
     check_layout(&tensors, alignment, file_len - data_offset)?;
-    Ok(Parsed {
-        version,
-        alignment,
-        metadata,
-        key_index,
-        tensors,
-        data_offset,
-    })
+    Ok(Parsed { version, alignment, metadata, key_index, tensors, data_offset })
 }
 
 fn read_header(c: &mut Cursor) -> Result<(u32, u64, u64)> {
@@ -70,17 +55,10 @@ fn read_header(c: &mut Cursor) -> Result<(u32, u64, u64)> {
 
     // Each entry takes at least its minimal encoding, so both counts are bounded by the
     // bytes left. This also keeps them below i64::MAX, as ggml requires.
-    let too_large = |field, count, bytes_left| GgufError::CountTooLarge {
-        field,
-        count,
-        offset: c.offset(),
-        bytes_left,
-    };
+    let too_large =
+        |field, count, bytes_left| GgufError::CountTooLarge { field, count, offset: c.offset(), bytes_left };
     let left = c.remaining();
-    let kv_bytes = n_kv
-        .checked_mul(MIN_KV_LEN)
-        .filter(|&b| b <= left)
-        .ok_or_else(|| too_large("n_kv", n_kv, left))?;
+    let kv_bytes = n_kv.checked_mul(MIN_KV_LEN).filter(|&b| b <= left).ok_or_else(|| too_large("n_kv", n_kv, left))?;
     let left = left - kv_bytes;
     n_tensors
         .checked_mul(MIN_TENSOR_INFO_LEN)
@@ -122,11 +100,7 @@ fn read_kvs(c: &mut Cursor, n_kv: u64) -> Result<Metadata> {
 fn read_value_type(c: &mut Cursor, key: &str) -> Result<GgufValueType> {
     let offset = c.offset();
     let type_id = c.u32(&|| format!("the value type of '{key}'"))?;
-    GgufValueType::from_u32(type_id).ok_or_else(|| GgufError::UnknownValueType {
-        key: key.to_owned(),
-        type_id,
-        offset,
-    })
+    GgufValueType::from_u32(type_id).ok_or_else(|| GgufError::UnknownValueType { key: key.to_owned(), type_id, offset })
 }
 
 fn read_value(c: &mut Cursor, key: &str) -> Result<GgufValue> {
@@ -155,20 +129,14 @@ fn read_bool(c: &mut Cursor, key: &str, field: &dyn Fn() -> String) -> Result<bo
     match c.u8(field)? {
         0 => Ok(false),
         1 => Ok(true),
-        byte => Err(GgufError::InvalidBool {
-            key: key.to_owned(),
-            offset,
-            byte,
-        }),
+        byte => Err(GgufError::InvalidBool { key: key.to_owned(), offset, byte }),
     }
 }
 
 fn read_array(c: &mut Cursor, key: &str) -> Result<GgufArray> {
     let elem = read_value_type(c, key)?;
     if elem == GgufValueType::Array {
-        return Err(GgufError::NestedArray {
-            key: key.to_owned(),
-        });
+        return Err(GgufError::NestedArray { key: key.to_owned() });
     }
     let offset = c.offset();
     let len = c.u64(&|| format!("the length of array '{key}'"))?;
@@ -176,12 +144,7 @@ fn read_array(c: &mut Cursor, key: &str) -> Result<GgufArray> {
     // before the vector is allocated.
     let limit = MAX_ARRAY_LEN.min(c.remaining() / elem.min_size());
     if len > limit {
-        return Err(GgufError::ArrayTooLong {
-            key: key.to_owned(),
-            offset,
-            len,
-            limit,
-        });
+        return Err(GgufError::ArrayTooLong { key: key.to_owned(), offset, len, limit });
     }
     read_elements(c, key, elem, len as usize)
 }
@@ -213,11 +176,7 @@ fn read_elements(c: &mut Cursor, key: &str, elem: GgufValueType, n: usize) -> Re
             }
             GgufArray::String(v)
         }
-        GgufValueType::Array => {
-            return Err(GgufError::NestedArray {
-                key: key.to_owned(),
-            })
-        }
+        GgufValueType::Array => return Err(GgufError::NestedArray { key: key.to_owned() }),
     })
 }
 
@@ -258,36 +217,20 @@ fn read_tensor_info(c: &mut Cursor, index: u64) -> Result<TensorInfo> {
     validate::check_tensor_name(&name, index, offset)?;
     let n_dims = c.u32(&|| format!("n_dims of tensor '{name}'"))?;
     if n_dims as usize > MAX_DIMS {
-        return Err(GgufError::TooManyDims {
-            tensor: name,
-            n_dims: n_dims.into(),
-        });
+        return Err(GgufError::TooManyDims { tensor: name, n_dims: n_dims.into() });
     }
     let mut dims = Vec::with_capacity(n_dims as usize);
     for dim in 0..n_dims as usize {
         let ne = c.i64(&|| format!("ne[{dim}] of tensor '{name}'"))?;
-        let ne = u64::try_from(ne).map_err(|_| GgufError::NegativeDim {
-            tensor: name.clone(),
-            dim,
-            ne,
-        })?;
+        let ne = u64::try_from(ne).map_err(|_| GgufError::NegativeDim { tensor: name.clone(), dim, ne })?;
         dims.push(ne);
     }
     let type_id = c.u32(&|| format!("the type of tensor '{name}'"))?;
-    let ggml_type = GgmlType::from_u32(type_id).map_err(|source| GgufError::UnsupportedType {
-        tensor: name.clone(),
-        source,
-    })?;
+    let ggml_type =
+        GgmlType::from_u32(type_id).map_err(|source| GgufError::UnsupportedType { tensor: name.clone(), source })?;
     let n_bytes = validate::tensor_n_bytes(&name, &dims, ggml_type)?;
     let data_offset = c.u64(&|| format!("the data offset of tensor '{name}'"))?;
-    Ok(TensorInfo {
-        name,
-        dims,
-        ggml_type,
-        offset: data_offset,
-        n_bytes,
-        shard: 0,
-    })
+    Ok(TensorInfo { name, dims, ggml_type, offset: data_offset, n_bytes, shard: 0 })
 }
 
 /// Tensors lie inside the data section, each at the previous tensor's end rounded up to
@@ -306,25 +249,13 @@ fn check_layout(tensors: &[TensorInfo], alignment: u64, data_len: u64) -> Result
         };
         let (tensor, offset) = (t.name.clone(), t.offset);
         if offset & (alignment - 1) != 0 {
-            return Err(GgufError::TensorMisaligned {
-                tensor,
-                offset,
-                alignment,
-            });
+            return Err(GgufError::TensorMisaligned { tensor, offset, alignment });
         }
         if offset < expected {
-            return Err(GgufError::TensorOverlap {
-                tensor,
-                offset,
-                expected,
-            });
+            return Err(GgufError::TensorOverlap { tensor, offset, expected });
         }
         if offset > expected {
-            return Err(GgufError::TensorGap {
-                tensor,
-                offset,
-                expected,
-            });
+            return Err(GgufError::TensorGap { tensor, offset, expected });
         }
         // end ≤ data_len ≤ isize::MAX and alignment ≤ 2^16: no overflow.
         expected = pad_to(end, alignment).unwrap_or(u64::MAX);

@@ -74,9 +74,7 @@ impl Storage {
 
     /// Reads `path` into memory.
     pub(crate) fn read(path: &Path) -> Result<Storage> {
-        std::fs::read(path)
-            .map(Storage::Owned)
-            .map_err(|e| GgufError::io(path, e))
+        std::fs::read(path).map(Storage::Owned).map_err(|e| GgufError::io(path, e))
     }
 }
 
@@ -125,19 +123,8 @@ impl GgufFile {
     }
 
     pub(crate) fn from_storage(storage: Storage, path: Option<PathBuf>) -> Result<Self> {
-        let Parsed {
-            version,
-            alignment,
-            metadata,
-            key_index,
-            tensors,
-            data_offset,
-        } = parse::parse(storage.bytes())?;
-        let tensor_index = tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
+        let Parsed { version, alignment, metadata, key_index, tensors, data_offset } = parse::parse(storage.bytes())?;
+        let tensor_index = tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         Ok(GgufFile {
             version,
             alignment,
@@ -145,11 +132,7 @@ impl GgufFile {
             key_index,
             tensors,
             tensor_index,
-            shards: vec![Shard {
-                path,
-                storage,
-                data_offset,
-            }],
+            shards: vec![Shard { path, storage, data_offset }],
         })
     }
 
@@ -223,14 +206,9 @@ impl GgufFile {
     /// The bytes of a tensor of this file, borrowed from the map or buffer. An info that
     /// does not fit this file (taken from another file) is [`GgufError::ForeignTensor`].
     pub fn tensor_data(&self, info: &TensorInfo) -> Result<&[u8]> {
-        let foreign = || GgufError::ForeignTensor {
-            tensor: info.name.clone(),
-        };
+        let foreign = || GgufError::ForeignTensor { tensor: info.name.clone() };
         let shard = self.shards.get(info.shard).ok_or_else(foreign)?;
-        let start = shard
-            .data_offset
-            .checked_add(info.offset)
-            .ok_or_else(foreign)?;
+        let start = shard.data_offset.checked_add(info.offset).ok_or_else(foreign)?;
         let end = start.checked_add(info.n_bytes).ok_or_else(foreign)?;
         let (start, end) = (usize::try_from(start), usize::try_from(end));
         let (Ok(start), Ok(end)) = (start, end) else {
@@ -252,17 +230,11 @@ impl GgufFile {
 impl GgufFile {
     /// The value of `key`, or [`GgufError::MissingKey`].
     pub fn value(&self, key: &str) -> Result<&GgufValue> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey {
-            key: key.to_owned(),
-        })
+        self.get(key).ok_or_else(|| GgufError::MissingKey { key: key.to_owned() })
     }
 
     fn wrong_type(key: &str, expected: ValueKind, value: &GgufValue) -> GgufError {
-        GgufError::WrongType {
-            key: key.to_owned(),
-            expected,
-            actual: value.kind(),
-        }
+        GgufError::WrongType { key: key.to_owned(), expected, actual: value.kind() }
     }
 
     fn get_int<T: TryFrom<i128>>(&self, key: &str, target: GgufValueType) -> Result<T> {

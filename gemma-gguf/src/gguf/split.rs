@@ -21,15 +21,9 @@ pub(crate) fn load(path: &Path, load: fn(&Path) -> Result<Storage>) -> Result<Gg
     }
     let split_no = split_key(&file, KEY_SPLIT_NO)?.unwrap_or(0);
     if split_no != 0 {
-        return Err(GgufError::NotFirstShard {
-            path: path.to_owned(),
-            split_no,
-        });
+        return Err(GgufError::NotFirstShard { path: path.to_owned(), split_no });
     }
-    let prefix = split_prefix(path, count).ok_or_else(|| GgufError::ShardName {
-        path: path.to_owned(),
-        count,
-    })?;
+    let prefix = split_prefix(path, count).ok_or_else(|| GgufError::ShardName { path: path.to_owned(), count })?;
     for no in 1..count {
         let shard_path = shard_path(&prefix, no, count);
         let storage = load(&shard_path).map_err(|e| match e {
@@ -67,16 +61,10 @@ fn split_key(file: &GgufFile, key: &'static str) -> Result<Option<u64>> {
 
 fn check_shard(shard: &GgufFile, path: &Path, no: u64, count: u64) -> Result<()> {
     for (key, expected) in [(KEY_SPLIT_NO, no), (KEY_SPLIT_COUNT, count)] {
-        let actual = split_key(shard, key)?.ok_or_else(|| GgufError::MissingKey {
-            key: format!("{key} (in {})", path.display()),
-        })?;
+        let actual = split_key(shard, key)?
+            .ok_or_else(|| GgufError::MissingKey { key: format!("{key} (in {})", path.display()) })?;
         if actual != expected {
-            return Err(GgufError::ShardMismatch {
-                path: path.to_owned(),
-                key,
-                expected,
-                actual,
-            });
+            return Err(GgufError::ShardMismatch { path: path.to_owned(), key, expected, actual });
         }
     }
     Ok(())

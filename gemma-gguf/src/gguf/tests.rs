@@ -68,12 +68,7 @@ impl Raw {
 fn valid_file() -> Vec<u8> {
     let mut r = Raw::header(3, 2, 3);
     r.kv_str("general.architecture", "gemma3");
-    r.str("tokenizer.ggml.tokens")
-        .u32(9)
-        .u32(8)
-        .u64(2)
-        .str("<bos>")
-        .str("hé");
+    r.str("tokenizer.ggml.tokens").u32(9).u32(8).u64(2).str("<bos>").str("hé");
     r.kv_u32("gemma3.block_count", 18);
     r.tensor("a", &[4, 2], 0, 0).tensor("b", &[32], 8, 32);
     r.pad(32).data(32, 0x11).data(34, 0x22).pad(32);
@@ -90,10 +85,7 @@ fn valid_file_parses() {
     assert_eq!(f.version(), 3);
     assert_eq!(f.alignment(), 32);
     assert_eq!(f.get_str("general.architecture").unwrap(), "gemma3");
-    assert_eq!(
-        f.get_str_array("tokenizer.ggml.tokens").unwrap(),
-        ["<bos>", "hé"]
-    );
+    assert_eq!(f.get_str_array("tokenizer.ggml.tokens").unwrap(), ["<bos>", "hé"]);
     assert_eq!(f.get_u32("gemma3.block_count").unwrap(), 18);
     assert_eq!(f.tensors().len(), 2);
     let b = f.tensor("b").unwrap();
@@ -101,14 +93,7 @@ fn valid_file_parses() {
     assert_eq!(f.tensor_data(b).unwrap(), &[0x22; 34][..]);
     assert_eq!(f.data_offset() % 32, 0);
     let keys: Vec<&str> = f.metadata().map(|(k, _)| k).collect();
-    assert_eq!(
-        keys,
-        [
-            "general.architecture",
-            "tokenizer.ggml.tokens",
-            "gemma3.block_count"
-        ]
-    );
+    assert_eq!(keys, ["general.architecture", "tokenizer.ggml.tokens", "gemma3.block_count"]);
 }
 
 /// A file with one F32 tensor of `dims` and no data bytes beyond `data` bytes.
@@ -153,13 +138,7 @@ type Case = (&'static str, Vec<u8>, Check);
 
 /// BAD-INPUTS.md §1–12, one case per defect, each with the error it must produce.
 fn bad_inputs() -> Vec<Case> {
-    [
-        bad_header_inputs(),
-        bad_kv_inputs(),
-        bad_tensor_inputs(),
-        bad_layout_inputs(),
-    ]
-    .concat()
+    [bad_header_inputs(), bad_kv_inputs(), bad_tensor_inputs(), bad_layout_inputs()].concat()
 }
 
 /// §1–3: truncation, magic and version, counts.
@@ -168,61 +147,27 @@ fn bad_header_inputs() -> Vec<Case> {
     let valid = valid_file();
     vec![
         // 1. truncation (every offset is covered by `truncation_at_every_offset`)
-        ("truncated in magic", valid[..2].to_vec(), |e| {
-            matches!(e, E::Truncated { .. })
-        }),
-        ("truncated after counts", valid[..24].to_vec(), |e| {
-            matches!(e, E::CountTooLarge { .. })
-        }),
-        ("truncated in key", valid[..147].to_vec(), |e| {
-            matches!(e, E::Truncated { .. })
-        }),
-        ("truncated in value", valid[..171].to_vec(), |e| {
-            matches!(e, E::Truncated { .. })
-        }),
-        ("truncated in tensor info", valid[..190].to_vec(), |e| {
-            matches!(e, E::Truncated { .. })
-        }),
+        ("truncated in magic", valid[..2].to_vec(), |e| matches!(e, E::Truncated { .. })),
+        ("truncated after counts", valid[..24].to_vec(), |e| matches!(e, E::CountTooLarge { .. })),
+        ("truncated in key", valid[..147].to_vec(), |e| matches!(e, E::Truncated { .. })),
+        ("truncated in value", valid[..171].to_vec(), |e| matches!(e, E::Truncated { .. })),
+        ("truncated in tensor info", valid[..190].to_vec(), |e| matches!(e, E::Truncated { .. })),
         (
             "truncated in data",
             valid[..valid.len() - 40].to_vec(),
             |e| matches!(e, E::TensorOutOfBounds { tensor, .. } if tensor == "b"),
         ),
         // 2. magic and version
-        ("bad magic", [b"GGUG", &valid[4..]].concat(), |e| {
-            matches!(e, E::BadMagic { .. })
-        }),
-        ("version 0", with_version(0), |e| {
-            matches!(e, E::UnsupportedVersion { version: 0 })
-        }),
-        ("version 1", with_version(1), |e| {
-            matches!(e, E::UnsupportedVersion { version: 1 })
-        }),
-        ("version 4", with_version(4), |e| {
-            matches!(e, E::UnsupportedVersion { version: 4 })
-        }),
-        (
-            "byte-swapped version",
-            with_version(3u32.swap_bytes()),
-            |e| matches!(e, E::BigEndian { .. }),
-        ),
+        ("bad magic", [b"GGUG", &valid[4..]].concat(), |e| matches!(e, E::BadMagic { .. })),
+        ("version 0", with_version(0), |e| matches!(e, E::UnsupportedVersion { version: 0 })),
+        ("version 1", with_version(1), |e| matches!(e, E::UnsupportedVersion { version: 1 })),
+        ("version 4", with_version(4), |e| matches!(e, E::UnsupportedVersion { version: 4 })),
+        ("byte-swapped version", with_version(3u32.swap_bytes()), |e| matches!(e, E::BigEndian { .. })),
         // 3. counts
-        (
-            "n_tensors 2^64-1",
-            Raw::header(3, u64::MAX, 0).build(),
-            |e| {
-                matches!(
-                    e,
-                    E::CountTooLarge {
-                        field: "n_tensors",
-                        ..
-                    }
-                )
-            },
-        ),
-        ("n_kv 2^64-1", Raw::header(3, 0, u64::MAX).build(), |e| {
-            matches!(e, E::CountTooLarge { field: "n_kv", .. })
+        ("n_tensors 2^64-1", Raw::header(3, u64::MAX, 0).build(), |e| {
+            matches!(e, E::CountTooLarge { field: "n_tensors", .. })
         }),
+        ("n_kv 2^64-1", Raw::header(3, 0, u64::MAX).build(), |e| matches!(e, E::CountTooLarge { field: "n_kv", .. })),
         (
             "n_kv 2^40 in 100 bytes",
             {
@@ -239,15 +184,7 @@ fn bad_header_inputs() -> Vec<Case> {
                 r.data(76, 0);
                 r.build()
             },
-            |e| {
-                matches!(
-                    e,
-                    E::CountTooLarge {
-                        field: "n_tensors",
-                        ..
-                    }
-                )
-            },
+            |e| matches!(e, E::CountTooLarge { field: "n_tensors", .. }),
         ),
     ]
 }
@@ -262,18 +199,10 @@ fn bad_kv_inputs() -> Vec<Case> {
     };
     vec![
         // 4. keys and strings
-        ("key length 2^64-1", str_kv(u64::MAX), |e| {
-            matches!(e, E::StringTooLong { .. })
-        }),
-        ("key length 2^30+1", str_kv((1 << 30) + 1), |e| {
-            matches!(e, E::StringTooLong { .. })
-        }),
-        ("key longer than the file", str_kv(1000), |e| {
-            matches!(e, E::Truncated { .. })
-        }),
-        ("empty key", one_kv("", 0, &[1]), |e| {
-            matches!(e, E::EmptyKey { index: 0, .. })
-        }),
+        ("key length 2^64-1", str_kv(u64::MAX), |e| matches!(e, E::StringTooLong { .. })),
+        ("key length 2^30+1", str_kv((1 << 30) + 1), |e| matches!(e, E::StringTooLong { .. })),
+        ("key longer than the file", str_kv(1000), |e| matches!(e, E::Truncated { .. })),
+        ("empty key", one_kv("", 0, &[1]), |e| matches!(e, E::EmptyKey { index: 0, .. })),
         (
             "duplicate key",
             {
@@ -304,19 +233,11 @@ fn bad_kv_inputs() -> Vec<Case> {
             |e| matches!(e, E::UnknownValueType { type_id: 13, key, .. } if key == "k"),
         ),
         ("value type 2^32-1", one_kv("k", u32::MAX, &[0; 8]), |e| {
-            matches!(
-                e,
-                E::UnknownValueType {
-                    type_id: u32::MAX,
-                    ..
-                }
-            )
+            matches!(e, E::UnknownValueType { type_id: u32::MAX, .. })
         }),
-        (
-            "array element type 13",
-            one_kv("k", 9, &[13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            |e| matches!(e, E::UnknownValueType { type_id: 13, .. }),
-        ),
+        ("array element type 13", one_kv("k", 9, &[13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), |e| {
+            matches!(e, E::UnknownValueType { type_id: 13, .. })
+        }),
         (
             "array of arrays",
             one_kv("k", 9, &[9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]),
@@ -341,26 +262,14 @@ fn bad_kv_inputs() -> Vec<Case> {
             |e| matches!(e, E::ArrayTooLong { .. }),
         ),
         // 6. bools
-        ("bool byte 2", one_kv("k", 7, &[2]), |e| {
+        ("bool byte 2", one_kv("k", 7, &[2]), |e| matches!(e, E::InvalidBool { byte: 2, .. })),
+        ("bool array byte 2", one_kv("k", 9, &[7, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 2]), |e| {
             matches!(e, E::InvalidBool { byte: 2, .. })
         }),
-        (
-            "bool array byte 2",
-            one_kv("k", 9, &[7, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 2]),
-            |e| matches!(e, E::InvalidBool { byte: 2, .. }),
-        ),
         // 7. alignment
-        ("alignment 0", alignment_file(4, &0u32.to_le_bytes()), |e| {
-            matches!(e, E::InvalidAlignment { alignment: 0 })
-        }),
-        ("alignment 3", alignment_file(4, &3u32.to_le_bytes()), |e| {
-            matches!(e, E::InvalidAlignment { alignment: 3 })
-        }),
-        (
-            "alignment 2^31",
-            alignment_file(4, &(1u32 << 31).to_le_bytes()),
-            |e| matches!(e, E::InvalidAlignment { .. }),
-        ),
+        ("alignment 0", alignment_file(4, &0u32.to_le_bytes()), |e| matches!(e, E::InvalidAlignment { alignment: 0 })),
+        ("alignment 3", alignment_file(4, &3u32.to_le_bytes()), |e| matches!(e, E::InvalidAlignment { alignment: 3 })),
+        ("alignment 2^31", alignment_file(4, &(1u32 << 31).to_le_bytes()), |e| matches!(e, E::InvalidAlignment { .. })),
         (
             "alignment i32",
             alignment_file(5, &32i32.to_le_bytes()),
@@ -406,18 +315,13 @@ fn bad_tensor_inputs() -> Vec<Case> {
             "duplicate tensor name",
             {
                 let mut r = Raw::header(3, 2, 0);
-                r.tensor("a", &[8], 0, 0)
-                    .tensor("a", &[8], 0, 32)
-                    .pad(32)
-                    .data(64, 0);
+                r.tensor("a", &[8], 0, 0).tensor("a", &[8], 0, 32).pad(32).data(64, 0);
                 r.build()
             },
             |e| matches!(e, E::DuplicateTensor { name } if name == "a"),
         ),
         // 9. shapes
-        ("n_dims 5", one_tensor(&[1, 1, 1, 1, 1], 0, 0, 4), |e| {
-            matches!(e, E::TooManyDims { n_dims: 5, .. })
-        }),
+        ("n_dims 5", one_tensor(&[1, 1, 1, 1, 1], 0, 0, 4), |e| matches!(e, E::TooManyDims { n_dims: 5, .. })),
         (
             "n_dims 2^32-1",
             {
@@ -425,24 +329,12 @@ fn bad_tensor_inputs() -> Vec<Case> {
                 r.str("t").u32(u32::MAX).data(64, 0);
                 r.build()
             },
-            |e| {
-                matches!(
-                    e,
-                    E::TooManyDims {
-                        n_dims: 0xFFFF_FFFF,
-                        ..
-                    }
-                )
-            },
+            |e| matches!(e, E::TooManyDims { n_dims: 0xFFFF_FFFF, .. }),
         ),
-        ("negative ne", one_tensor(&[8, -1], 0, 0, 32), |e| {
-            matches!(e, E::NegativeDim { dim: 1, ne: -1, .. })
+        ("negative ne", one_tensor(&[8, -1], 0, 0, 32), |e| matches!(e, E::NegativeDim { dim: 1, ne: -1, .. })),
+        ("ne product overflows i64", one_tensor(&[1 << 32, 1 << 32], 0, 0, 32), |e| {
+            matches!(e, E::ShapeOverflow { .. })
         }),
-        (
-            "ne product overflows i64",
-            one_tensor(&[1 << 32, 1 << 32], 0, 0, 32),
-            |e| matches!(e, E::ShapeOverflow { .. }),
-        ),
         (
             "[1152, 2^42+1] F32 in 160 bytes",
             one_tensor(&[1152, (1 << 42) + 1], 0, 0, 64),
@@ -450,74 +342,23 @@ fn bad_tensor_inputs() -> Vec<Case> {
         ),
         // 10. ggml types
         ("ggml type 200", one_tensor(&[8], 200, 0, 32), |e| {
-            matches!(
-                e,
-                E::UnsupportedType {
-                    source: UnsupportedGgmlType {
-                        id: 200,
-                        removed: None
-                    },
-                    ..
-                }
-            )
+            matches!(e, E::UnsupportedType { source: UnsupportedGgmlType { id: 200, removed: None }, .. })
         }),
         ("ggml type -1", one_tensor(&[8], u32::MAX, 0, 32), |e| {
-            matches!(
-                e,
-                E::UnsupportedType {
-                    source: UnsupportedGgmlType { removed: None, .. },
-                    ..
-                }
-            )
+            matches!(e, E::UnsupportedType { source: UnsupportedGgmlType { removed: None, .. }, .. })
         }),
         ("removed type Q4_2", one_tensor(&[32], 4, 0, 32), |e| {
-            matches!(
-                e,
-                E::UnsupportedType {
-                    source: UnsupportedGgmlType {
-                        removed: Some("Q4_2"),
-                        ..
-                    },
-                    ..
-                }
-            )
+            matches!(e, E::UnsupportedType { source: UnsupportedGgmlType { removed: Some("Q4_2"), .. }, .. })
         }),
         ("removed type Q4_3", one_tensor(&[32], 5, 0, 32), |e| {
-            matches!(
-                e,
-                E::UnsupportedType {
-                    source: UnsupportedGgmlType {
-                        removed: Some("Q4_3"),
-                        ..
-                    },
-                    ..
-                }
-            )
+            matches!(e, E::UnsupportedType { source: UnsupportedGgmlType { removed: Some("Q4_3"), .. }, .. })
         }),
         ("Q4_0 with ne0 = 33", one_tensor(&[33], 2, 0, 32), |e| {
-            matches!(
-                e,
-                E::RowNotBlockMultiple {
-                    ne0: 33,
-                    block_size: 32,
-                    ..
-                }
-            )
+            matches!(e, E::RowNotBlockMultiple { ne0: 33, block_size: 32, .. })
         }),
-        (
-            "Q4_K with ne0 % 256 != 0",
-            one_tensor(&[384, 2], 12, 0, 512),
-            |e| {
-                matches!(
-                    e,
-                    E::RowNotBlockMultiple {
-                        ne0: 384,
-                        block_size: 256,
-                        ..
-                    }
-                )
-            },
-        ),
+        ("Q4_K with ne0 % 256 != 0", one_tensor(&[384, 2], 12, 0, 512), |e| {
+            matches!(e, E::RowNotBlockMultiple { ne0: 384, block_size: 256, .. })
+        }),
     ]
 }
 
@@ -548,16 +389,8 @@ fn bad_layout_inputs() -> Vec<Case> {
             |e| matches!(e, E::TensorGap { tensor, expected: 32, .. } if tensor == "b"),
         ),
         // Reversed: the first tensor is already not at 0, so it is reported as a gap.
-        (
-            "tensors in reverse order",
-            two_tensors(32, 0),
-            |e| matches!(e, E::TensorGap { tensor, .. } if tensor == "a"),
-        ),
-        (
-            "offset past EOF",
-            two_tensors(0, 128),
-            |e| matches!(e, E::TensorOutOfBounds { tensor, .. } if tensor == "b"),
-        ),
+        ("tensors in reverse order", two_tensors(32, 0), |e| matches!(e, E::TensorGap { tensor, .. } if tensor == "a")),
+        ("offset past EOF", two_tensors(0, 128), |e| matches!(e, E::TensorOutOfBounds { tensor, .. } if tensor == "b")),
         (
             "data section past EOF",
             {
@@ -594,10 +427,7 @@ fn trailing_bytes_are_accepted() {
     let mut bytes = valid_file();
     bytes.extend_from_slice(&[0xAB; 100]);
     let f = parse(bytes).unwrap();
-    assert_eq!(
-        f.tensor_data(f.tensor("b").unwrap()).unwrap(),
-        &[0x22; 34][..]
-    );
+    assert_eq!(f.tensor_data(f.tensor("b").unwrap()).unwrap(), &[0x22; 34][..]);
 }
 
 #[test]
@@ -631,10 +461,7 @@ fn truncation_at_every_offset() {
         if cut < end_of_data {
             assert!(result.is_err(), "cut at {cut} was accepted");
         } else {
-            assert!(
-                result.is_ok(),
-                "cut at {cut} (in the final padding): {result:?}"
-            );
+            assert!(result.is_ok(), "cut at {cut} (in the final padding): {result:?}");
         }
     }
 }
@@ -694,9 +521,7 @@ fn add_every_value_type<S: GgufSink>(w: &mut GgufWriter<S>) {
     w.add_kv("a.i32", vec![1i32, -2, 3]).unwrap();
     w.add_kv("a.f32", vec![0.5f32, f32::INFINITY]).unwrap();
     w.add_kv("a.bool", vec![true, false, true]).unwrap();
-    let tokens: Vec<String> = ["<pad>", "<bos>", "", "▁hello", "日本"]
-        .map(String::from)
-        .to_vec();
+    let tokens: Vec<String> = ["<pad>", "<bos>", "", "▁hello", "日本"].map(String::from).to_vec();
     w.add_kv("a.string", tokens).unwrap();
     w.add_kv("a.u64", vec![u64::MAX, 0]).unwrap();
     w.add_kv("a.i64", vec![i64::MIN]).unwrap();
@@ -717,9 +542,7 @@ fn add_some_tensors<S: GgufSink>(w: &mut GgufWriter<S>) {
     }
     let infos = w.tensors().to_vec();
     for (i, t) in infos.iter().enumerate() {
-        let data: Vec<u8> = (0..t.n_bytes)
-            .map(|j| (j as u8).wrapping_mul(i as u8 + 3))
-            .collect();
+        let data: Vec<u8> = (0..t.n_bytes).map(|j| (j as u8).wrapping_mul(i as u8 + 3)).collect();
         w.write_tensor_data(&t.name, &data).unwrap();
     }
 }
@@ -755,26 +578,15 @@ fn write_of_read_is_byte_identical_for_ggml_layout() {
     }
     // Alignment 64 given as a KV in the middle of the list, zero tensors (still padded).
     let mut r = Raw::header(3, 0, 3);
-    r.kv_str("general.name", "x")
-        .kv_u32(KEY_ALIGNMENT, 64)
-        .kv_u32("z", 1)
-        .pad(64);
+    r.kv_str("general.name", "x").kv_u32(KEY_ALIGNMENT, 64).kv_u32("z", 1).pad(64);
     let bytes = r.build();
-    assert_eq!(
-        parse(bytes.clone()).unwrap().write_to(Vec::new()).unwrap(),
-        bytes
-    );
+    assert_eq!(parse(bytes.clone()).unwrap().write_to(Vec::new()).unwrap(), bytes);
     // Tensors with alignment 64.
     let mut r = Raw::header(3, 2, 1);
-    r.kv_u32(KEY_ALIGNMENT, 64)
-        .tensor("a", &[3], 0, 0)
-        .tensor("b", &[256], 14, 64);
+    r.kv_u32(KEY_ALIGNMENT, 64).tensor("a", &[3], 0, 0).tensor("b", &[256], 14, 64);
     r.pad(64).data(12, 1).pad(64).data(210, 2).pad(64);
     let bytes = r.build();
-    assert_eq!(
-        parse(bytes.clone()).unwrap().write_to(Vec::new()).unwrap(),
-        bytes
-    );
+    assert_eq!(parse(bytes.clone()).unwrap().write_to(Vec::new()).unwrap(), bytes);
 }
 
 #[test]
@@ -789,13 +601,8 @@ fn getters_check_types() {
     assert!(f.get_f64("t.f32").unwrap().is_nan());
     // Narrowing or sign change is a wrong type, whatever the value.
     let wrong = |r: Result<i128, GgufError>, exp: &str, act: &str| match r {
-        Err(GgufError::WrongType {
-            expected, actual, ..
-        }) => {
-            assert_eq!(
-                (expected.to_string().as_str(), actual.to_string().as_str()),
-                (exp, act)
-            )
+        Err(GgufError::WrongType { expected, actual, .. }) => {
+            assert_eq!((expected.to_string().as_str(), actual.to_string().as_str()), (exp, act))
         }
         other => panic!("expected WrongType, got {other:?}"),
     };
@@ -805,18 +612,9 @@ fn getters_check_types() {
     wrong(f.get_i64("t.u64").map(i128::from), "i64", "u64");
     wrong(f.get_u32("t.string").map(i128::from), "u32", "str");
     wrong(f.get_u32("a.u32").map(i128::from), "u32", "arr[u32]");
-    assert!(matches!(
-        f.get_f32("t.f64"),
-        Err(GgufError::WrongType { .. })
-    ));
-    assert!(matches!(
-        f.get_bool("t.u8"),
-        Err(GgufError::WrongType { .. })
-    ));
-    assert!(matches!(
-        f.get_str_array("a.i32"),
-        Err(GgufError::WrongType { .. })
-    ));
+    assert!(matches!(f.get_f32("t.f64"), Err(GgufError::WrongType { .. })));
+    assert!(matches!(f.get_bool("t.u8"), Err(GgufError::WrongType { .. })));
+    assert!(matches!(f.get_str_array("a.i32"), Err(GgufError::WrongType { .. })));
     assert_eq!(f.get_i32_array("a.i32").unwrap(), [1, -2, 3]);
     assert_eq!(f.get_array("a.bool").unwrap().len(), 3);
 }
@@ -836,14 +634,8 @@ fn ggml_type_table() {
         assert_eq!(all.iter().filter(|u| u.name() == t.name()).count(), 1);
     }
     assert_eq!(GgmlType::Q4_K.name(), "q4_K");
-    assert_eq!(
-        (GgmlType::Q4_K.block_size(), GgmlType::Q4_K.type_size()),
-        (256, 144)
-    );
-    assert_eq!(
-        (GgmlType::Q8_0.block_size(), GgmlType::Q8_0.type_size()),
-        (32, 34)
-    );
+    assert_eq!((GgmlType::Q4_K.block_size(), GgmlType::Q4_K.type_size()), (256, 144));
+    assert_eq!((GgmlType::Q8_0.block_size(), GgmlType::Q8_0.type_size()), (32, 34));
     assert_eq!(GgmlType::Q6_K.row_size(640), None);
     assert_eq!(GgmlType::Q6_K.row_size(1280), Some(5 * 210));
     assert_eq!(GgmlType::F32.row_size(u64::MAX), None);
@@ -860,57 +652,24 @@ fn writer_refuses_what_the_reader_rejects() {
     assert!(matches!(w.add_kv("", 1u8), Err(E::EmptyKey { .. })));
     w.add_kv("k", 1u8).unwrap();
     assert!(matches!(w.add_kv("k", 2u8), Err(E::DuplicateKey { .. })));
-    assert!(matches!(
-        w.add_kv(KEY_ALIGNMENT, 32u64),
-        Err(E::WrongType { .. })
-    ));
-    assert!(matches!(
-        w.add_kv(KEY_ALIGNMENT, 48u32),
-        Err(E::InvalidAlignment { .. })
-    ));
-    assert!(matches!(
-        w.set_alignment(0),
-        Err(E::InvalidAlignment { .. })
-    ));
-    assert!(matches!(
-        w.set_alignment(1 << 31),
-        Err(E::InvalidAlignment { .. })
-    ));
+    assert!(matches!(w.add_kv(KEY_ALIGNMENT, 32u64), Err(E::WrongType { .. })));
+    assert!(matches!(w.add_kv(KEY_ALIGNMENT, 48u32), Err(E::InvalidAlignment { .. })));
+    assert!(matches!(w.set_alignment(0), Err(E::InvalidAlignment { .. })));
+    assert!(matches!(w.set_alignment(1 << 31), Err(E::InvalidAlignment { .. })));
     assert!(matches!(w.set_version(1), Err(E::WriteVersion { .. })));
     let f32 = GgmlType::F32;
-    assert!(matches!(
-        w.add_tensor_info("", &[1], f32),
-        Err(E::EmptyTensorName { .. })
-    ));
+    assert!(matches!(w.add_tensor_info("", &[1], f32), Err(E::EmptyTensorName { .. })));
     let long = "x".repeat(64);
-    assert!(matches!(
-        w.add_tensor_info(&long, &[1], f32),
-        Err(E::TensorNameTooLong { .. })
-    ));
-    assert!(matches!(
-        w.add_tensor_info("t", &[1; 5], f32),
-        Err(E::TooManyDims { .. })
-    ));
+    assert!(matches!(w.add_tensor_info(&long, &[1], f32), Err(E::TensorNameTooLong { .. })));
+    assert!(matches!(w.add_tensor_info("t", &[1; 5], f32), Err(E::TooManyDims { .. })));
     let q4 = GgmlType::Q4_0;
-    assert!(matches!(
-        w.add_tensor_info("t", &[33], q4),
-        Err(E::RowNotBlockMultiple { .. })
-    ));
+    assert!(matches!(w.add_tensor_info("t", &[33], q4), Err(E::RowNotBlockMultiple { .. })));
     let huge = [u64::MAX, 0];
-    assert!(matches!(
-        w.add_tensor_info("t", &huge, f32),
-        Err(E::ShapeOverflow { .. })
-    ));
+    assert!(matches!(w.add_tensor_info("t", &huge, f32), Err(E::ShapeOverflow { .. })));
     let big = [1 << 32, 1 << 32];
-    assert!(matches!(
-        w.add_tensor_info("t", &big, f32),
-        Err(E::ShapeOverflow { .. })
-    ));
+    assert!(matches!(w.add_tensor_info("t", &big, f32), Err(E::ShapeOverflow { .. })));
     w.add_tensor_info("t", &[63], f32).unwrap();
-    assert!(matches!(
-        w.add_tensor_info("t", &[1], f32),
-        Err(E::DuplicateTensor { .. })
-    ));
+    assert!(matches!(w.add_tensor_info("t", &[1], f32), Err(E::DuplicateTensor { .. })));
     w.add_tensor_info("u", &[8], f32).unwrap();
     // Offsets follow the alignment, also when it changes after the tensors.
     assert_eq!(w.tensors()[1].offset, 256);
@@ -926,35 +685,17 @@ fn writer_enforces_order_and_sizes() {
     let mut w = GgufWriter::from_writer(Vec::new());
     w.add_tensor_info("a", &[4], GgmlType::F32).unwrap();
     w.add_tensor_info("b", &[2], GgmlType::F32).unwrap();
-    assert!(matches!(
-        w.write_tensor_data("b", &[0; 8]),
-        Err(E::TensorOrder { .. })
-    ));
-    assert!(matches!(
-        w.write_tensor_data("c", &[0; 8]),
-        Err(E::UnknownTensor { .. })
-    ));
-    assert!(matches!(
-        w.write_tensor_data("a", &[0; 15]),
-        Err(E::TensorDataSize { .. })
-    ));
+    assert!(matches!(w.write_tensor_data("b", &[0; 8]), Err(E::TensorOrder { .. })));
+    assert!(matches!(w.write_tensor_data("c", &[0; 8]), Err(E::UnknownTensor { .. })));
+    assert!(matches!(w.write_tensor_data("a", &[0; 15]), Err(E::TensorDataSize { .. })));
     assert!(matches!(w.add_kv("late", 1u8), Err(E::WriterState(_))));
     w.write_tensor_part("a", &[1; 10]).unwrap();
-    assert!(matches!(
-        w.write_tensor_part("a", &[1; 7]),
-        Err(E::TensorDataSize { .. })
-    ));
+    assert!(matches!(w.write_tensor_part("a", &[1; 7]), Err(E::TensorDataSize { .. })));
     w.write_tensor_part("a", &[1; 6]).unwrap();
-    assert!(matches!(
-        w.write_tensor_data("a", &[0; 16]),
-        Err(E::TensorOrder { .. })
-    ));
+    assert!(matches!(w.write_tensor_data("a", &[0; 16]), Err(E::TensorOrder { .. })));
     let mut w2 = GgufWriter::from_writer(Vec::new());
     w2.add_tensor_info("x", &[1], GgmlType::F32).unwrap();
-    assert!(matches!(
-        w2.finish(),
-        Err(E::TensorsMissing { missing: 1, .. })
-    ));
+    assert!(matches!(w2.finish(), Err(E::TensorsMissing { missing: 1, .. })));
     w.write_tensor_data("b", &[2; 8]).unwrap();
     let f = parse(w.finish().unwrap()).unwrap();
     assert_eq!(f.tensor_data(&f.tensors()[0]).unwrap(), &[1; 16][..]);
@@ -966,16 +707,10 @@ fn foreign_tensor_info_is_an_error() {
     let f = parse(valid_file()).unwrap();
     let mut t = f.tensor("b").unwrap().clone();
     t.offset = u64::MAX;
-    assert!(matches!(
-        f.tensor_data(&t),
-        Err(GgufError::ForeignTensor { .. })
-    ));
+    assert!(matches!(f.tensor_data(&t), Err(GgufError::ForeignTensor { .. })));
     t.offset = 0;
     t.shard = 3;
-    assert!(matches!(
-        f.tensor_data(&t),
-        Err(GgufError::ForeignTensor { .. })
-    ));
+    assert!(matches!(f.tensor_data(&t), Err(GgufError::ForeignTensor { .. })));
 }
 
 /// Accepts `room` bytes, then fails like a full disk.
@@ -1001,13 +736,7 @@ fn write_errors_poison_the_writer() {
     let mut w = GgufWriter::from_writer(FullDisk { room: 100 });
     w.add_kv("general.architecture", "gemma3").unwrap();
     w.add_tensor_info("t", &[64], GgmlType::F32).unwrap();
-    assert!(matches!(
-        w.write_tensor_data("t", &[0; 256]),
-        Err(GgufError::Write(_))
-    ));
-    assert!(matches!(
-        w.write_tensor_data("t", &[0; 256]),
-        Err(GgufError::WriterState(_))
-    ));
+    assert!(matches!(w.write_tensor_data("t", &[0; 256]), Err(GgufError::Write(_))));
+    assert!(matches!(w.write_tensor_data("t", &[0; 256]), Err(GgufError::WriterState(_))));
     assert!(matches!(w.finish(), Err(GgufError::WriterState(_))));
 }

@@ -219,10 +219,7 @@ impl GgmlType {
 
     fn row(self) -> &'static (GgmlType, &'static str, u64, u64) {
         // Every variant has exactly one row (checked by a unit test).
-        TYPE_TABLE
-            .iter()
-            .find(|row| row.0 == self)
-            .unwrap_or(&TYPE_TABLE[0])
+        TYPE_TABLE.iter().find(|row| row.0 == self).unwrap_or(&TYPE_TABLE[0])
     }
 
     /// ggml's name (`type_name` in ggml.c), e.g. `"q4_K"`, `"bf16"`.

@@ -37,9 +37,7 @@ pub(crate) fn check_alignment(alignment: u32) -> Result<u64> {
     if alignment.is_power_of_two() && alignment <= MAX_ALIGNMENT {
         Ok(alignment.into())
     } else {
-        Err(GgufError::InvalidAlignment {
-            alignment: alignment.into(),
-        })
+        Err(GgufError::InvalidAlignment { alignment: alignment.into() })
     }
 }
 
@@ -49,10 +47,7 @@ pub(crate) fn check_tensor_name(name: &str, index: u64, offset: u64) -> Result<(
         return Err(GgufError::EmptyTensorName { index, offset });
     }
     if name.len() >= MAX_NAME {
-        return Err(GgufError::TensorNameTooLong {
-            name: name.to_owned(),
-            len: name.len(),
-        });
+        return Err(GgufError::TensorNameTooLong { name: name.to_owned(), len: name.len() });
     }
     Ok(())
 }
@@ -62,15 +57,9 @@ pub(crate) fn check_tensor_name(name: &str, index: u64, offset: u64) -> Result<(
 /// of blocks. An empty `dims` is a scalar (one element).
 pub(crate) fn tensor_n_bytes(tensor: &str, dims: &[u64], ggml_type: GgmlType) -> Result<u64> {
     if dims.len() > MAX_DIMS {
-        return Err(GgufError::TooManyDims {
-            tensor: tensor.to_owned(),
-            n_dims: dims.len() as u64,
-        });
+        return Err(GgufError::TooManyDims { tensor: tensor.to_owned(), n_dims: dims.len() as u64 });
     }
-    let overflow = || GgufError::ShapeOverflow {
-        tensor: tensor.to_owned(),
-        dims: dims.to_vec(),
-    };
+    let overflow = || GgufError::ShapeOverflow { tensor: tensor.to_owned(), dims: dims.to_vec() };
     let max = i64::MAX as u64;
     // Each ne is stored as an i64, and their product must fit in one too.
     if dims.iter().any(|&ne| ne > max) {
@@ -78,50 +67,37 @@ pub(crate) fn tensor_n_bytes(tensor: &str, dims: &[u64], ggml_type: GgmlType) ->
     }
     let mut n_elements: u64 = 1;
     for &ne in dims {
-        n_elements = n_elements
-            .checked_mul(ne)
-            .filter(|&n| n <= max)
-            .ok_or_else(overflow)?;
+        n_elements = n_elements.checked_mul(ne).filter(|&n| n <= max).ok_or_else(overflow)?;
     }
     let ne0 = dims.first().copied().unwrap_or(1);
-    let row_size = ggml_type
-        .row_size(ne0)
-        .ok_or_else(|| GgufError::RowNotBlockMultiple {
-            tensor: tensor.to_owned(),
-            ggml_type,
-            ne0,
-            block_size: ggml_type.block_size(),
-        })?;
+    let row_size = ggml_type.row_size(ne0).ok_or_else(|| GgufError::RowNotBlockMultiple {
+        tensor: tensor.to_owned(),
+        ggml_type,
+        ne0,
+        block_size: ggml_type.block_size(),
+    })?;
     if n_elements == 0 {
         return Ok(0);
     }
     // n_elements > 0, so ne0 > 0 and the division is exact.
     let n_rows = n_elements / ne0;
-    row_size
-        .checked_mul(n_rows)
-        .filter(|&n| n <= max)
-        .ok_or_else(overflow)
+    row_size.checked_mul(n_rows).filter(|&n| n <= max).ok_or_else(overflow)
 }
 
 /// A metadata value the reader would accept back: strings and arrays within the caps.
 pub(crate) fn check_value(key: &str, value: &GgufValue) -> Result<()> {
-    let invalid = |reason: String| GgufError::InvalidValue {
-        key: key.to_owned(),
-        reason,
-    };
+    let invalid = |reason: String| GgufError::InvalidValue { key: key.to_owned(), reason };
     let long_string = |s: &String| s.len() as u64 > MAX_STRING_LEN;
     match value {
-        GgufValue::String(s) if long_string(s) => Err(invalid(format!(
-            "string of {} bytes exceeds {MAX_STRING_LEN}",
-            s.len()
-        ))),
-        GgufValue::Array(a) if a.len() as u64 > MAX_ARRAY_LEN => Err(invalid(format!(
-            "array of {} elements exceeds {MAX_ARRAY_LEN}",
-            a.len()
-        ))),
-        GgufValue::Array(GgufArray::String(v)) if v.iter().any(long_string) => Err(invalid(
-            format!("an array element exceeds {MAX_STRING_LEN} bytes"),
-        )),
+        GgufValue::String(s) if long_string(s) => {
+            Err(invalid(format!("string of {} bytes exceeds {MAX_STRING_LEN}", s.len())))
+        }
+        GgufValue::Array(a) if a.len() as u64 > MAX_ARRAY_LEN => {
+            Err(invalid(format!("array of {} elements exceeds {MAX_ARRAY_LEN}", a.len())))
+        }
+        GgufValue::Array(GgufArray::String(v)) if v.iter().any(long_string) => {
+            Err(invalid(format!("an array element exceeds {MAX_STRING_LEN} bytes")))
+        }
         _ => Ok(()),
     }
 }

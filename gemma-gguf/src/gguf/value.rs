@@ -182,18 +182,12 @@ impl PartialEq for GgufArray {
             (I16(a), I16(b)) => a == b,
             (U32(a), U32(b)) => a == b,
             (I32(a), I32(b)) => a == b,
-            (F32(a), F32(b)) => a
-                .iter()
-                .map(|x| x.to_bits())
-                .eq(b.iter().map(|x| x.to_bits())),
+            (F32(a), F32(b)) => a.iter().map(|x| x.to_bits()).eq(b.iter().map(|x| x.to_bits())),
             (Bool(a), Bool(b)) => a == b,
             (String(a), String(b)) => a == b,
             (U64(a), U64(b)) => a == b,
             (I64(a), I64(b)) => a == b,
-            (F64(a), F64(b)) => a
-                .iter()
-                .map(|x| x.to_bits())
-                .eq(b.iter().map(|x| x.to_bits())),
+            (F64(a), F64(b)) => a.iter().map(|x| x.to_bits()).eq(b.iter().map(|x| x.to_bits())),
             _ => false,
         }
     }

@@ -83,17 +83,11 @@ impl TempFileSink {
             .truncate(true)
             .open(&tmp)
             .map_err(|e| GgufError::io(&tmp, e))?;
-        Ok(TempFileSink {
-            file: Some(BufWriter::new(file)),
-            tmp,
-            target: target.to_owned(),
-        })
+        Ok(TempFileSink { file: Some(BufWriter::new(file)), tmp, target: target.to_owned() })
     }
 
     fn file(&mut self) -> io::Result<&mut BufWriter<File>> {
-        self.file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("temporary file already closed"))
+        self.file.as_mut().ok_or_else(|| io::Error::other("temporary file already closed"))
     }
 }
 
@@ -110,10 +104,7 @@ impl GgufSink for TempFileSink {
     type Output = PathBuf;
     fn complete(mut self) -> Result<PathBuf> {
         let tmp_err = |e| GgufError::io(&self.tmp, e);
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| tmp_err(io::Error::other("closed")))?;
+        let file = self.file.take().ok_or_else(|| tmp_err(io::Error::other("closed")))?;
         let file = file.into_inner().map_err(|e| tmp_err(e.into_error()))?;
         file.sync_all().map_err(tmp_err)?;
         drop(file);
@@ -201,9 +192,9 @@ impl<S: GgufSink> GgufWriter<S> {
     fn declaring(&self) -> Result<()> {
         match self.state {
             State::Declaring => Ok(()),
-            State::Data { .. } => Err(GgufError::WriterState(
-                "the header is already written; declare everything before tensor data",
-            )),
+            State::Data { .. } => {
+                Err(GgufError::WriterState("the header is already written; declare everything before tensor data"))
+            }
             State::Failed => Err(GgufError::WriterState("a previous write failed")),
         }
     }
@@ -237,9 +228,7 @@ impl<S: GgufSink> GgufWriter<S> {
         let value = value.into();
         validate::check_key(key, self.metadata.len() as u64)?;
         if self.keys.contains_key(key) {
-            return Err(GgufError::DuplicateKey {
-                key: key.to_owned(),
-            });
+            return Err(GgufError::DuplicateKey { key: key.to_owned() });
         }
         validate::check_value(key, &value)?;
         let is_alignment = key == KEY_ALIGNMENT;
@@ -260,24 +249,16 @@ impl<S: GgufSink> GgufWriter<S> {
 
     /// Declares the next tensor: `dims` in ggml order (ne0 first, at most 4). Returns its
     /// info with the computed offset and size.
-    pub fn add_tensor_info(
-        &mut self,
-        name: &str,
-        dims: &[u64],
-        ggml_type: GgmlType,
-    ) -> Result<&TensorInfo> {
+    pub fn add_tensor_info(&mut self, name: &str, dims: &[u64], ggml_type: GgmlType) -> Result<&TensorInfo> {
         self.declaring()?;
         let index = self.tensors.len() as u64;
         validate::check_tensor_name(name, index, 0)?;
         if self.tensor_index.contains_key(name) {
-            return Err(GgufError::DuplicateTensor {
-                name: name.to_owned(),
-            });
+            return Err(GgufError::DuplicateTensor { name: name.to_owned() });
         }
         let n_bytes = validate::tensor_n_bytes(name, dims, ggml_type)?;
         let offset = self.next_offset(name)?;
-        self.tensor_index
-            .insert(name.to_owned(), self.tensors.len());
+        self.tensor_index.insert(name.to_owned(), self.tensors.len());
         self.tensors.push(TensorInfo {
             name: name.to_owned(),
             dims: dims.to_vec(),
@@ -303,10 +284,7 @@ impl<S: GgufSink> GgufWriter<S> {
             .checked_add(last.n_bytes)
             .and_then(|end| pad_to(end, self.alignment))
             .filter(|&off| off <= i64::MAX as u64)
-            .ok_or_else(|| GgufError::ShapeOverflow {
-                tensor: name.to_owned(),
-                dims: Vec::new(),
-            })
+            .ok_or_else(|| GgufError::ShapeOverflow { tensor: name.to_owned(), dims: Vec::new() })
     }
 
     fn recompute_offsets(&mut self) -> Result<()> {
@@ -363,9 +341,7 @@ impl<S: GgufSink> GgufWriter<S> {
         self.put(&(self.tensors.len() as u64).to_le_bytes())?;
         self.put(&(self.metadata.len() as u64).to_le_bytes())?;
         let metadata = std::mem::take(&mut self.metadata);
-        let result = metadata
-            .iter()
-            .try_for_each(|(key, value)| self.put_kv(key, value));
+        let result = metadata.iter().try_for_each(|(key, value)| self.put_kv(key, value));
         self.metadata = metadata;
         result?;
         let tensors = std::mem::take(&mut self.tensors);
@@ -458,19 +434,12 @@ impl<S: GgufSink> GgufWriter<S> {
         let expected = self.tensors[next].n_bytes;
         let total = done.saturating_add(data.len() as u64);
         if total > expected {
-            return Err(GgufError::TensorDataSize {
-                tensor: name.to_owned(),
-                expected,
-                actual: total,
-            });
+            return Err(GgufError::TensorDataSize { tensor: name.to_owned(), expected, actual: total });
         }
         self.put(data)?;
         if total == expected {
             self.pad()?;
-            self.state = State::Data {
-                next: next + 1,
-                done: 0,
-            };
+            self.state = State::Data { next: next + 1, done: 0 };
         } else {
             self.state = State::Data { next, done: total };
         }
@@ -486,20 +455,13 @@ impl<S: GgufSink> GgufWriter<S> {
             return Err(GgufError::WriterState("a previous write failed"));
         };
         let Some(due) = self.tensors.get(next) else {
-            return Err(GgufError::UnknownTensor {
-                tensor: name.to_owned(),
-            });
+            return Err(GgufError::UnknownTensor { tensor: name.to_owned() });
         };
         if due.name != name {
             if !self.tensor_index.contains_key(name) {
-                return Err(GgufError::UnknownTensor {
-                    tensor: name.to_owned(),
-                });
+                return Err(GgufError::UnknownTensor { tensor: name.to_owned() });
             }
-            return Err(GgufError::TensorOrder {
-                expected: due.name.clone(),
-                got: name.to_owned(),
-            });
+            return Err(GgufError::TensorOrder { expected: due.name.clone(), got: name.to_owned() });
         }
         Ok((next, done))
     }

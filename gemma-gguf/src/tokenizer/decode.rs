@@ -30,16 +30,12 @@ impl Tokenizer {
             return Cow::Borrowed(&[]);
         };
         match ty {
-            TokenType::Control | TokenType::Unknown | TokenType::UserDefined => {
-                Cow::Borrowed(piece.as_bytes())
-            }
-            TokenType::Normal if piece.contains(SPACE_MARK) => {
-                Cow::Owned(piece.replace(SPACE_MARK, " ").into_bytes())
-            }
+            TokenType::Control | TokenType::Unknown | TokenType::UserDefined => Cow::Borrowed(piece.as_bytes()),
+            TokenType::Normal if piece.contains(SPACE_MARK) => Cow::Owned(piece.replace(SPACE_MARK, " ").into_bytes()),
             TokenType::Normal => Cow::Borrowed(piece.as_bytes()),
             TokenType::Byte => {
                 // Checked at load: a BYTE token is spelled <0xXX>.
-                let b = super::byte_of_piece(piece).map_or(0, usize::from);
+                let b = super::vocab::byte_of_piece(piece).map_or(0, usize::from);
                 Cow::Borrowed(&BYTES[b..b + 1])
             }
             TokenType::Unused | TokenType::Undefined => Cow::Borrowed(&[]),
@@ -73,11 +69,7 @@ impl Tokenizer {
 
     /// A streaming decoder: feed it tokens as they are generated.
     pub fn decoder(&self) -> Decoder<'_> {
-        Decoder {
-            tok: self,
-            pending: Vec::new(),
-            first: true,
-        }
+        Decoder { tok: self, pending: Vec::new(), first: true }
     }
 }
 

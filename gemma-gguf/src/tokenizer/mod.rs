@@ -7,15 +7,16 @@
 //! corpus with libllama itself and with Hugging Face transformers.
 //!
 //! Encoding a text, as llama.cpp does it:
-//! 1. **Special tokens are cut out first** ([`partition`]). USER_DEFINED tokens (Gemma: runs
+//! 1. **Special tokens are cut out first** (`partition.rs`). USER_DEFINED tokens (Gemma: runs
 //!    of 2–31 spaces, of 1–31 newlines or tabs, some HTML tags, `<start_of_image>`) are always
 //!    matched whole. CONTROL and UNKNOWN tokens (`<bos>`, `<start_of_turn>`, `<unk>`, …) only
 //!    with [`Tokenizer::encode_with_special`], never by [`Tokenizer::encode`]: user text that
-//!    contains `<start_of_turn>` is tokenized as the characters it is made of.
+//!    contains `<start_of_turn>` is tokenized as the characters it is made of. Types are the
+//!    file's, as llama.cpp corrects them by text (`quirks.rs`: `</s>` is control).
 //! 2. **Each remaining piece of text** gets a leading space when `add_space_prefix` says so
 //!    (false for Gemma 3) and the piece follows a special token or starts the text, has its
 //!    spaces replaced by `▁` (U+2581), and is split into characters that are merged pairwise,
-//!    best score first ([`spm`]). Characters that end up in no token fall back to byte tokens
+//!    best score first (`spm.rs`). Characters that end up in no token fall back to byte tokens
 //!    `<0xXX>`.
 //!
 //! Decoding ([`Tokenizer::token_bytes`], [`Tokenizer::decode`], [`Decoder`]) turns `▁` back into
@@ -24,7 +25,9 @@
 
 mod decode;
 mod partition;
+mod quirks;
 mod spm;
+mod vocab;
 
 #[cfg(test)]
 mod tests;
@@ -34,6 +37,7 @@ pub use decode::Decoder;
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use std::collections::HashMap;
+use vocab::{byte_tokens, optional, special_id, Vocab};
 
 /// GGUF keys of the tokenizer (llama.cpp's `LLM_KV_TOKENIZER_*` in `src/llama-arch.cpp`).
 pub mod keys {
@@ -112,7 +116,7 @@ impl TokenType {
 }
 
 /// A SentencePiece-style tokenizer built from a GGUF vocabulary.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Tokenizer {
     /// Token texts; an empty one is renamed `[EMPTY_<id>]` as llama.cpp does.
     pieces: Vec<String>,
@@ -144,38 +148,31 @@ impl Tokenizer {
     /// when `tokens`, `scores` (f32) and `token_type` (i32) are missing, mistyped or of
     /// different lengths, when a special token id is outside the vocabulary, and when a
     /// token is duplicated, has a NaN score, an unknown type, or is a BYTE token not spelled
-    /// `<0xXX>`. Absent optional keys take llama.cpp's defaults ([`defaults`]).
+    /// `<0xXX>`. Absent optional keys take llama.cpp's defaults (BOS 1, EOS 2, UNK 0,
+    /// add BOS, add a space prefix).
     pub fn from_gguf(file: &GgufFile) -> Result<Tokenizer> {
         let model = file.get_str(keys::MODEL)?;
         if model != MODEL_LLAMA {
-            return Err(Error::TokenizerUnsupportedModel {
-                model: model.to_owned(),
-            });
+            return Err(Error::TokenizerUnsupportedModel { model: model.to_owned() });
         }
         let tokens = file.get_str_array(keys::TOKENS)?;
         let scores = file.get_f32_array(keys::SCORES)?;
         let types = file.get_i32_array(keys::TOKEN_TYPE)?;
         let n_tokens = tokens.len();
-        for (key, len) in [
-            (keys::SCORES, scores.len()),
-            (keys::TOKEN_TYPE, types.len()),
-        ] {
+        for (key, len) in [(keys::SCORES, scores.len()), (keys::TOKEN_TYPE, types.len())] {
             if len != n_tokens {
                 return Err(Error::TokenizerArrayLength { key, len, n_tokens });
             }
         }
-        let vocab = Vocab::new(tokens, scores, types)?;
+        let mut vocab = Vocab::new(tokens, scores, types)?;
 
         let id = |key, default| special_id(file, key, default, n_tokens);
         let required = |key: &'static str, default| {
-            id(key, Some(default))?.ok_or(Error::TokenizerSpecialId {
-                key,
-                id: default.into(),
-                n_tokens,
-            })
+            id(key, Some(default))?.ok_or(Error::TokenizerSpecialId { key, id: default.into(), n_tokens })
         };
         let bos = required(keys::BOS_ID, defaults::BOS_ID)?;
         let eos = required(keys::EOS_ID, defaults::EOS_ID)?;
+        quirks::apply(&vocab.pieces, &vocab.piece_to_id, &mut vocab.types, eos);
         let unk = id(keys::UNK_ID, Some(defaults::UNK_ID))?;
         let pad = id(keys::PAD_ID, None)?;
         let eot = match id(keys::EOT_ID, None)? {
@@ -225,12 +222,7 @@ impl Tokenizer {
         self.encode_impl(text, add_special, &self.all_special)
     }
 
-    fn encode_impl(
-        &self,
-        text: &str,
-        add_special: bool,
-        specials: &partition::Specials,
-    ) -> Vec<u32> {
+    fn encode_impl(&self, text: &str, add_special: bool, specials: &partition::Specials) -> Vec<u32> {
         let mut out = Vec::new();
         if add_special && self.add_bos {
             out.push(self.bos);
@@ -269,7 +261,9 @@ impl Tokenizer {
         self.pieces.get(id as usize).map(String::as_str)
     }
 
-    /// The token's type; `None` for an id outside the vocabulary.
+    /// The token's type as llama.cpp uses it: the file's, except for the few tokens llama.cpp
+    /// retypes by their text (Gemma 3's `</s>` becomes a control token; see `quirks.rs`).
+    /// `None` for an id outside the vocabulary.
     pub fn token_type(&self, id: u32) -> Option<TokenType> {
         self.types.get(id as usize).copied()
     }
@@ -329,108 +323,22 @@ impl Tokenizer {
     }
 }
 
+/// A summary: the vocabulary itself is 262 144 tokens in Gemma 3.
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .field("eot", &self.eot)
+            .field("unk", &self.unk)
+            .field("pad", &self.pad)
+            .field("add_bos", &self.add_bos)
+            .field("add_eos", &self.add_eos)
+            .field("add_space_prefix", &self.add_space_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
 /// SentencePiece's stand-in for a space, U+2581 LOWER ONE EIGHTH BLOCK.
 pub const SPACE_MARK: char = '\u{2581}';
-
-/// The vocabulary arrays, checked.
-struct Vocab {
-    pieces: Vec<String>,
-    scores: Vec<f32>,
-    types: Vec<TokenType>,
-    piece_to_id: HashMap<String, u32>,
-}
-
-impl Vocab {
-    fn new(tokens: &[String], scores: &[f32], types: &[i32]) -> Result<Vocab> {
-        let bad = |id: usize, piece: &str, why: String| Error::TokenizerBadToken {
-            id,
-            piece: piece.to_owned(),
-            why,
-        };
-        let mut pieces = Vec::with_capacity(tokens.len());
-        let mut token_types = Vec::with_capacity(tokens.len());
-        let mut piece_to_id = HashMap::with_capacity(tokens.len());
-        for (id, ((token, &score), &ty)) in tokens.iter().zip(scores).zip(types).enumerate() {
-            // Ids are i32 in llama.cpp; GGUF arrays hold at most 2^30 elements.
-            let id32 = u32::try_from(id).map_err(|_| bad(id, token, "id beyond u32".into()))?;
-            // llama.cpp renames an empty token instead of failing (`impl::load`).
-            let piece = match token.is_empty() {
-                true => format!("[EMPTY_{id}]"),
-                false => token.clone(),
-            };
-            if score.is_nan() {
-                return Err(bad(id, token, "score is NaN".into()));
-            }
-            let ty = TokenType::from_i32(ty)
-                .ok_or_else(|| bad(id, token, format!("token type {ty} is not 0..=6")))?;
-            if ty == TokenType::Byte && byte_of_piece(&piece).is_none() {
-                return Err(bad(id, token, "a BYTE token must be spelled <0xXX>".into()));
-            }
-            if let Some(first) = piece_to_id.insert(piece.clone(), id32) {
-                return Err(bad(id, token, format!("same text as token {first}")));
-            }
-            pieces.push(piece);
-            token_types.push(ty);
-        }
-        Ok(Vocab {
-            pieces,
-            scores: scores.to_vec(),
-            types: token_types,
-            piece_to_id,
-        })
-    }
-}
-
-/// The byte a `<0xXX>` piece stands for.
-fn byte_of_piece(piece: &str) -> Option<u8> {
-    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
-    match hex.len() {
-        2 => u8::from_str_radix(hex, 16).ok(),
-        _ => None,
-    }
-}
-
-/// Byte fallback, as llama.cpp's `byte_to_token`: the token `<0xXX>` (upper-case hex), else
-/// the byte itself as a one-character token, else `unk` (where llama.cpp would throw).
-fn byte_tokens(piece_to_id: &HashMap<String, u32>, unk: u32) -> [u32; 256] {
-    std::array::from_fn(|b| {
-        let b = b as u8;
-        let hex = format!("<0x{b:02X}>");
-        let single = (b < 0x80).then(|| char::from(b).to_string());
-        piece_to_id
-            .get(&hex)
-            .or_else(|| single.and_then(|s| piece_to_id.get(&s)))
-            .copied()
-            .unwrap_or(unk)
-    })
-}
-
-/// A special token id: the key's value (which must be a token id), else `default` when that
-/// is a token id (llama.cpp disables an out-of-range default), else `None`.
-fn special_id(
-    file: &GgufFile,
-    key: &'static str,
-    default: Option<u32>,
-    n_tokens: usize,
-) -> Result<Option<u32>> {
-    let in_range = |id: u32| (id as usize) < n_tokens;
-    match optional(file.get_u32(key).map(Some), None)? {
-        Some(id) if in_range(id) => Ok(Some(id)),
-        Some(id) => Err(Error::TokenizerSpecialId {
-            key,
-            id: id.into(),
-            n_tokens,
-        }),
-        None => Ok(default.filter(|&id| in_range(id))),
-    }
-}
-
-/// The value of an optional key: `default` when it is absent, an error when it has the
-/// wrong type.
-fn optional<T>(value: std::result::Result<T, crate::gguf::GgufError>, default: T) -> Result<T> {
-    match value {
-        Ok(v) => Ok(v),
-        Err(crate::gguf::GgufError::MissingKey { .. }) => Ok(default),
-        Err(e) => Err(e.into()),
-    }
-}

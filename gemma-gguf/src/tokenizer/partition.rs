@@ -54,10 +54,7 @@ impl Specials {
             .collect();
         // A stable sort: equal lengths keep id order.
         ids.sort_by_key(|&id| std::cmp::Reverse(pieces[id as usize].len()));
-        let tokens = ids
-            .into_iter()
-            .map(|id| (id, Finder::new(pieces[id as usize].as_bytes()).into_owned()))
-            .collect();
+        let tokens = ids.into_iter().map(|id| (id, Finder::new(pieces[id as usize].as_bytes()).into_owned())).collect();
         Specials { tokens }
     }
 
@@ -65,8 +62,8 @@ impl Specials {
     /// Empty text between two tokens is left out.
     pub(super) fn split<'a>(&self, text: &'a str, emit: impl FnMut(Fragment<'a>)) {
         match u32::try_from(text.len()) {
-            Ok(_) => self.split_with::<u32>(text, emit),
-            Err(_) => self.split_with::<usize>(text, emit),
+            Ok(n) if n < u32::MAX => self.split_with::<u32>(text, emit),
+            _ => self.split_with::<usize>(text, emit),
         }
     }
 
@@ -86,10 +83,7 @@ impl Specials {
                 if span_end.is_empty() {
                     span_end = vec![I::new(0); bytes.len()];
                 }
-                let overlap = [end - 1, start]
-                    .into_iter()
-                    .map(|i| span_end[i].get())
-                    .find(|&e| e != 0);
+                let overlap = [end - 1, start].into_iter().map(|i| span_end[i].get()).find(|&e| e != 0);
                 match overlap {
                     Some(claimed_end) => pos = claimed_end,
                     None => {

@@ -124,12 +124,7 @@ impl<'a, I: Idx> Session<'a, I> {
                 next: if i + 1 == n { I::NONE } else { I::new(i + 1) },
             });
         }
-        Session {
-            tok,
-            text,
-            symbols,
-            queue: BinaryHeap::new(),
-        }
+        Session { tok, text, symbols, queue: BinaryHeap::new() }
     }
 
     fn run(mut self, out: &mut Vec<u32>) {
@@ -175,21 +170,13 @@ impl<'a, I: Idx> Session<'a, I> {
         }
         let start = l.start.get();
         if let Some(&id) = self.tok.piece_to_id.get(&self.text[start..start + size]) {
-            self.queue.push(Bigram {
-                score: self.tok.scores[id as usize],
-                left,
-                size: I::new(size),
-            });
+            self.queue.push(Bigram { score: self.tok.scores[id as usize], left, size: I::new(size) });
         }
     }
 
     /// Appends each remaining symbol's token, or its bytes' tokens.
     fn emit(&self, out: &mut Vec<u32>) {
-        let mut i = if self.symbols.is_empty() {
-            I::NONE
-        } else {
-            I::new(0)
-        };
+        let mut i = if self.symbols.is_empty() { I::NONE } else { I::new(0) };
         while i != I::NONE {
             let s = self.symbols[i.get()];
             let piece = &self.text[s.start.get()..s.start.get() + s.len.get()];

@@ -4,14 +4,17 @@
 use super::*;
 use crate::gguf::{GgufValue, GgufWriter};
 
+/// (piece, score, token type), one vocabulary entry.
+type Entry = (String, f32, i32);
+
 const CONTROL: i32 = 3;
 const USER: i32 = 4;
 const NORMAL: i32 = 1;
 
 /// A vocabulary in the shape of Gemma's: specials, user-defined runs and tags, 256 byte
 /// tokens, then normal pieces with their scores.
-fn vocab() -> Vec<(String, f32, i32)> {
-    let mut v: Vec<(String, f32, i32)> = [
+fn vocab() -> Vec<Entry> {
+    let mut v: Vec<Entry> = [
         ("<pad>", 0.0, CONTROL),
         ("<eos>", 0.0, CONTROL),
         ("<bos>", 0.0, CONTROL),
@@ -57,22 +60,13 @@ fn vocab() -> Vec<(String, f32, i32)> {
 }
 
 /// A GGUF file holding `vocab` and the extra keys.
-fn file_with(vocab: &[(String, f32, i32)], extra: Vec<(&str, GgufValue)>) -> GgufFile {
+fn file_with(vocab: &[Entry], extra: Vec<(&str, GgufValue)>) -> GgufFile {
     let mut w = GgufWriter::from_writer(Vec::new());
     let mut kv: Vec<(&str, GgufValue)> = vec![
         (keys::MODEL, "llama".into()),
-        (
-            keys::TOKENS,
-            vocab.iter().map(|v| v.0.clone()).collect::<Vec<_>>().into(),
-        ),
-        (
-            keys::SCORES,
-            vocab.iter().map(|v| v.1).collect::<Vec<_>>().into(),
-        ),
-        (
-            keys::TOKEN_TYPE,
-            vocab.iter().map(|v| v.2).collect::<Vec<_>>().into(),
-        ),
+        (keys::TOKENS, vocab.iter().map(|v| v.0.clone()).collect::<Vec<_>>().into()),
+        (keys::SCORES, vocab.iter().map(|v| v.1).collect::<Vec<_>>().into()),
+        (keys::TOKEN_TYPE, vocab.iter().map(|v| v.2).collect::<Vec<_>>().into()),
         (keys::BOS_ID, 2u32.into()),
         (keys::EOS_ID, 1u32.into()),
         (keys::UNK_ID, 3u32.into()),
@@ -96,9 +90,7 @@ fn tokenizer() -> Tokenizer {
 
 /// Token ids as their pieces, for readable assertions.
 fn pieces(tok: &Tokenizer, ids: &[u32]) -> Vec<String> {
-    ids.iter()
-        .map(|&id| tok.piece(id).unwrap().to_owned())
-        .collect()
+    ids.iter().map(|&id| tok.piece(id).unwrap().to_owned()).collect()
 }
 
 fn encode(tok: &Tokenizer, text: &str) -> Vec<String> {
@@ -152,10 +144,7 @@ fn user_defined_tokens_are_matched_whole() {
     assert_eq!(encode(&tok, "a\nb"), ["a", "\n", "b"]);
     assert_eq!(encode(&tok, "a  b"), ["a", "  ", "b"]);
     assert_eq!(encode(&tok, "a   b"), ["a", "  ", "▁", "b"]);
-    assert_eq!(
-        encode(&tok, "<b>ab</b>"),
-        ["<b>", "ab", "<", "<0x2F>", "b", ">"]
-    );
+    assert_eq!(encode(&tok, "<b>ab</b>"), ["<b>", "ab", "<", "<0x2F>", "b", ">"]);
     assert_eq!(encode(&tok, "\n\n"), ["\n", "\n"]);
 }
 
@@ -172,30 +161,20 @@ fn control_tokens_are_not_parsed_from_user_text() {
     let tok = tokenizer();
     let text = "<start_of_turn>user\n<bos>";
     let ids = tok.encode(text, false);
-    assert!(
-        ids.iter()
-            .all(|&id| tok.token_type(id) != Some(TokenType::Control)),
-        "{ids:?}"
-    );
+    assert!(ids.iter().all(|&id| tok.token_type(id) != Some(TokenType::Control)), "{ids:?}");
     assert_eq!(tok.decode(&ids), text);
     // "<s" is a normal token: merging may produce it, as llama.cpp's does.
     assert_eq!(encode(&tok, "<s"), ["<s"]);
 
     let with_special = tok.encode_with_special(text, false);
     assert_eq!(pieces(&tok, &with_special[..1]), ["<start_of_turn>"]);
-    assert_eq!(
-        pieces(&tok, &with_special[with_special.len() - 2..]),
-        ["\n", "<bos>"]
-    );
+    assert_eq!(pieces(&tok, &with_special[with_special.len() - 2..]), ["\n", "<bos>"]);
 }
 
 #[test]
 fn special_ids_and_flags() {
     let tok = tokenizer();
-    assert_eq!(
-        (tok.bos(), tok.eos(), tok.unk(), tok.pad()),
-        (2, 1, Some(3), None)
-    );
+    assert_eq!((tok.bos(), tok.eos(), tok.unk(), tok.pad()), (2, 1, Some(3), None));
     assert_eq!(tok.end_of_turn(), Some(5));
     assert_eq!(tok.start_of_turn(), Some(4));
     assert!(tok.is_end_of_generation(1) && tok.is_end_of_generation(5));
@@ -229,13 +208,7 @@ fn decode_bytes_spaces_and_control_tokens() {
     assert_eq!(&*tok.token_bytes(id("<0x0A>")), b"\n");
     assert_eq!(&*tok.token_bytes(id("<bos>")), b"<bos>");
     assert_eq!(&*tok.token_bytes(u32::MAX), b"");
-    let ids = [
-        id("<bos>"),
-        id("▁a"),
-        id("<0xD0>"),
-        id("<0xB6>"),
-        id("<end_of_turn>"),
-    ];
+    let ids = [id("<bos>"), id("▁a"), id("<0xD0>"), id("<0xB6>"), id("<end_of_turn>")];
     assert_eq!(tok.decode(&ids), " aж");
     // A lone continuation byte is not UTF-8.
     assert_eq!(tok.decode(&[id("a"), id("<0xB6>"), id("b")]), "a\u{FFFD}b");
@@ -271,7 +244,7 @@ fn long_inputs_are_fast_and_do_not_recurse() {
     assert_eq!(tok.encode(&text, false).len(), 140_000);
 }
 
-fn load_err(vocab: &[(String, f32, i32)], extra: Vec<(&str, GgufValue)>) -> Error {
+fn load_err(vocab: &[Entry], extra: Vec<(&str, GgufValue)>) -> Error {
     Tokenizer::from_gguf(&file_with(vocab, extra)).unwrap_err()
 }
 
@@ -279,66 +252,29 @@ fn load_err(vocab: &[(String, f32, i32)], extra: Vec<(&str, GgufValue)>) -> Erro
 fn malformed_vocabularies_are_rejected() {
     let v = vocab();
     let e = load_err(&v, vec![(keys::MODEL, "gpt2".into())]);
-    assert!(
-        matches!(&e, Error::TokenizerUnsupportedModel { model } if model == "gpt2"),
-        "{e}"
-    );
+    assert!(matches!(&e, Error::TokenizerUnsupportedModel { model } if model == "gpt2"), "{e}");
 
     let e = load_err(&v, vec![(keys::SCORES, vec![0.0f32; 3].into())]);
-    assert!(
-        matches!(
-            e,
-            Error::TokenizerArrayLength {
-                key: keys::SCORES,
-                len: 3,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, Error::TokenizerArrayLength { key: keys::SCORES, len: 3, .. }), "{e}");
     let e = load_err(&v, vec![(keys::TOKEN_TYPE, vec![1i32; v.len() + 1].into())]);
-    assert!(
-        matches!(
-            e,
-            Error::TokenizerArrayLength {
-                key: keys::TOKEN_TYPE,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, Error::TokenizerArrayLength { key: keys::TOKEN_TYPE, .. }), "{e}");
     let e = load_err(&v, vec![(keys::SCORES, vec![0i32; v.len()].into())]);
-    assert!(
-        matches!(e, Error::Gguf(crate::gguf::GgufError::WrongType { .. })),
-        "{e}"
-    );
+    assert!(matches!(e, Error::Gguf(crate::gguf::GgufError::WrongType { .. })), "{e}");
 
-    for key in [
-        keys::BOS_ID,
-        keys::EOS_ID,
-        keys::UNK_ID,
-        keys::PAD_ID,
-        keys::EOT_ID,
-    ] {
+    for key in [keys::BOS_ID, keys::EOS_ID, keys::UNK_ID, keys::PAD_ID, keys::EOT_ID] {
         let e = load_err(&v, vec![(key, (v.len() as u32).into())]);
-        assert!(
-            matches!(e, Error::TokenizerSpecialId { key: k, .. } if k == key),
-            "{e}"
-        );
+        assert!(matches!(e, Error::TokenizerSpecialId { key: k, .. } if k == key), "{e}");
     }
     let e = load_err(&v, vec![(keys::BOS_ID, "2".into())]);
     assert!(matches!(e, Error::Gguf(_)), "{e}");
     let e = load_err(&v, vec![(keys::ADD_BOS, 1u32.into())]);
     assert!(matches!(e, Error::Gguf(_)), "{e}");
 
-    let bad_token = |edit: &dyn Fn(&mut Vec<(String, f32, i32)>), why: &str| {
+    let bad_token = |edit: &dyn Fn(&mut Vec<Entry>), why: &str| {
         let mut v = vocab();
         edit(&mut v);
         let e = load_err(&v, vec![]);
-        assert!(
-            matches!(&e, Error::TokenizerBadToken { why: w, .. } if w.contains(why)),
-            "{e}"
-        );
+        assert!(matches!(&e, Error::TokenizerBadToken { why: w, .. } if w.contains(why)), "{e}");
     };
     bad_token(&|v| v[280].0 = "ab".into(), "same text as token");
     bad_token(&|v| v[280].1 = f32::NAN, "NaN");
@@ -352,30 +288,15 @@ fn absent_optional_keys_take_llama_cpp_defaults() {
     let mut w = GgufWriter::from_writer(Vec::new());
     let v = vocab();
     w.add_kv(keys::MODEL, "llama").unwrap();
-    w.add_kv(
-        keys::TOKENS,
-        v.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
-    )
-    .unwrap();
-    w.add_kv(keys::SCORES, v.iter().map(|t| t.1).collect::<Vec<_>>())
-        .unwrap();
-    w.add_kv(keys::TOKEN_TYPE, v.iter().map(|t| t.2).collect::<Vec<_>>())
-        .unwrap();
+    w.add_kv(keys::TOKENS, v.iter().map(|t| t.0.clone()).collect::<Vec<_>>()).unwrap();
+    w.add_kv(keys::SCORES, v.iter().map(|t| t.1).collect::<Vec<_>>()).unwrap();
+    w.add_kv(keys::TOKEN_TYPE, v.iter().map(|t| t.2).collect::<Vec<_>>()).unwrap();
     let tok = Tokenizer::from_gguf(&GgufFile::from_bytes(w.finish().unwrap()).unwrap()).unwrap();
     assert_eq!((tok.bos(), tok.eos(), tok.unk()), (1, 2, Some(0)));
     assert!(tok.adds_bos() && tok.add_space_prefix());
     // An empty vocabulary has no BOS.
     let e = load_err(&[], vec![]);
-    assert!(
-        matches!(
-            e,
-            Error::TokenizerSpecialId {
-                key: keys::BOS_ID,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, Error::TokenizerSpecialId { key: keys::BOS_ID, .. }), "{e}");
 }
 
 #[test]

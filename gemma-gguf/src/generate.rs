@@ -1,0 +1,100 @@
+//! The streaming generation loop: prompt → logits → sampler → token → text, until a stop.
+#![forbid(unsafe_code)]
+
+use crate::error::Result;
+use crate::sampler::Sampler;
+use crate::session::{Outputs, Session};
+use std::time::{Duration, Instant};
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-generation token (`<eos>`, `<end_of_turn>`); it is not
+    /// fed to the cache.
+    EndOfGeneration(u32),
+    /// The token budget was reached.
+    MaxTokens,
+    /// The context is full: nothing more fits in the KV cache (no shifting is done).
+    ContextFull,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::EndOfGeneration(_) => f.write_str("end of generation"),
+            StopReason::MaxTokens => f.write_str("token limit reached"),
+            StopReason::ContextFull => f.write_str("context full"),
+            StopReason::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+/// What a call to [`generate`] produced and how long it took.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// Generated tokens (the stop token excluded).
+    pub tokens: Vec<u32>,
+    pub stop: StopReason,
+    pub prompt_tokens: usize,
+    pub prompt_time: Duration,
+    pub generation_time: Duration,
+}
+
+impl Generated {
+    /// Prompt processing speed, tokens per second.
+    pub fn prompt_tps(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prompt_time.as_secs_f64().max(1e-9)
+    }
+
+    /// Generation speed, tokens per second (each generated token is one decode step).
+    pub fn generation_tps(&self) -> f64 {
+        self.tokens.len() as f64 / self.generation_time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Feeds `prompt` (at least one token) after what the session holds and generates up to `max_tokens` tokens, calling `on_text` with each piece of
+/// complete UTF-8 text as it becomes available. `on_text` returns `false` to stop.
+pub fn generate(
+    session: &mut Session<'_>,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    max_tokens: usize,
+    mut on_text: impl FnMut(&str) -> bool,
+) -> Result<Generated> {
+    let tokenizer = session.model().tokenizer();
+    let start = Instant::now();
+    let mut logits = session.decode(prompt, Outputs::Last)?;
+    let prompt_time = start.elapsed();
+    for &t in prompt {
+        sampler.accept(t);
+    }
+    let start = Instant::now();
+    let mut decoder = tokenizer.decoder();
+    let mut tokens = Vec::new();
+    let stop = loop {
+        if tokens.len() >= max_tokens {
+            break StopReason::MaxTokens;
+        }
+        let t = sampler.sample(&logits)?;
+        if tokenizer.is_end_of_generation(t) {
+            break StopReason::EndOfGeneration(t);
+        }
+        sampler.accept(t);
+        tokens.push(t);
+        let text = decoder.push(t);
+        if !text.is_empty() && !on_text(&text) {
+            break StopReason::Cancelled;
+        }
+        if session.n_past() >= session.n_ctx() {
+            break StopReason::ContextFull;
+        }
+        logits = session.decode(&[t], Outputs::Last)?;
+    };
+    let rest = decoder.finish();
+    if !rest.is_empty() {
+        on_text(&rest);
+    }
+    Ok(Generated { tokens, stop, prompt_tokens: prompt.len(), prompt_time, generation_time: start.elapsed() })
+}
