@@ -82,9 +82,10 @@ HF_LINEAR = {
     "ffn_down": "mlp.down_proj",
 }
 # Near-tie threshold = this factor times the largest change of a top-1-vs-top-2 logit gap
-# seen in the simulated ggml run: the simulation models ggml's rounding, it is not ggml,
-# so its noise is taken with a margin of 2.
-NEAR_TIE_MARGIN = 2.0
+# seen in the simulated ggml run, over all prompts. The simulation reproduces ggml's
+# rounding steps, not its kernels (repacked layouts, SIMD summation order), so its noise is
+# taken with a margin; the test holds llama.cpp to the same threshold, which checks it.
+NEAR_TIE_MARGIN = 1.5
 
 
 def sha256(path):

@@ -2,9 +2,11 @@
 //! turns. Works with piped standard input too (one user message per line).
 use crate::common::{report_memory, report_model, ModelArgs, SamplingArgs};
 use anyhow::Result;
-use gemma_gguf::chat::{encode_pieces, format_turn, Message};
+use gemma_gguf::chat::{encode_pieces, format_turn, ChatFormat, Message, SpecialTokens};
 use gemma_gguf::generate::{generate, StopReason};
 use gemma_gguf::sampler::Sampler;
+use gemma_gguf::session::Session;
+use gemma_gguf::tokenizer::Tokenizer;
 use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(clap::Args)]
@@ -34,6 +36,12 @@ pub fn run(args: Args) -> Result<()> {
     if interactive {
         eprintln!("{HELP}");
     }
+    // The file's own chat template when it has one (rendered in a sandbox), else Gemma's
+    // turn format built in.
+    let format = ChatFormat::from_gguf(model.gguf())?;
+    let specials = SpecialTokens::from_tokenizer(tok);
+    let mut history: Vec<Message> = args.system.iter().map(Message::system).collect();
+    let mut fed: Vec<u32> = Vec::new();
     let mut first = true;
     let mut stdout = std::io::stdout();
     for line in std::io::stdin().lock().lines() {
@@ -43,6 +51,8 @@ pub fn run(args: Args) -> Result<()> {
             "/reset" => {
                 session.reset();
                 sampler.reset();
+                history.truncate(usize::from(args.system.is_some()));
+                fed.clear();
                 first = true;
                 eprintln!("(conversation reset)");
                 continue;
@@ -50,25 +60,40 @@ pub fn run(args: Args) -> Result<()> {
             "" => continue,
             _ => {}
         }
-        let mut turn = Vec::new();
-        if first {
-            if let Some(s) = &args.system {
-                turn.push(Message::system(s));
+        let ids = match &format {
+            ChatFormat::Gemma => {
+                let mut turn = Vec::new();
+                if first {
+                    turn.extend(args.system.as_deref().map(Message::system));
+                }
+                turn.push(Message::user(&line));
+                // After a reply the cache ends where generation stopped: close the model's turn.
+                let mut ids = if first { Vec::new() } else { vec![eot] };
+                ids.extend(encode_pieces(&format_turn(&turn, first, true)?, tok)?);
+                ids
             }
-        }
-        turn.push(Message::user(&line));
-        // After a reply the cache ends where generation stopped: close the model's turn.
-        let mut ids = if first { Vec::new() } else { vec![eot] };
-        ids.extend(encode_pieces(&format_turn(&turn, first, true)?, tok)?);
+            ChatFormat::Template(_) => {
+                history.push(Message::user(&line));
+                template_turn(&format, &history, &specials, tok, &mut session, &mut fed)?
+            }
+        };
         if session.n_past() as usize + ids.len() >= session.n_ctx() as usize {
             eprintln!("(context full: {} tokens; /reset to start over or raise -c)", session.n_past());
+            if matches!(format, ChatFormat::Template(_)) {
+                history.pop();
+            }
             continue;
         }
         first = false;
+        let mut reply = String::new();
         let out = generate(&mut session, &mut sampler, &ids, args.n_predict, |t| {
+            reply.push_str(t);
             print!("{t}");
             stdout.flush().is_ok()
         })?;
+        fed.extend(&ids);
+        fed.extend(&out.tokens);
+        history.push(Message::model(reply));
         println!();
         if !matches!(out.stop, StopReason::EndOfGeneration(_)) {
             eprintln!("(reply ended: {})", out.stop);
@@ -79,4 +104,24 @@ pub fn run(args: Args) -> Result<()> {
     }
     report_memory();
     Ok(())
+}
+
+/// With a GGUF template: renders the whole conversation and returns the tokens after what
+/// the cache holds. When the rendering no longer starts with the cached tokens (a template
+/// that rewrites history), the cache is emptied and everything is fed again.
+fn template_turn(
+    format: &ChatFormat,
+    history: &[Message],
+    specials: &SpecialTokens,
+    tok: &Tokenizer,
+    session: &mut Session<'_>,
+    fed: &mut Vec<u32>,
+) -> Result<Vec<u32>> {
+    let full = encode_pieces(&format.format(history, true, specials)?, tok)?;
+    if full.starts_with(fed) && full.len() > fed.len() {
+        return Ok(full[fed.len()..].to_vec());
+    }
+    session.reset();
+    fed.clear();
+    Ok(full)
 }

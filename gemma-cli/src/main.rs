@@ -44,7 +44,7 @@ fn main() {
         Err(e) => e.exit(),
     };
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }
 }
@@ -56,4 +56,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run::run(args),
         Command::Chat(args) => chat::run(args),
     }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the previous
+/// message already contains.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }

@@ -845,3 +845,40 @@ mod tests {
         }
     }
 }
+#[cfg(test)]
+mod tmp_exp {
+    use super::*;
+    fn t<F: FnMut()>(name: &str, mut f: F) {
+        let mut best = std::time::Duration::MAX;
+        for _ in 0..100 {
+            let t = std::time::Instant::now();
+            f();
+            best = best.min(t.elapsed());
+        }
+        println!("{name:28} min {best:?}");
+    }
+    #[test]
+    fn tmp_timing() {
+        let src: Vec<f32> = (0..262144).map(|i| ((i * 7919) % 1000) as f32 * 0.01).collect();
+        let mut s = Sampler::new(SamplerParams::greedy()).unwrap();
+        t("sample", || {
+            std::hint::black_box(s.sample(std::hint::black_box(&src)).unwrap());
+        });
+        t("prepare", || {
+            std::hint::black_box(s.prepare(std::hint::black_box(&src)));
+        });
+        let mut dst = vec![0f32; 262144];
+        let mut bm = Vec::with_capacity(4096);
+        t("manual", || {
+            bm.clear();
+            for (d, sr) in dst.chunks_mut(BLOCK).zip(src.chunks(BLOCK)) {
+                bm.push(sanitize_block(d, sr));
+            }
+            std::hint::black_box(&bm);
+        });
+        t("sample", || {
+            std::hint::black_box(s.sample(std::hint::black_box(&src)).unwrap());
+        });
+        println!("{:?} {:?}", s.logits.as_ptr(), src.as_ptr());
+    }
+}

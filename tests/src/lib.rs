@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 
 pub mod llama_logits;
 pub mod llama_ref;
+pub mod tiny_model;
 
 /// The workspace root (the folder of the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {

@@ -73,11 +73,11 @@ impl Hparams {
         }
         let head_dim = optional_u32(g, ARCH, llm::KEY_LENGTH, n_embd / n_head)?;
         let head_dim_v = optional_u32(g, ARCH, llm::VALUE_LENGTH, head_dim)?;
-        if head_dim == 0 || head_dim_v != head_dim || head_dim % 2 != 0 {
+        if head_dim == 0 || head_dim_v != head_dim || head_dim % 2 != 0 || n_head.checked_mul(head_dim).is_none() {
             return Err(Error::BadHparam {
                 key: arch_key(ARCH, llm::KEY_LENGTH),
                 value: format!("{head_dim}/{head_dim_v}"),
-                why: "key and value length must be equal, even and > 0",
+                why: "key and value length must be equal, even, > 0 and fit head_count × key_length in u32",
             });
         }
         let n_rot = optional_u32(g, ARCH, llm::ROPE_DIMENSION_COUNT, head_dim)?;

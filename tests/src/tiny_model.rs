@@ -1,0 +1,307 @@
+//! A tiny valid `gemma3` GGUF with random weights, written with [`GgufWriter`], and knobs to
+//! break it one defect at a time: override or delete any key, change any tensor's shape or
+//! type, drop a tensor. The model-level malformed-input tests (BAD-INPUTS.md §13) use it.
+//!
+//! Laid out like a file `convert_hf_to_gguf.py` makes: the keys `Hparams::from_gguf` and
+//! `Tokenizer::from_gguf` read, with the types real files use (u32 counts, f32 floats); a
+//! SentencePiece-style vocabulary (`<pad>`, `<eos>`, `<bos>`, `<unk>`, the turn tokens, 256
+//! byte tokens, a few `▁` words); norms stored as `1 + w` and always F32, as in real files.
+//! Weights are uniform noise from a seeded generator, so a file is the same on every run.
+
+use gemma_gguf::arch::names::{arch_key, general, llm, tensor, tokenizer};
+use gemma_gguf::ggml::{quantize_rows, Type};
+use gemma_gguf::gguf::{GgmlType, GgufValue, GgufWriter};
+use gemma_gguf::Result;
+use std::path::{Path, PathBuf};
+
+/// The architecture the file declares.
+pub const ARCH: &str = "gemma3";
+
+/// `gemma3.{suffix}`, a key of the architecture (suffixes from `names::llm`).
+pub fn key(suffix: &str) -> String {
+    arch_key(ARCH, suffix)
+}
+
+/// Token ids of the special tokens, in Gemma's order (`<pad>` 0, `<eos>` 1, `<bos>` 2, …).
+pub mod ids {
+    pub const PAD: u32 = 0;
+    pub const EOS: u32 = 1;
+    pub const BOS: u32 = 2;
+    pub const UNK: u32 = 3;
+    pub const START_OF_TURN: u32 = 4;
+    pub const END_OF_TURN: u32 = 5;
+    /// `<0x00>`; `<0xXX>` is `FIRST_BYTE + XX`.
+    pub const FIRST_BYTE: u32 = 6;
+}
+
+/// `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
+mod token_type {
+    pub const NORMAL: i32 = 1;
+    pub const UNKNOWN: i32 = 2;
+    pub const CONTROL: i32 = 3;
+    pub const BYTE: i32 = 6;
+}
+
+const SPECIALS: [(&str, i32); 6] = [
+    ("<pad>", token_type::CONTROL),
+    ("<eos>", token_type::CONTROL),
+    ("<bos>", token_type::CONTROL),
+    ("<unk>", token_type::UNKNOWN),
+    ("<start_of_turn>", token_type::CONTROL),
+    ("<end_of_turn>", token_type::CONTROL),
+];
+
+/// Normal tokens after the byte tokens: 6 + 256 + 38 = 300 tokens in all.
+const WORDS: [&str; 38] = [
+    "▁", "▁the", "▁a", "▁of", "▁and", "▁to", "▁in", "▁is", "▁it", "▁that", "▁model", "▁user", "▁hello", "▁world", "e",
+    "t", "a", "o", "i", "n", "s", "h", "r", "d", "l", "u", "th", "he", "in", "er", "an", "re", "on", "at", "en", ".",
+    ",", "\n",
+];
+
+/// The vocabulary: (piece, score, token type) per id.
+pub fn vocabulary() -> Vec<(String, f32, i32)> {
+    let specials = SPECIALS.iter().map(|&(p, ty)| (p.to_owned(), 0.0, ty));
+    let bytes = (0..=255u8).map(|b| (format!("<0x{b:02X}>"), 0.0, token_type::BYTE));
+    // Earlier words merge first, as SentencePiece scores do.
+    let words = WORDS.iter().enumerate().map(|(i, w)| (w.to_string(), -(i as f32), token_type::NORMAL));
+    specials.chain(bytes).chain(words).collect()
+}
+
+/// The shape of the model, before any defect is applied.
+#[derive(Debug, Clone)]
+pub struct TinyConfig {
+    pub n_layer: u32,
+    pub n_embd: u32,
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    pub head_dim: u32,
+    pub n_ff: u32,
+    pub n_ctx_train: u32,
+    pub sliding_window: u32,
+    /// `attention.sliding_window_pattern`: layer `il` is local iff `il % p < p − 1`, so 2
+    /// makes even layers local and odd ones global (both kinds in two layers).
+    pub swa_period: u32,
+    /// Type of `token_embd` and the projections; norms stay F32.
+    pub weight_type: GgmlType,
+    pub seed: u64,
+}
+
+impl Default for TinyConfig {
+    fn default() -> Self {
+        TinyConfig {
+            n_layer: 2,
+            n_embd: 64,
+            n_head: 2,
+            n_head_kv: 1,
+            head_dim: 32,
+            n_ff: 128,
+            n_ctx_train: 128,
+            // Small, so a 20-token prompt runs past the window on local layers.
+            sliding_window: 8,
+            swa_period: 2,
+            weight_type: GgmlType::F32,
+            seed: 0x6765_6d6d_61,
+        }
+    }
+}
+
+/// One tensor to write: its GGUF name, ggml-order dims and type.
+#[derive(Debug, Clone)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+}
+
+/// A tiny gemma3 model as keys and tensor specs, editable before [`write`](Self::write).
+#[derive(Debug, Clone)]
+pub struct TinyModel {
+    cfg: TinyConfig,
+    kvs: Vec<(String, GgufValue)>,
+    tensors: Vec<TensorSpec>,
+}
+
+impl TinyModel {
+    /// A valid model of shape `cfg`.
+    pub fn new(cfg: TinyConfig) -> Self {
+        let vocab = vocabulary();
+        let n_vocab = vocab.len() as u64;
+        let kvs: Vec<(String, GgufValue)> = vec![
+            (general::ARCHITECTURE.into(), ARCH.into()),
+            (general::NAME.into(), "tiny gemma3 (random weights)".into()),
+            (key(llm::CONTEXT_LENGTH), cfg.n_ctx_train.into()),
+            (key(llm::EMBEDDING_LENGTH), cfg.n_embd.into()),
+            (key(llm::BLOCK_COUNT), cfg.n_layer.into()),
+            (key(llm::FEED_FORWARD_LENGTH), cfg.n_ff.into()),
+            (key(llm::HEAD_COUNT), cfg.n_head.into()),
+            (key(llm::HEAD_COUNT_KV), cfg.n_head_kv.into()),
+            (key(llm::KEY_LENGTH), cfg.head_dim.into()),
+            (key(llm::VALUE_LENGTH), cfg.head_dim.into()),
+            (key(llm::RMS_EPS), 1e-6_f32.into()),
+            (key(llm::ROPE_FREQ_BASE), 1_000_000_f32.into()),
+            (key(llm::ROPE_FREQ_BASE_SWA), 10_000_f32.into()),
+            (key(llm::SLIDING_WINDOW), cfg.sliding_window.into()),
+            (key(llm::SLIDING_WINDOW_PATTERN), cfg.swa_period.into()),
+            (tokenizer::MODEL.into(), "llama".into()),
+            (tokenizer::TOKENS.into(), vocab.iter().map(|v| v.0.clone()).collect::<Vec<_>>().into()),
+            (tokenizer::SCORES.into(), vocab.iter().map(|v| v.1).collect::<Vec<_>>().into()),
+            (tokenizer::TOKEN_TYPE.into(), vocab.iter().map(|v| v.2).collect::<Vec<_>>().into()),
+            (tokenizer::BOS_ID.into(), ids::BOS.into()),
+            (tokenizer::EOS_ID.into(), ids::EOS.into()),
+            (tokenizer::UNKNOWN_ID.into(), ids::UNK.into()),
+            (tokenizer::PADDING_ID.into(), ids::PAD.into()),
+            (tokenizer::ADD_BOS.into(), true.into()),
+            (tokenizer::ADD_EOS.into(), false.into()),
+            (tokenizer::ADD_SPACE_PREFIX.into(), false.into()),
+        ];
+        let (e, ff, hd) = (cfg.n_embd as u64, cfg.n_ff as u64, cfg.head_dim as u64);
+        let (q, kv) = (cfg.n_head as u64 * hd, cfg.n_head_kv as u64 * hd);
+        let (w, norm) = (cfg.weight_type, GgmlType::F32);
+        let spec = |name: String, dims: &[u64], ty| TensorSpec { name, dims: dims.to_vec(), ty };
+        let mut tensors = vec![
+            spec(tensor::global(tensor::TOKEN_EMBD), &[e, n_vocab], w),
+            spec(tensor::global(tensor::OUTPUT_NORM), &[e], norm),
+        ];
+        for il in 0..cfg.n_layer as usize {
+            let layer: [(&str, &[u64], GgmlType); 13] = [
+                (tensor::ATTN_NORM, &[e], norm),
+                (tensor::ATTN_Q, &[e, q], w),
+                (tensor::ATTN_K, &[e, kv], w),
+                (tensor::ATTN_V, &[e, kv], w),
+                (tensor::ATTN_Q_NORM, &[hd], norm),
+                (tensor::ATTN_K_NORM, &[hd], norm),
+                (tensor::ATTN_OUTPUT, &[q, e], w),
+                (tensor::POST_ATTENTION_NORM, &[e], norm),
+                (tensor::FFN_NORM, &[e], norm),
+                (tensor::FFN_GATE, &[e, ff], w),
+                (tensor::FFN_UP, &[e, ff], w),
+                (tensor::FFN_DOWN, &[ff, e], w),
+                (tensor::POST_FFW_NORM, &[e], norm),
+            ];
+            tensors.extend(layer.iter().map(|&(name, dims, ty)| spec(tensor::block(il, name), dims, ty)));
+        }
+        TinyModel { cfg, kvs, tensors }
+    }
+
+    pub fn config(&self) -> &TinyConfig {
+        &self.cfg
+    }
+
+    /// Tokens in the vocabulary as written (the length of `tokenizer.ggml.tokens`).
+    pub fn n_vocab(&self) -> u32 {
+        vocabulary().len() as u32
+    }
+
+    /// Sets `key` (a full key: use [`key`] for `gemma3.*`), replacing its value in place or
+    /// appending it. Any value type, so a key can be given the wrong one.
+    pub fn set(&mut self, key: &str, value: impl Into<GgufValue>) -> &mut Self {
+        let value = value.into();
+        match self.kvs.iter_mut().find(|(k, _)| k == key) {
+            Some(kv) => kv.1 = value,
+            None => self.kvs.push((key.to_owned(), value)),
+        }
+        self
+    }
+
+    /// Deletes `key`, which must be there (so a test cannot silently delete nothing).
+    pub fn remove(&mut self, key: &str) -> &mut Self {
+        let i = self.kvs.iter().position(|(k, _)| k == key).unwrap_or_else(|| panic!("no key {key} to remove"));
+        self.kvs.remove(i);
+        self
+    }
+
+    /// The spec of tensor `name` (a full name, `blk.0.attn_q.weight`), to change its shape
+    /// or type. The data written follows the spec.
+    pub fn tensor_mut(&mut self, name: &str) -> &mut TensorSpec {
+        self.tensors.iter_mut().find(|t| t.name == name).unwrap_or_else(|| panic!("no tensor {name}"))
+    }
+
+    /// Appends a tensor (an extra one, or one the architecture treats as optional).
+    pub fn add_tensor(&mut self, spec: TensorSpec) -> &mut Self {
+        self.tensors.push(spec);
+        self
+    }
+
+    /// Drops tensor `name`, which must be there.
+    pub fn remove_tensor(&mut self, name: &str) -> &mut Self {
+        let i = self.tensors.iter().position(|t| t.name == name).unwrap_or_else(|| panic!("no tensor {name}"));
+        self.tensors.remove(i);
+        self
+    }
+
+    /// Writes the file to `path` (through a temporary file, see [`GgufWriter::create`]).
+    pub fn write(&self, path: &Path) -> Result<PathBuf> {
+        let mut w = GgufWriter::create(path)?;
+        for (k, v) in &self.kvs {
+            w.add_kv(k, v.clone())?;
+        }
+        let mut sizes = Vec::with_capacity(self.tensors.len());
+        for t in &self.tensors {
+            sizes.push(w.add_tensor_info(&t.name, &t.dims, t.ty)?.n_bytes);
+        }
+        for (t, &n_bytes) in self.tensors.iter().zip(&sizes) {
+            w.write_tensor_data(&t.name, &self.tensor_data(t, n_bytes))?;
+        }
+        Ok(w.finish()?)
+    }
+
+    /// Uniform noise: `1 + w` with |w| ≤ 0.1 for norms (1-D), ±1/√ne0 for matrices, ±0.1 for
+    /// the embedding (which is also the output projection: logits stay within a few units, so
+    /// the f16 KV cache's rounding, 2^-11 relative, stays far below the tests' 1e-3 absolute
+    /// tolerance on them). Converted to the spec's type with
+    /// ggml's own quantiser. Any other type (I32…) gets zero bytes.
+    fn tensor_data(&self, t: &TensorSpec, n_bytes: u64) -> Vec<u8> {
+        let mut rng = SplitMix64(self.cfg.seed ^ fnv1a(t.name.as_bytes()));
+        let ne0 = t.dims.first().copied().unwrap_or(1).max(1) as usize;
+        let n: u64 = t.dims.iter().product();
+        let vals: Vec<f32> = if t.dims.len() == 1 {
+            (0..n).map(|_| 1.0 + 0.1 * rng.uniform()).collect()
+        } else {
+            let scale = if t.name == tensor::global(tensor::TOKEN_EMBD) { 0.1 } else { 1.0 / (ne0 as f32).sqrt() };
+            (0..n).map(|_| scale * rng.uniform()).collect()
+        };
+        let bytes = match t.ty {
+            GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ty if QUANTISABLE.contains(&ty) => {
+                Type::from_id(ty.id()).and_then(|ty| quantize_rows(ty, &vals, ne0)).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        if bytes.len() as u64 == n_bytes {
+            bytes
+        } else {
+            vec![0; n_bytes as usize]
+        }
+    }
+}
+
+/// Types `ggml_quantize_chunk` converts to without an importance matrix. Only these go to
+/// `quantize_rows`: for any other (I32, Q8_1, Q8_K…) ggml's switch has no case and its
+/// size assertion aborts the process.
+const QUANTISABLE: [GgmlType; 12] = {
+    use GgmlType::*;
+    [F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K]
+};
+
+/// FNV-1a, to give every tensor its own stream from one seed.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a few lines, no dependency, same numbers everywhere.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [−1, 1).
+    fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
