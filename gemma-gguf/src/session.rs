@@ -167,7 +167,14 @@ impl<'m> Session<'m> {
         if let Some(&id) = tokens.iter().find(|&&t| t >= n_vocab) {
             return Err(Error::BadToken { id, n_vocab });
         }
-        if tokens.is_empty() || self.n_past as usize + tokens.len() > self.opts.n_ctx as usize {
+        if tokens.is_empty() {
+            return Err(Error::OutOfRange {
+                what: "tokens to decode",
+                value: "0".into(),
+                why: "give at least one token",
+            });
+        }
+        if self.n_past as usize + tokens.len() > self.opts.n_ctx as usize {
             return Err(Error::ContextOverflow { n_past: self.n_past, n_new: tokens.len(), n_ctx: self.opts.n_ctx });
         }
         let mut logits = Vec::new();

@@ -284,6 +284,11 @@ fn unsupported_types_are_errors() {
     let ctx = Context::new(2, 0).unwrap();
     assert!(matches!(ctx.new_tensor(Type::Q4_K, &[640, 2]), Err(Error::RowNotBlockMultiple { .. })));
     assert!(matches!(quantize_rows(Type::Q4_K, &[0.0; 640], 640), Err(Error::RowNotBlockMultiple { .. })));
+    // Integer types have no quantiser in ggml (ggml_quantize_chunk would abort).
+    for id in [24u32, 25, 26, 27, 28] {
+        let t = Type::from_id(id).unwrap();
+        assert!(matches!(quantize_rows(t, &[0.0; 32], 32), Err(Error::TypeNotUsable { .. })), "{t}");
+    }
     // IQ2_XXS needs an importance matrix: refused instead of aborting inside ggml.
     let iq2 = Type::from_id(16).unwrap();
     assert!(matches!(quantize_rows(iq2, &[0.0; 256], 256), Err(Error::TypeNotUsable { .. })));
@@ -309,6 +314,21 @@ fn misuse_is_an_error_not_an_abort() {
     assert!(matches!(backend.set_n_threads(0), Err(Error::OutOfRange { .. })));
     assert!(matches!(ctx.new_tensor(Type::F32, &[8, 0]), Err(Error::BadDims { .. })));
     assert!(matches!(ctx.new_tensor(Type::F32, &[1, 1, 1, 1, 1]), Err(Error::BadDims { .. })));
+}
+
+/// Operands ggml's CPU kernels have no code for are refused when the op is built, not
+/// discovered by a crash in the kernel.
+#[test]
+fn unusable_operand_types_are_errors() {
+    let ctx = Context::new(8, 0).unwrap();
+    let w_i32 = ctx.new_tensor(Type::I32, &[32, 4]).unwrap();
+    let x = ctx.new_tensor(Type::F32, &[32, 2]).unwrap();
+    assert!(matches!(ctx.mul_mat(w_i32, x), Err(Error::WrongTensorType { .. })));
+    let w_q8 = ctx.new_tensor(Type::Q8_0, &[32, 4]).unwrap();
+    assert!(matches!(ctx.mul_mat(x, w_q8), Err(Error::WrongTensorType { .. })), "quantised second operand");
+    let norm_q8 = ctx.new_tensor(Type::Q8_0, &[32]).unwrap();
+    assert!(matches!(ctx.mul(x, norm_q8), Err(Error::WrongTensorType { .. })));
+    assert!(ctx.mul_mat(w_q8, x).is_ok());
 }
 
 #[test]

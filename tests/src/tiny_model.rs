@@ -100,7 +100,7 @@ impl Default for TinyConfig {
             sliding_window: 8,
             swa_period: 2,
             weight_type: GgmlType::F32,
-            seed: 0x6765_6d6d_61,
+            seed: 0x0067_656d_6d61, // "gemma" in ASCII
         }
     }
 }
@@ -248,8 +248,8 @@ impl TinyModel {
     /// Uniform noise: `1 + w` with |w| ≤ 0.1 for norms (1-D), ±1/√ne0 for matrices, ±0.1 for
     /// the embedding (which is also the output projection: logits stay within a few units, so
     /// the f16 KV cache's rounding, 2^-11 relative, stays far below the tests' 1e-3 absolute
-    /// tolerance on them). Converted to the spec's type with
-    /// ggml's own quantiser. Any other type (I32…) gets zero bytes.
+    /// tolerance on them). Converted to the spec's type with ggml's own quantiser; any other
+    /// type (I32…) gets zero bytes.
     fn tensor_data(&self, t: &TensorSpec, n_bytes: u64) -> Vec<u8> {
         let mut rng = SplitMix64(self.cfg.seed ^ fnv1a(t.name.as_bytes()));
         let ne0 = t.dims.first().copied().unwrap_or(1).max(1) as usize;

@@ -4,12 +4,13 @@
 //! a panic or an abort. Each test prints a table of case → error message.
 //!
 //! A panic inside a case is caught and reported as that case's failure, so one bad case
-//! does not hide the others; an abort (a ggml assertion) still kills the process, which is
-//! itself the finding.
+//! does not hide the others. Cases that reach ggml's kernels (a bad file that loads and is
+//! only caught, or not, at the first decode) run in child processes, so that an abort or a
+//! crash inside ggml fails that case instead of killing the whole test binary.
 
 use gemma_gguf::arch::names::{general, llm, tensor, tokenizer as tok};
 use gemma_gguf::ggml::Type;
-use gemma_gguf::gguf::{GgmlType, GgufArray, GgufError, GgufValue};
+use gemma_gguf::gguf::{GgmlType, GgufError, GgufValue};
 use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::session::{Outputs, Session, SessionOptions};
 use gemma_gguf::Error;
@@ -23,7 +24,9 @@ use tempfile::TempDir;
 /// Context of every session here: more than the 20-token prompt, less than the 128 the
 /// tiny model was "trained" with.
 const N_CTX: u32 = 64;
-/// Batch and one-by-one decoding of the same F32 model differ only in summation order.
+/// Batch and one-by-one decoding of the same F32 model differ in summation order, which can
+/// flip the rounding of a K/V value stored in the f16 cache (2^-11 relative); the tiny
+/// model's logits are a few units at most, so this stays near 1e-4.
 const TOL_BATCH: f32 = 1e-3;
 
 /// A prompt of `n` tokens: BOS, then words and byte tokens (`A`…`Z`) in turn, cycling, so
@@ -35,11 +38,14 @@ fn prompt(m: &TinyModel, n: usize) -> Vec<u32> {
     std::iter::once(ids::BOS).chain(words.zip(bytes).flat_map(|(w, b)| [w, b])).take(n).collect()
 }
 
-/// Writes `m` into `dir` as `name.gguf` and loads it with the default options.
+/// Writes `m` into `dir` as `name.gguf` and loads it with the default options, except for
+/// one compute thread: graphs this small gain nothing from more, and ggml's spinning worker
+/// threads crawl when the machine is busy (as it is with the tests running in parallel).
+/// [`valid_tiny_model_loads_and_decodes`] also loads with the plain defaults.
 fn load(dir: &TempDir, name: &str, m: &TinyModel) -> gemma_gguf::Result<Model> {
     let path = dir.path().join(format!("{name}.gguf"));
     m.write(&path)?;
-    Model::load(&path, &LoadOptions::default())
+    Model::load(&path, &LoadOptions { threads: Some(1), ..Default::default() })
 }
 
 fn session(model: &Model, n_ctx: u32) -> Session<'_> {
@@ -65,8 +71,19 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// A scalar as the table shows it.
+fn show(v: &GgufValue) -> String {
+    match v {
+        GgufValue::U32(x) => x.to_string(),
+        GgufValue::F32(x) => x.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// What an error must be for the case to pass.
 type Expect = Box<dyn Fn(&Error) -> bool>;
+/// One defect, applied to a valid [`TinyModel`].
+type Edit = Box<dyn Fn(&mut TinyModel)>;
 
 fn missing_key(k: impl Into<String>) -> Expect {
     let k = k.into();
@@ -141,6 +158,8 @@ fn valid_tiny_model_loads_and_decodes() {
     let m = TinyModel::new(TinyConfig::default());
     let t = Instant::now();
     let model = load(&dir, "valid", &m).expect("the valid tiny model loads");
+    let defaults = Model::load(dir.path().join("valid.gguf"), &LoadOptions::default());
+    assert_eq!(defaults.expect("loads with LoadOptions::default()").n_vocab(), m.n_vocab());
     println!("loaded in {:.2?}: {} weight bytes, n_vocab {}", t.elapsed(), model.weight_bytes(), model.n_vocab());
     assert_eq!(model.n_vocab(), m.n_vocab());
     assert_eq!(model.tokenizer().vocab_size(), m.n_vocab() as usize);
@@ -154,13 +173,11 @@ fn valid_tiny_model_loads_and_decodes() {
     assert_eq!(batch.len(), tokens.len() * n_vocab);
     assert_finite("one batch", &batch);
 
-    eprintln!("T batch {:?}", t.elapsed());
     let mut one = session(&model, N_CTX);
     let mut singles = Vec::with_capacity(batch.len());
     for &t in &tokens {
         singles.extend(one.decode(&[t], Outputs::Last).expect("decode one token"));
     }
-    eprintln!("T singles {:?}", t.elapsed());
     assert_eq!(one.n_past(), 20);
     let diff = max_diff(&batch, &singles);
     let max_abs = batch.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -169,7 +186,6 @@ fn valid_tiny_model_loads_and_decodes() {
 
     let opts = SessionOptions { n_ctx: N_CTX, n_ubatch: 7, ..Default::default() };
     let chunked = Session::new(&model, opts).and_then(|mut s| s.decode(&tokens, Outputs::All)).expect("n_ubatch 7");
-    eprintln!("T chunked {:?}", t.elapsed());
     let diff = max_diff(&batch, &chunked);
     println!("one batch vs batches of 7: maxdiff = {diff:e}");
     assert!(diff <= TOL_BATCH, "batch and chunked logits differ by {diff}");
@@ -177,7 +193,6 @@ fn valid_tiny_model_loads_and_decodes() {
     // The positive control for the q8_0-without-flash-attention refusal below.
     let flash = SessionOptions { n_ctx: N_CTX, flash_attn: true, kv_type: Type::Q8_0, ..Default::default() };
     let q8 = Session::new(&model, flash).and_then(|mut s| s.decode(&tokens, Outputs::All)).expect("q8_0 KV, flash");
-    eprintln!("T q8 {:?}", t.elapsed());
     assert_finite("q8_0 KV with flash attention", &q8);
     println!("one batch vs q8_0 KV with flash attention: maxdiff = {:e}", max_diff(&batch, &q8));
 }
@@ -200,21 +215,19 @@ fn quantised_tiny_models_decode() {
 #[test]
 fn load_rejects_each_defect() {
     let set = |k: String, v: GgufValue| -> Edit { Box::new(move |m| _ = m.set(&k, v.clone())) };
-    let remove = |k: String| -> Edit { Box::new(move |m| _ = m.remove(&k)) };
-    let blk = tensor::block;
-    let embd = tensor::global(tensor::TOKEN_EMBD);
-    let n_vocab = TinyModel::new(TinyConfig::default()).n_vocab();
-    let short = |k: &'static str| -> Edit {
-        Box::new(move |m| {
-            let cut = match k {
-                tok::SCORES => GgufArray::F32(vec![0.0; 299]),
-                _ => GgufArray::I32(vec![1; 301]),
-            };
-            m.set(k, cut);
-        })
+    let both = |a: &str, b: &str, v: u32| -> Edit {
+        let (a, b) = (key(a), key(b));
+        Box::new(move |m| _ = m.set(&a, v).set(&b, v))
     };
-
+    let remove = |k: String| -> Edit { Box::new(move |m| _ = m.remove(&k)) };
+    let drop_tensor = |name: String| -> Edit { Box::new(move |m| _ = m.remove_tensor(&name)) };
+    let edit_tensor = |name: String, f: fn(&mut TensorSpec)| -> Edit { Box::new(move |m| f(m.tensor_mut(&name))) };
+    let n_vocab = TinyModel::new(TinyConfig::default()).n_vocab();
+    let (blk, global) = (tensor::block, tensor::global);
+    let embd = global(tensor::TOKEN_EMBD);
     let mut cases: Vec<(String, Edit, Expect)> = Vec::new();
+
+    // Required keys, each missing.
     for suffix in [
         llm::BLOCK_COUNT,
         llm::EMBEDDING_LENGTH,
@@ -225,179 +238,119 @@ fn load_rejects_each_defect() {
     ] {
         cases.push((format!("{suffix} missing"), remove(key(suffix)), missing_key(key(suffix))));
     }
+    // Keys of the wrong type: getters never convert a string, float or array into a count.
+    let wrong: [(&str, GgufValue); 5] = [
+        (llm::BLOCK_COUNT, "2".into()),
+        (llm::BLOCK_COUNT, 2.0_f32.into()),
+        (llm::BLOCK_COUNT, vec![2_u32].into()),
+        (llm::RMS_EPS, 1_u32.into()),
+        (llm::SLIDING_WINDOW, "8".into()),
+    ];
+    for (suffix, v) in wrong {
+        let name = format!("{suffix} of type {}", v.kind());
+        cases.push((name, set(key(suffix), v), wrong_type(key(suffix))));
+    }
+    // Values no model can have: the error names the key that holds them.
+    let nan = f32::NAN;
+    let absurd: [(&str, GgufValue); 24] = [
+        (llm::BLOCK_COUNT, 0_u32.into()),
+        (llm::BLOCK_COUNT, 1_000_000_u32.into()),
+        (llm::BLOCK_COUNT, u32::MAX.into()),
+        (llm::CONTEXT_LENGTH, 0_u32.into()),
+        (llm::EMBEDDING_LENGTH, 0_u32.into()),
+        (llm::FEED_FORWARD_LENGTH, 0_u32.into()),
+        (llm::HEAD_COUNT, 0_u32.into()),
+        (llm::HEAD_COUNT_KV, 0_u32.into()),
+        (llm::HEAD_COUNT_KV, 3_u32.into()), // 2 heads: not divisible
+        (llm::HEAD_COUNT_KV, 4_u32.into()), // more KV heads than heads
+        (llm::KEY_LENGTH, 0_u32.into()),
+        (llm::ROPE_FREQ_BASE, 0.0_f32.into()),
+        (llm::ROPE_FREQ_BASE, (-1e4_f32).into()),
+        (llm::ROPE_FREQ_BASE, nan.into()),
+        (llm::ROPE_FREQ_BASE, f32::INFINITY.into()),
+        (llm::ROPE_FREQ_BASE_SWA, 0.0_f32.into()),
+        (llm::ROPE_FREQ_BASE_SWA, nan.into()),
+        (llm::ROPE_SCALING_FACTOR, 0.0_f32.into()),
+        (llm::RMS_EPS, 0.0_f32.into()),
+        (llm::RMS_EPS, (-1e-6_f32).into()),
+        (llm::RMS_EPS, nan.into()),
+        (llm::SLIDING_WINDOW, 0_u32.into()),
+        (llm::FINAL_LOGIT_SOFTCAPPING, 0.0_f32.into()),
+        (llm::FINAL_LOGIT_SOFTCAPPING, nan.into()),
+    ];
+    for (suffix, v) in absurd {
+        cases.push((format!("{suffix} = {}", show(&v)), set(key(suffix), v), bad_hparam(key(suffix))));
+    }
     let k = key;
-    cases.extend([
-        ("architecture missing".into(), remove(general::ARCHITECTURE.into()), missing_key(general::ARCHITECTURE)),
-        ("architecture \"llama\"".into(), set(general::ARCHITECTURE.into(), "llama".into()), {
-            Box::new(|e: &Error| matches!(e, Error::UnsupportedArch { arch } if arch == "llama")) as Expect
+    let one_offs: Vec<(String, Edit, Expect)> = vec![
+        ("key_length = value_length = 31 (odd)".into(), both(llm::KEY_LENGTH, llm::VALUE_LENGTH, 31), {
+            bad_hparam(k(llm::KEY_LENGTH))
         }),
-        ("block_count a string".into(), set(k(llm::BLOCK_COUNT), "2".into()), wrong_type(k(llm::BLOCK_COUNT))),
-        ("block_count an f32".into(), set(k(llm::BLOCK_COUNT), 2.0_f32.into()), wrong_type(k(llm::BLOCK_COUNT))),
+        ("value_length 16 ≠ key_length 32".into(), set(k(llm::VALUE_LENGTH), 16_u32.into()), {
+            bad_hparam(k(llm::KEY_LENGTH))
+        }),
+        // head_count × key_length = 2 × 2^31 overflows u32 (the weight shapes are computed from it).
+        ("key_length = value_length = 2^31".into(), both(llm::KEY_LENGTH, llm::VALUE_LENGTH, 1 << 31), {
+            bad_hparam(k(llm::KEY_LENGTH))
+        }),
         (
-            "block_count an i32 array".into(),
-            set(k(llm::BLOCK_COUNT), vec![2_i32].into()),
-            wrong_type(k(llm::BLOCK_COUNT)),
-        ),
-        ("rms eps a u32".into(), set(k(llm::RMS_EPS), 1_u32.into()), wrong_type(k(llm::RMS_EPS))),
-        ("block_count 0".into(), set(k(llm::BLOCK_COUNT), 0_u32.into()), bad_hparam(k(llm::BLOCK_COUNT))),
-        ("block_count 1e6".into(), set(k(llm::BLOCK_COUNT), 1_000_000_u32.into()), bad_hparam(k(llm::BLOCK_COUNT))),
-        ("block_count u32::MAX".into(), set(k(llm::BLOCK_COUNT), u32::MAX.into()), bad_hparam(k(llm::BLOCK_COUNT))),
-        (
-            "block_count 3 (a layer short)".into(),
-            set(k(llm::BLOCK_COUNT), 3_u32.into()),
-            missing_tensor(blk(2, tensor::ATTN_NORM)),
-        ),
-        ("context_length 0".into(), set(k(llm::CONTEXT_LENGTH), 0_u32.into()), bad_hparam(k(llm::CONTEXT_LENGTH))),
-        (
-            "embedding_length 0".into(),
-            set(k(llm::EMBEDDING_LENGTH), 0_u32.into()),
-            bad_hparam(k(llm::EMBEDDING_LENGTH)),
-        ),
-        (
-            "feed_forward_length 0".into(),
-            set(k(llm::FEED_FORWARD_LENGTH), 0_u32.into()),
-            bad_hparam(k(llm::FEED_FORWARD_LENGTH)),
-        ),
-        ("head_count 0".into(), set(k(llm::HEAD_COUNT), 0_u32.into()), bad_hparam(k(llm::HEAD_COUNT))),
-        ("head_count_kv 0".into(), set(k(llm::HEAD_COUNT_KV), 0_u32.into()), bad_hparam(k(llm::HEAD_COUNT_KV))),
-        (
-            "head_count 2 % head_count_kv 3".into(),
-            set(k(llm::HEAD_COUNT_KV), 3_u32.into()),
-            bad_hparam(k(llm::HEAD_COUNT_KV)),
-        ),
-        (
-            "head_count_kv > head_count".into(),
-            set(k(llm::HEAD_COUNT_KV), 4_u32.into()),
-            bad_hparam(k(llm::HEAD_COUNT_KV)),
-        ),
-        ("key_length 0".into(), set(k(llm::KEY_LENGTH), 0_u32.into()), bad_hparam(k(llm::KEY_LENGTH))),
-        (
-            "key_length 31 (odd)".into(),
-            {
-                Box::new(|m: &mut TinyModel| {
-                    _ = m.set(&key(llm::KEY_LENGTH), 31_u32).set(&key(llm::VALUE_LENGTH), 31_u32)
-                })
-            },
-            bad_hparam(k(llm::KEY_LENGTH)),
-        ),
-        ("value_length ≠ key_length".into(), set(k(llm::VALUE_LENGTH), 16_u32.into()), bad_hparam(k(llm::KEY_LENGTH))),
-        // n_head × key_length = 2 × 2^31 overflows u32 (the weight shapes are computed from it).
-        (
-            "key_length 2^31".into(),
-            {
-                Box::new(|m: &mut TinyModel| {
-                    _ = m.set(&key(llm::KEY_LENGTH), 1_u32 << 31).set(&key(llm::VALUE_LENGTH), 1_u32 << 31)
-                })
-            },
-            Box::new(|e: &Error| matches!(e, Error::BadHparam { .. } | Error::TensorShape { .. })),
-        ),
-        ("rope.freq_base 0".into(), set(k(llm::ROPE_FREQ_BASE), 0.0_f32.into()), bad_hparam(k(llm::ROPE_FREQ_BASE))),
-        (
-            "rope.freq_base -1e4".into(),
-            set(k(llm::ROPE_FREQ_BASE), (-1e4_f32).into()),
-            bad_hparam(k(llm::ROPE_FREQ_BASE)),
-        ),
-        ("rope.freq_base NaN".into(), set(k(llm::ROPE_FREQ_BASE), f32::NAN.into()), bad_hparam(k(llm::ROPE_FREQ_BASE))),
-        (
-            "rope.freq_base +inf".into(),
-            set(k(llm::ROPE_FREQ_BASE), f32::INFINITY.into()),
-            bad_hparam(k(llm::ROPE_FREQ_BASE)),
-        ),
-        (
-            "rope.freq_base_swa 0".into(),
-            set(k(llm::ROPE_FREQ_BASE_SWA), 0.0_f32.into()),
-            bad_hparam(k(llm::ROPE_FREQ_BASE_SWA)),
-        ),
-        (
-            "rope.freq_base_swa NaN".into(),
-            set(k(llm::ROPE_FREQ_BASE_SWA), f32::NAN.into()),
-            bad_hparam(k(llm::ROPE_FREQ_BASE_SWA)),
-        ),
-        (
-            "rope.scaling.factor 0".into(),
-            set(k(llm::ROPE_SCALING_FACTOR), 0.0_f32.into()),
-            bad_hparam(k(llm::ROPE_SCALING_FACTOR)),
-        ),
-        ("rms eps 0".into(), set(k(llm::RMS_EPS), 0.0_f32.into()), bad_hparam(k(llm::RMS_EPS))),
-        ("rms eps -1e-6".into(), set(k(llm::RMS_EPS), (-1e-6_f32).into()), bad_hparam(k(llm::RMS_EPS))),
-        ("rms eps NaN".into(), set(k(llm::RMS_EPS), f32::NAN.into()), bad_hparam(k(llm::RMS_EPS))),
-        ("sliding_window 0".into(), set(k(llm::SLIDING_WINDOW), 0_u32.into()), bad_hparam(k(llm::SLIDING_WINDOW))),
-        ("sliding_window a string".into(), set(k(llm::SLIDING_WINDOW), "8".into()), wrong_type(k(llm::SLIDING_WINDOW))),
-        (
-            "sliding_window_pattern 3 bools for 2 layers".into(),
+            "sliding_window_pattern: 3 bools, 2 layers".into(),
             { set(k(llm::SLIDING_WINDOW_PATTERN), vec![true, false, true].into()) },
             bad_hparam(k(llm::SLIDING_WINDOW_PATTERN)),
         ),
-        (
-            "final_logit_softcapping 0".into(),
-            { set(k(llm::FINAL_LOGIT_SOFTCAPPING), 0.0_f32.into()) },
-            bad_hparam(k(llm::FINAL_LOGIT_SOFTCAPPING)),
-        ),
-        (
-            "final_logit_softcapping NaN".into(),
-            { set(k(llm::FINAL_LOGIT_SOFTCAPPING), f32::NAN.into()) },
-            bad_hparam(k(llm::FINAL_LOGIT_SOFTCAPPING)),
-        ),
+        ("architecture missing".into(), remove(general::ARCHITECTURE.into()), missing_key(general::ARCHITECTURE)),
+        ("architecture \"llama\"".into(), set(general::ARCHITECTURE.into(), "llama".into()), {
+            Box::new(|e: &Error| matches!(e, Error::UnsupportedArch { arch } if arch == "llama"))
+        }),
         ("tokenizer.ggml.model \"gpt2\"".into(), set(tok::MODEL.into(), "gpt2".into()), {
-            Box::new(|e: &Error| matches!(e, Error::TokenizerUnsupportedModel { .. })) as Expect
+            Box::new(|e: &Error| matches!(e, Error::TokenizerUnsupportedModel { model } if model == "gpt2"))
         }),
         ("tokenizer tokens missing".into(), remove(tok::TOKENS.into()), missing_key(tok::TOKENS)),
-        ("tokenizer scores one short".into(), short(tok::SCORES), array_length(tok::SCORES)),
-        ("tokenizer token_type one long".into(), short(tok::TOKEN_TYPE), array_length(tok::TOKEN_TYPE)),
+        ("tokenizer scores one short".into(), set(tok::SCORES.into(), vec![0.0_f32; 299].into()), {
+            array_length(tok::SCORES)
+        }),
+        ("tokenizer token_type one long".into(), set(tok::TOKEN_TYPE.into(), vec![1_i32; 301].into()), {
+            array_length(tok::TOKEN_TYPE)
+        }),
         ("bos id = n_vocab".into(), set(tok::BOS_ID.into(), n_vocab.into()), special_id(tok::BOS_ID)),
         ("eos id u32::MAX".into(), set(tok::EOS_ID.into(), u32::MAX.into()), special_id(tok::EOS_ID)),
         ("unk id = n_vocab".into(), set(tok::UNKNOWN_ID.into(), n_vocab.into()), special_id(tok::UNKNOWN_ID)),
         ("pad id = n_vocab + 7".into(), set(tok::PADDING_ID.into(), (n_vocab + 7).into()), special_id(tok::PADDING_ID)),
+        ("block_count 3, 2 layers of tensors".into(), set(k(llm::BLOCK_COUNT), 3_u32.into()), {
+            missing_tensor(blk(2, tensor::ATTN_NORM))
+        }),
+        ("token_embd [n_embd, n_vocab - 1]".into(), edit_tensor(embd.clone(), |t| t.dims = vec![64, 299]), {
+            tensor_shape(embd.clone())
+        }),
+        ("token_embd transposed".into(), edit_tensor(embd.clone(), |t| t.dims = vec![300, 64]), {
+            tensor_shape(embd.clone())
+        }),
+        ("token_embd missing".into(), drop_tensor(embd.clone()), missing_tensor(embd)),
         (
-            "token_embd [n_embd, n_vocab - 1]".into(),
+            "untied output [n_embd, n_vocab + 1]".into(),
             {
-                let embd = embd.clone();
-                Box::new(move |m: &mut TinyModel| m.tensor_mut(&embd).dims = vec![64, 299])
-            },
-            tensor_shape(embd.clone()),
-        ),
-        (
-            "token_embd transposed".into(),
-            {
-                let embd = embd.clone();
-                Box::new(move |m: &mut TinyModel| m.tensor_mut(&embd).dims = vec![300, 64])
-            },
-            tensor_shape(embd.clone()),
-        ),
-        (
-            "token_embd missing".into(),
-            {
-                let embd = embd.clone();
-                Box::new(move |m: &mut TinyModel| _ = m.remove_tensor(&embd))
-            },
-            missing_tensor(embd.clone()),
-        ),
-        (
-            "output [n_embd, n_vocab + 1] (untied)".into(),
-            {
-                Box::new(|m: &mut TinyModel| {
-                    let (name, dims) = (tensor::global(tensor::OUTPUT), vec![64, 301]);
-                    m.add_tensor(TensorSpec { name, dims, ty: GgmlType::F32 });
+                let name = global(tensor::OUTPUT);
+                Box::new(move |m: &mut TinyModel| {
+                    _ = m.add_tensor(TensorSpec { name: name.clone(), dims: vec![64, 301], ty: GgmlType::F32 })
                 })
             },
-            tensor_shape(tensor::global(tensor::OUTPUT)),
+            tensor_shape(global(tensor::OUTPUT)),
         ),
         (
             "blk.1.ffn_down missing".into(),
-            { Box::new(|m: &mut TinyModel| _ = m.remove_tensor(&tensor::block(1, tensor::FFN_DOWN))) },
+            drop_tensor(blk(1, tensor::FFN_DOWN)),
             missing_tensor(blk(1, tensor::FFN_DOWN)),
         ),
         (
             "blk.0.attn_q [n_embd, n_embd + 32]".into(),
-            { Box::new(|m: &mut TinyModel| m.tensor_mut(&tensor::block(0, tensor::ATTN_Q)).dims = vec![64, 96]) },
-            tensor_shape(blk(0, tensor::ATTN_Q)),
+            edit_tensor(blk(0, tensor::ATTN_Q), |t| t.dims = vec![64, 96]),
+            { tensor_shape(blk(0, tensor::ATTN_Q)) },
         ),
-        (
-            "blk.0.attn_k_norm 2-D".into(),
-            { Box::new(|m: &mut TinyModel| m.tensor_mut(&tensor::block(0, tensor::ATTN_K_NORM)).dims = vec![32, 1]) },
-            tensor_shape(blk(0, tensor::ATTN_K_NORM)),
-        ),
-    ]);
+        ("blk.0.attn_k_norm 2-D".into(), edit_tensor(blk(0, tensor::ATTN_K_NORM), |t| t.dims = vec![32, 1]), {
+            tensor_shape(blk(0, tensor::ATTN_K_NORM))
+        }),
+    ];
+    cases.extend(one_offs);
 
     let dir = TempDir::new().expect("temp dir");
     let t = Instant::now();
@@ -416,8 +369,6 @@ const CHILD_CASE: &str = "GEMMA_MODEL_VALIDATION_CASE";
 /// The test a child process runs, and the line it reports with.
 const CHILD_TEST: &str = "decode_case_in_child";
 const CHILD_RESULT: &str = "CASE-RESULT";
-
-type Edit = Box<dyn Fn(&mut TinyModel)>;
 
 /// Defects a file can carry past `Model::load` into the first graph: the first decode must
 /// then fail with a typed error, never abort inside ggml. Rope dims must be even and at
@@ -550,6 +501,7 @@ fn session_rejects_bad_options() {
 
 /// A context the machine cannot hold is refused with the bytes it needs, before anything
 /// is allocated (BAD-INPUTS.md §25): training context 2^31, n_ctx 2^31 − 1 and u32::MAX.
+/// The tiny model has a global layer (every second one), whose cache grows with n_ctx.
 #[test]
 fn huge_context_is_refused_before_allocating() {
     let dir = TempDir::new().expect("temp dir");
@@ -561,6 +513,10 @@ fn huge_context_is_refused_before_allocating() {
         let opts = SessionOptions { n_ctx, ..Default::default() };
         let needed = Session::kv_bytes_for(&model, &opts).expect("KV bytes fit in u64");
         let (free, _) = model.backend().device().memory();
+        // The huge training context itself is fine: a small session decodes (the rope's
+        // n_ctx_orig, an i32 in ggml, only matters for YaRN, which Gemma 3 does not use).
+        let logits = session(&model, N_CTX).decode(&prompt(&m, 20), Outputs::Last).expect("decode, n_ctx 64");
+        assert_finite(&format!("training context {n_ctx_train}, n_ctx {N_CTX}"), &logits);
         let name = format!("n_ctx {n_ctx} (needs {:.0} GiB)", needed as f64 / (1u64 << 30) as f64);
         if needed <= free as u64 {
             println!("notice: {name}: this machine reports {free} bytes free, enough to allocate; skipped");
@@ -588,7 +544,10 @@ fn decode_rejects_bad_input() {
     let mut table = Table::default();
 
     let mut s = session(&model, N_CTX);
-    table.check("empty token list", &overflow(), || s.decode(&[], Outputs::Last));
+    // Today an empty batch reads as a full context ("0 + 0 tokens exceed n_ctx"); a range
+    // error would say it better, so either is accepted.
+    let empty: Expect = Box::new(|e| matches!(e, Error::ContextOverflow { n_new: 0, .. } | Error::OutOfRange { .. }));
+    table.check("empty token list", &empty, || s.decode(&[], Outputs::Last));
     table.check("token id = n_vocab", &bad_token(n_vocab), || s.decode(&[ids::BOS, n_vocab], Outputs::Last));
     table.check("token id u32::MAX", &bad_token(u32::MAX), || s.decode(&[u32::MAX], Outputs::All));
     table.check("n_ctx + 1 tokens at once", &overflow(), || s.decode(&prompt(&m, N_CTX as usize + 1), Outputs::Last));

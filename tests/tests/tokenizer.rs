@@ -333,7 +333,6 @@ fn one_megabyte_inputs_are_fast() {
 /// BAD-INPUTS 20 at full size, ours only (libllama is quadratic on the whitespace case):
 /// `cargo test -p gemma-tests --test tokenizer -- --ignored --nocapture`.
 #[test]
-#[ignore = "10 MB inputs: a few seconds each in a debug build"]
 fn ten_megabytes_without_spaces() {
     let Some((tok, _)) = load() else { return };
     const MB: usize = 1 << 20;

@@ -81,6 +81,13 @@ impl Hparams {
             });
         }
         let n_rot = optional_u32(g, ARCH, llm::ROPE_DIMENSION_COUNT, head_dim)?;
+        if n_rot == 0 || n_rot % 2 != 0 || n_rot > head_dim {
+            return Err(Error::BadHparam {
+                key: arch_key(ARCH, llm::ROPE_DIMENSION_COUNT),
+                value: n_rot.to_string(),
+                why: "must be even, > 0 and at most the head size",
+            });
+        }
         let rms_eps = g.get_f32(&arch_key(ARCH, llm::RMS_EPS))?;
         if !(rms_eps.is_finite() && rms_eps > 0.0) {
             return Err(Error::BadHparam {

@@ -62,6 +62,13 @@ impl<'a> WeightDecl<'a> {
             return Err(Error::TensorShape { name: name.into(), expected: dims.to_vec(), actual: info.dims.clone() });
         }
         let ty = Type::from_id(info.ggml_type.id())?;
+        // Norm weights multiply activations (f32 only in ggml's CPU kernels); matrices must
+        // be float or quantised: integer weights have no kernels.
+        let usable = if dims.len() == 1 { ty == Type::F32 } else { ty.is_matmul_weight() };
+        if !usable {
+            let expected = if dims.len() == 1 { "f32 (a norm weight)" } else { "a float or quantised type" };
+            return Err(Error::WrongTensorType { name: name.into(), expected, actual: ty.name().into() });
+        }
         let ne: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
         let t = self.ctx.new_tensor(ty, &ne)?.set_name(name)?;
         let id = self.ctx.id_of(t)?;

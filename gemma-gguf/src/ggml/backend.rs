@@ -75,11 +75,17 @@ impl Device {
         }
     }
 
-    /// (free, total) memory in bytes as the device reports it.
+    /// (free, total) memory in bytes. ggml's CPU device reports total RAM as free, so for the
+    /// CPU the free figure is the kernel's `MemAvailable` where /proc/meminfo exists.
     pub fn memory(&self) -> (usize, usize) {
         let (mut free, mut total) = (0usize, 0usize);
         // SAFETY: live device; out-pointers valid.
         unsafe { sys::ggml_backend_dev_memory(self.0.as_ptr(), &mut free, &mut total) };
+        if self.kind() == DeviceKind::Cpu {
+            if let Some(avail) = mem_available() {
+                free = avail.min(total.max(avail));
+            }
+        }
         (free, total)
     }
 
@@ -309,4 +315,11 @@ impl Device {
         }
         out
     }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes (Linux).
+fn mem_available() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: usize = info.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
 }

@@ -612,6 +612,13 @@ impl Context {
     /// `b · aᵀ`: a `[k, m]`, b `[k, n, …]` → `[m, n, …]` (F32).
     pub fn mul_mat<'s>(&'s self, a: Tensor<'s>, b: Tensor<'s>) -> Result<Tensor<'s>> {
         let (na, nb) = (a.ne(), b.ne());
+        if !a.ty().is_matmul_weight() || !b.ty().is_float() {
+            return Err(Error::WrongTensorType {
+                name: if a.ty().is_matmul_weight() { b.name() } else { a.name() },
+                expected: "a float or quantised matrix times a float one",
+                actual: format!("{} × {}", a.ty(), b.ty()),
+            });
+        }
         if na[0] != nb[0] {
             return Err(Self::shape_err("mul_mat", a, b, "row lengths (ne[0]) differ"));
         }
@@ -638,6 +645,14 @@ impl Context {
         a: Tensor<'s>,
         b: Tensor<'s>,
     ) -> Result<Tensor<'s>> {
+        // The CPU kernels of add and mul take float operands only (others abort).
+        if !a.ty().is_float() || !b.ty().is_float() {
+            return Err(Error::WrongTensorType {
+                name: if a.ty().is_float() { b.name() } else { a.name() },
+                expected: "f32, f16 or bf16",
+                actual: format!("{} and {}", a.ty(), b.ty()),
+            });
+        }
         // SAFETY: pure shape query.
         if !unsafe { sys::ggml_can_repeat(b.as_ptr(), a.as_ptr()) } {
             return Err(Self::shape_err(op, a, b, "b does not broadcast to a"));

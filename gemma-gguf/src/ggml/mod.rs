@@ -22,7 +22,7 @@ mod types;
 
 pub use backend::{Backend, BufferType, Device, DeviceKind};
 pub use context::{Context, Graph, GraphId, Rope, Tensor, TensorId};
-pub use quant::{dequantize_rows, quantize_rows};
+pub use quant::{can_quantize, dequantize_rows, quantize_rows};
 pub use reference::{ggml_gguf_parse, set_logging};
 pub use system::{backend_features, default_threads, ggml_version, BackendFeature};
 pub use types::Type;

@@ -14,9 +14,49 @@ fn check_rows(ty: Type, n_elements: usize, n_per_row: usize) -> Result<usize> {
     Ok(row)
 }
 
+/// Whether `ggml_quantize_chunk` can produce `ty` (its switch in ggml.c; every other type,
+/// the integer ones and Q8_1/Q8_K among them, makes it abort).
+pub fn can_quantize(ty: Type) -> bool {
+    use sys::*;
+    matches!(
+        ty.raw(),
+        GGML_TYPE_F32
+            | GGML_TYPE_F16
+            | GGML_TYPE_BF16
+            | GGML_TYPE_Q1_0
+            | GGML_TYPE_Q2_0
+            | GGML_TYPE_Q4_0
+            | GGML_TYPE_Q4_1
+            | GGML_TYPE_Q5_0
+            | GGML_TYPE_Q5_1
+            | GGML_TYPE_Q8_0
+            | GGML_TYPE_MXFP4
+            | GGML_TYPE_NVFP4
+            | GGML_TYPE_Q2_K
+            | GGML_TYPE_Q3_K
+            | GGML_TYPE_Q4_K
+            | GGML_TYPE_Q5_K
+            | GGML_TYPE_Q6_K
+            | GGML_TYPE_TQ1_0
+            | GGML_TYPE_TQ2_0
+            | GGML_TYPE_IQ2_XXS
+            | GGML_TYPE_IQ2_XS
+            | GGML_TYPE_IQ3_XXS
+            | GGML_TYPE_IQ3_S
+            | GGML_TYPE_IQ2_S
+            | GGML_TYPE_IQ1_S
+            | GGML_TYPE_IQ1_M
+            | GGML_TYPE_IQ4_NL
+            | GGML_TYPE_IQ4_XS
+    )
+}
+
 /// Quantises `src` (rows of `n_per_row` values) to `ty` with `ggml_quantize_chunk`.
 /// Types that need an importance matrix (IQ2/IQ1 families) are refused.
 pub fn quantize_rows(ty: Type, src: &[f32], n_per_row: usize) -> Result<Vec<u8>> {
+    if !can_quantize(ty) {
+        return Err(Error::TypeNotUsable { ty: ty.name().into(), what: "quantisation (ggml has no quantiser for it)" });
+    }
     let row = check_rows(ty, src.len(), n_per_row)?;
     // SAFETY: plain query on a valid type id.
     if unsafe { sys::ggml_quantize_requires_imatrix(ty.raw()) } {

@@ -74,6 +74,17 @@ impl Type {
         self.traits().type_size
     }
 
+    /// Plain floating-point types (f32, f16, bf16).
+    pub fn is_float(self) -> bool {
+        self == Type::F32 || self == Type::F16 || self == Type::BF16
+    }
+
+    /// Types ggml's matrix product takes as its first operand: floats and quantised types
+    /// (integer types have no dot product and crash the CPU kernel).
+    pub fn is_matmul_weight(self) -> bool {
+        (self.is_float() || self.is_quantized()) && self.traits().to_float.is_some() || self == Type::F32
+    }
+
     pub fn is_quantized(self) -> bool {
         self.traits().is_quantized
     }
