@@ -94,7 +94,9 @@ fn bad_inputs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let bad_utf8 = dir.path().join("bad.txt");
     std::fs::write(&bad_utf8, b"hello \xff\xfe world").unwrap();
-    let cases: Vec<(Vec<&str>, Option<&[u8]>, &str)> = vec![
+    /// Arguments, standard input, and a word the error must contain.
+    type Case<'a> = (Vec<&'a str>, Option<&'a [u8]>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["run", "-m", m, "-p", ""], None, "empty"),
         (vec!["run", "-m", m], Some(b"".as_slice()), "empty"),
         (vec!["run", "-m", m, "-f", bad_utf8.to_str().unwrap()], None, "UTF-8"),
