@@ -9,7 +9,7 @@ ggml) and runs its own PyTorch Gemma 3 in float32 with eager attention. Neither 
 tokenizer nor the forward pass shares code with llama.cpp or with us.
 
 How to regenerate (from the workspace root; the model comes from scripts/fetch-model.sh;
-about 5 minutes on 2 cores, 8 GB of memory):
+about 10 minutes on 2 cores, 7 GB of memory at peak):
 
     pip install -r scripts/requirements-reference.txt
     HF_HUB_OFFLINE=1 python3 scripts/make_logit_goldens.py [--model models/gemma-3-270m-q4_k_m.gguf]
@@ -63,13 +63,13 @@ PROMPTS = [
     ("prose", "prose.txt"),  # English prose
     ("code", "code.txt"),  # Python: indentation runs, punctuation
     ("table", "table.txt"),  # a Markdown table and a numbered list
-    ("multilingual", "multilingual.txt"),  # nine languages, five scripts
+    ("multilingual", "multilingual.txt"),  # nine languages, six scripts
     ("long_declaration", "long_declaration.txt"),  # ~1600 tokens, past the 512 window
 ]
 
 # ggml's CPU backend quantises the activations (src1) of a matrix product to the weight
 # type's `vec_dot_type` (ggml/src/ggml-cpu/ggml-cpu.c, `type_traits_cpu`, llama.cpp as
-# vendored by llama-cpp-sys-2 0.1.161).
+# vendored by llama-cpp-sys-2 0.1.161). Q4_1/Q5_1 use Q8_1: Q8_0's values plus a block sum.
 VEC_DOT_TYPE = {
     "Q4_0": "Q8_0", "Q4_1": "Q8_0", "Q5_0": "Q8_0", "Q5_1": "Q8_0", "Q8_0": "Q8_0",
     "Q2_K": "Q8_K", "Q3_K": "Q8_K", "Q4_K": "Q8_K", "Q5_K": "Q8_K", "Q6_K": "Q8_K",
@@ -187,7 +187,8 @@ class GgmlRounding:
         for mod, ty in targets:
             quant = QUANT.get(VEC_DOT_TYPE[ty]) if VEC_DOT_TYPE[ty] else None
             if quant is not None:
-                self.handles.append(mod.register_forward_pre_hook(lambda _m, a, q=quant: (q(a[0]),)))
+                hook = mod.register_forward_pre_hook(lambda _m, a, q=quant: (q(a[0]),))
+                self.handles.append(hook)
         for layer in m.model.layers:
             self.handles.append(
                 layer.mlp.act_fn.register_forward_hook(lambda _m, a, _out: ggml_gelu(a[0]))
@@ -383,7 +384,10 @@ def run_prompt(model, tok, name, path, meta, window):
     )
     if "sliding_window_check" in entry:
         w = entry["sliding_window_check"]["no_window_past_window"]
-        print(f"  no window, past {window}: mean KL {w['mean_kl']:.3e}, top-1 {w['top1_agree']}/{w['n']}")
+        print(
+            f"  no window, past {window}: mean KL {w['mean_kl']:.3e}, "
+            f"top-1 {w['top1_agree']}/{w['n']}"
+        )
     return entry
 
 
@@ -399,6 +403,7 @@ def main() -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(args.threads)
+    transformers.utils.logging.disable_progress_bar()
     model_path = os.path.abspath(args.model)
     mdir, mfile = os.path.split(model_path)
     types, window, n_layer = gguf_metadata(model_path)
@@ -443,7 +448,8 @@ def main() -> int:
             "sliding_window": window,
             "layer_types": list(cfg.layer_types),
             "top_k": TOP_K,
-            "record": f"<f32 lse><u32 argmax><u32 ids[{TOP_K}]><f32 logprobs[{TOP_K}]>, little-endian",
+            "record": f"<f32 lse><u32 argmax><u32 ids[{TOP_K}]><f32 logprobs[{TOP_K}]>, "
+            "little-endian",
         },
         "near_tie": {
             "max_top2_gap_change_ggml_sim": max_gap_change,
@@ -456,7 +462,10 @@ def main() -> int:
         json.dump(manifest, f, indent=1)
         f.write("\n")
     print(f"near-tie threshold {manifest['near_tie']['threshold']:.4f} (logit gap)")
-    print(f"wrote {os.path.relpath(OUT_DIR, ROOT)}/ (transformers {transformers.__version__}, torch {torch.__version__})")
+    print(
+        f"wrote {os.path.relpath(OUT_DIR, ROOT)}/ "
+        f"(transformers {transformers.__version__}, torch {torch.__version__})"
+    )
     return 0
 
 

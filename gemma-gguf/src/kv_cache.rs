@@ -2,10 +2,14 @@
 //! (local) layers, and the per-batch inputs that address it (row indices, masks).
 //!
 //! Each layer's K and V are `[head_dim·n_head_kv, n_cells]` tensors: one row per cell.
-//! Position `p` lives in cell `p % n_cells`. Global layers have `n_cells = n_ctx` (so the
-//! cell is the position); local layers keep `min(n_ctx, window + n_ubatch)` cells, enough
-//! that writing a batch never overwrites a key that a query of the same batch still sees
-//! (llama.cpp's iSWA cache sizes its SWA part the same way).
+//! Global layers have `n_cells = n_ctx`; local layers keep `min(n_ctx, window + n_ubatch)`
+//! cells rounded up to 256, enough that writing a batch never overwrites a key that a query
+//! of the same batch still sees. Which cell a token goes to follows llama.cpp's KV cache
+//! (`find_slot` and `apply_ubatch` in llama-kv-cache.cpp, llama-cpp-sys-2 0.1.161): from a
+//! moving head, take empty cells or cells whose position has left the window, and purge older
+//! positions than any overwritten one. The math would be the same with any placement, but
+//! attention then sums the same terms in the same order, so our logits stay bit-identical to
+//! llama.cpp's past the window too.
 #![forbid(unsafe_code)]
 
 use crate::error::{Error, Result};
@@ -33,6 +37,8 @@ struct Cells {
     pos: Vec<i32>,
     /// Sliding window (local layers), `None` for global layers.
     window: Option<u32>,
+    /// Where the search for free cells starts.
+    head: u32,
 }
 
 impl Cells {
@@ -70,6 +76,7 @@ pub(crate) struct KindPlan {
     /// `[n_kv, n_tokens]`, 0 or −∞.
     pub mask: Vec<f32>,
     new_pos: Vec<i32>,
+    new_head: u32,
 }
 
 /// K/V tensors of every layer, in one backend buffer.
@@ -95,7 +102,11 @@ pub fn kv_bytes(kv_dim: u64, is_local: &[bool], window: Option<u32>, o: &KvOptio
 }
 
 fn local_cells(window: Option<u32>, o: &KvOptions) -> u32 {
-    window.map_or(o.n_ctx, |w| o.n_ctx.min(w.saturating_add(o.n_ubatch)))
+    // llama-kv-cache-iswa.cpp: GGML_PAD(min(n_ctx, n_swa + n_ubatch), 256), at most n_ctx.
+    window.map_or(o.n_ctx, |w| {
+        let n = o.n_ctx.min(w.saturating_add(o.n_ubatch));
+        n.div_ceil(N_KV_PAD).saturating_mul(N_KV_PAD).min(o.n_ctx)
+    })
 }
 
 impl KvCache {
@@ -138,7 +149,7 @@ impl KvCache {
             layers.push((ctx.id_of(k)?, ctx.id_of(v)?, local));
         }
         ctx.alloc_tensors(backend)?;
-        let cells = |n: u32, window| Cells { pos: vec![-1; n as usize], window };
+        let cells = |n: u32, window| Cells { pos: vec![-1; n as usize], window, head: 0 };
         let has = |l: bool| is_local.contains(&l);
         Ok(KvCache {
             ctx,
@@ -162,13 +173,15 @@ impl KvCache {
     pub fn clear(&mut self) {
         for c in self.cells.iter_mut().flatten() {
             c.pos.fill(-1);
+            c.head = 0;
         }
     }
 
-    /// Plans writing `positions` (one batch) into every kind of cell.
-    pub(crate) fn plan(&self, positions: &[i32]) -> KvPlan {
-        let kinds = [GLOBAL, LOCAL].map(|k| self.cells[k].as_ref().map(|c| plan_kind(c, positions)));
-        KvPlan { kinds }
+    /// Plans writing `positions` (one batch) into every kind of cell; an error when no cells
+    /// are free (cannot happen while the session keeps within n_ctx).
+    pub(crate) fn plan(&self, positions: &[i32]) -> Result<KvPlan> {
+        let plan = |k: usize| self.cells[k].as_ref().map(|c| plan_kind(c, positions)).transpose();
+        Ok(KvPlan { kinds: [plan(GLOBAL)?, plan(LOCAL)?] })
     }
 
     /// Records a computed batch's positions.
@@ -176,6 +189,7 @@ impl KvCache {
         for (cells, p) in self.cells.iter_mut().zip(plan.kinds) {
             if let (Some(c), Some(p)) = (cells, p) {
                 c.pos = p.new_pos;
+                c.head = p.new_head;
             }
         }
     }
@@ -194,16 +208,11 @@ impl KvCache {
 }
 
 /// Cells for the batch, the number of cells to attend over, and the mask.
-fn plan_kind(c: &Cells, positions: &[i32]) -> KindPlan {
-    let n = c.n();
-    let mut new_pos = c.pos.clone();
-    let rows: Vec<i64> = positions.iter().map(|&p| (p as u32 % n) as i64).collect();
-    for (&p, &r) in positions.iter().zip(&rows) {
-        new_pos[r as usize] = p;
-    }
-    // Cells beyond the highest position never hold anything before the ring wraps.
-    let last = positions.iter().copied().max().unwrap_or(0) as u32;
-    let n_kv = (last + 1).div_ceil(N_KV_PAD).saturating_mul(N_KV_PAD).min(n);
+fn plan_kind(c: &Cells, positions: &[i32]) -> Result<KindPlan> {
+    let (rows, new_pos, new_head) = place(c, positions)?;
+    // Attend over the used cells, rounded up to 256 (llama.cpp's `get_n_kv`).
+    let used_max_p1 = new_pos.iter().rposition(|&p| p >= 0).map_or(0, |i| i as u32 + 1);
+    let n_kv = used_max_p1.div_ceil(N_KV_PAD).saturating_mul(N_KV_PAD).max(N_KV_PAD).min(c.n());
     let mut mask = Vec::with_capacity(n_kv as usize * positions.len());
     for &q in positions {
         mask.extend(new_pos[..n_kv as usize].iter().map(|&p| {
@@ -215,5 +224,49 @@ fn plan_kind(c: &Cells, positions: &[i32]) -> KindPlan {
             }
         }));
     }
-    KindPlan { rows, n_kv, mask, new_pos }
+    Ok(KindPlan { rows, n_kv, mask, new_pos, new_head })
+}
+
+/// Chooses a cell for each position and returns (cells, new cell positions, new head).
+fn place(c: &Cells, positions: &[i32]) -> Result<(Vec<i64>, Vec<i32>, u32)> {
+    let n = c.n();
+    let n_tokens = positions.len() as u32;
+    let used = c.pos.iter().filter(|&&p| p >= 0).count() as u32;
+    let seq_max = c.pos.iter().copied().max().unwrap_or(-1);
+    // Cells whose position has slid out of the window of the next position are reusable.
+    let reusable = |p: i32| p < 0 || c.window.is_some_and(|w| (seq_max + 1 - p) as i64 >= w as i64);
+    let mut head = if c.head > used.saturating_add(2 * n_tokens) { 0 } else { c.head };
+    let (mut rows, mut tested) = (Vec::with_capacity(positions.len()), 0u32);
+    while rows.len() < positions.len() {
+        if head >= n {
+            head = 0;
+            continue;
+        }
+        let idx = head;
+        head += 1;
+        tested += 1;
+        if reusable(c.pos[idx as usize]) {
+            rows.push(idx as i64);
+        }
+        if rows.len() < positions.len() && tested >= n {
+            return Err(Error::OutOfRange {
+                what: "KV cache cells",
+                value: n.to_string(),
+                why: "no free cell for the batch",
+            });
+        }
+    }
+    // Write, then purge every position older than one that was overwritten, so the cache
+    // always holds a contiguous range of positions.
+    let mut new_pos = c.pos.clone();
+    let mut max_overwritten = -1;
+    for (&r, &p) in rows.iter().zip(positions) {
+        max_overwritten = max_overwritten.max(new_pos[r as usize]);
+        new_pos[r as usize] = p;
+    }
+    if max_overwritten >= 0 {
+        new_pos.iter_mut().filter(|p| (0..=max_overwritten).contains(*p)).for_each(|p| *p = -1);
+    }
+    let new_head = rows.last().map_or(head, |&r| r as u32 + 1);
+    Ok((rows, new_pos, new_head))
 }

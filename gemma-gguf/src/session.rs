@@ -192,7 +192,7 @@ impl<'m> Session<'m> {
     /// One graph: `tokens` (at most n_ubatch) at the next positions.
     fn decode_ubatch(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
         let positions: Vec<i32> = (0..tokens.len() as i32).map(|i| self.n_past as i32 + i).collect();
-        let plan = self.kv.plan(&positions);
+        let plan = self.kv.plan(&positions)?;
         let n_out = if all { tokens.len() as u32 } else { 1 };
         let key = GraphKey {
             n_tokens: tokens.len() as u32,

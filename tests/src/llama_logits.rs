@@ -72,6 +72,9 @@ impl LlamaRunner {
             cp.n_batch = o.n_ctx;
             cp.n_ubatch = 512;
             cp.n_threads = o.n_threads;
+            // A window-sized cache for the sliding-window layers, as ours (llama.cpp's default
+            // keeps full-size caches for them).
+            cp.swa_full = false;
             cp.n_threads_batch = o.n_threads;
             cp.flash_attn_type =
                 if o.flash_attn { ll::LLAMA_FLASH_ATTN_TYPE_ENABLED } else { ll::LLAMA_FLASH_ATTN_TYPE_DISABLED };

@@ -279,8 +279,16 @@ impl<'s> Forward<'s, '_> {
         let (kc, vc, kvi) = self.kv.layer(il, self.inp)?;
         gf.expand(ctx.set_rows(kc, ctx.reshape(k, &[hd * nkv, n_tokens])?, kvi.idx)?)?;
         gf.expand(ctx.set_rows(vc, v, kvi.idx)?)?;
-        let shape = AttnShape { head_dim: hd, n_head: nh, n_head_kv: nkv, n_tokens, n_kv: kvi.n_kv };
-        let attn = attention(ctx, q, kc, vc, kvi.mask, shape, self.flash_attn)?.set_name(&format!("kqv_out-{il}"))?;
+        let shape = AttnShape {
+            head_dim: hd,
+            n_head: nh,
+            n_head_kv: nkv,
+            n_tokens,
+            n_kv: kvi.n_kv,
+            flash: self.flash_attn,
+            il,
+        };
+        let attn = attention(ctx, q, kc, vc, kvi.mask, shape)?.set_name(&format!("kqv_out-{il}"))?;
         let mut cur = self.mm(l.attn_output, attn)?;
         let mut x = x;
         if il + 1 == hp.n_layer as usize {

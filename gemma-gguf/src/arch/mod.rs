@@ -102,6 +102,10 @@ pub(crate) struct AttnShape {
     pub n_tokens: i64,
     /// Cache cells attended over.
     pub n_kv: i64,
+    /// Fused flash-attention kernel instead of separate products and softmax.
+    pub flash: bool,
+    /// Layer index, for node names.
+    pub il: usize,
 }
 
 /// Scaled-dot-product attention of `q` `[head_dim, n_head, n_tokens]` over the first `n_kv`
@@ -115,8 +119,8 @@ pub(crate) fn attention<'s>(
     v_cache: Tensor<'s>,
     mask: Tensor<'s>,
     s: AttnShape,
-    flash: bool,
 ) -> Result<Tensor<'s>> {
+    let (flash, il) = (s.flash, s.il);
     let row = k_cache.nb()[1];
     let elt = k_cache.ty().row_size(s.head_dim)?;
     // k, v: [head_dim, n_head_kv, n_kv] views of the first n_kv cells
@@ -138,7 +142,7 @@ pub(crate) fn attention<'s>(
     }
     // kq = k·qᵀ: [n_kv, n_tokens, n_head]
     let kq = ctx.mul_mat(k, q)?.set_f32_accumulation();
-    let kq = ctx.soft_max_ext(kq, Some(mask), 1.0)?;
+    let kq = ctx.soft_max_ext(kq, Some(mask), 1.0)?.set_name(&format!("kq_soft_max-{il}"))?;
     // vᵀ: [n_kv, head_dim, n_head_kv], made contiguous for mul_mat
     let vt = ctx.cont(ctx.permute(v, [1, 2, 0, 3])?)?;
     // kqv: [head_dim, n_tokens, n_head] → [head_dim, n_head, n_tokens]
