@@ -18,16 +18,12 @@ use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-// Key names as spelled in llama.cpp's src/llama-arch.cpp (llama-cpp-sys-2 0.1.161).
-const KEY_ARCHITECTURE: &str = "general.architecture";
-const KEY_NAME: &str = "general.name";
-const KEY_FILE_TYPE: &str = "general.file_type";
-const KEY_TOKENIZER_MODEL: &str = "tokenizer.ggml.model";
-const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
-const KEY_SCORES: &str = "tokenizer.ggml.scores";
-const KEY_TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
-const KEY_MERGES: &str = "tokenizer.ggml.merges";
-const KEY_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
+// Key names from the library's one table (llama.cpp's spelling).
+use gemma_gguf::names::general::{ARCHITECTURE as KEY_ARCHITECTURE, FILE_TYPE as KEY_FILE_TYPE, NAME as KEY_NAME};
+use gemma_gguf::names::tokenizer::{
+    CHAT_TEMPLATE as KEY_CHAT_TEMPLATE, MERGES as KEY_MERGES, MODEL as KEY_TOKENIZER_MODEL, SCORES as KEY_SCORES,
+    TOKENS as KEY_TOKENS, TOKEN_TYPE as KEY_TOKEN_TYPE,
+};
 /// Special token ids are `tokenizer.ggml.{name}_token_id`: bos, eos, eot, unknown, padding…
 const TOKENIZER_PREFIX: &str = "tokenizer.ggml.";
 const SPECIAL_ID_SUFFIX: &str = "_token_id";

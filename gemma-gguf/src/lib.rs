@@ -29,6 +29,7 @@
 pub mod chat;
 pub mod error;
 pub mod gguf;
+pub mod names;
 pub mod sampler;
 pub mod tokenizer;
 

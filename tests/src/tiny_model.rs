@@ -8,9 +8,9 @@
 //! byte tokens, a few `▁` words); norms stored as `1 + w` and always F32, as in real files.
 //! Weights are uniform noise from a seeded generator, so a file is the same on every run.
 
-use gemma_gguf::arch::names::{arch_key, general, llm, tensor, tokenizer};
 use gemma_gguf::ggml::{quantize_rows, Type};
 use gemma_gguf::gguf::{GgmlType, GgufValue, GgufWriter};
+use gemma_gguf::names::{arch_key, general, llm, tensor, tokenizer};
 use gemma_gguf::Result;
 use std::path::{Path, PathBuf};
 
@@ -148,8 +148,8 @@ impl TinyModel {
             (tokenizer::TOKEN_TYPE.into(), vocab.iter().map(|v| v.2).collect::<Vec<_>>().into()),
             (tokenizer::BOS_ID.into(), ids::BOS.into()),
             (tokenizer::EOS_ID.into(), ids::EOS.into()),
-            (tokenizer::UNKNOWN_ID.into(), ids::UNK.into()),
-            (tokenizer::PADDING_ID.into(), ids::PAD.into()),
+            (tokenizer::UNK_ID.into(), ids::UNK.into()),
+            (tokenizer::PAD_ID.into(), ids::PAD.into()),
             (tokenizer::ADD_BOS.into(), true.into()),
             (tokenizer::ADD_EOS.into(), false.into()),
             (tokenizer::ADD_SPACE_PREFIX.into(), false.into()),

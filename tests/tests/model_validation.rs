@@ -8,10 +8,10 @@
 //! only caught, or not, at the first decode) run in child processes, so that an abort or a
 //! crash inside ggml fails that case instead of killing the whole test binary.
 
-use gemma_gguf::arch::names::{general, llm, tensor, tokenizer as tok};
 use gemma_gguf::ggml::Type;
 use gemma_gguf::gguf::{GgmlType, GgufError, GgufValue};
 use gemma_gguf::model::{LoadOptions, Model};
+use gemma_gguf::names::{general, llm, tensor, tokenizer as tok};
 use gemma_gguf::session::{Outputs, Session, SessionOptions};
 use gemma_gguf::Error;
 use gemma_tests::tiny_model::{ids, key, TensorSpec, TinyConfig, TinyModel};
@@ -314,8 +314,8 @@ fn load_rejects_each_defect() {
         }),
         ("bos id = n_vocab".into(), set(tok::BOS_ID.into(), n_vocab.into()), special_id(tok::BOS_ID)),
         ("eos id u32::MAX".into(), set(tok::EOS_ID.into(), u32::MAX.into()), special_id(tok::EOS_ID)),
-        ("unk id = n_vocab".into(), set(tok::UNKNOWN_ID.into(), n_vocab.into()), special_id(tok::UNKNOWN_ID)),
-        ("pad id = n_vocab + 7".into(), set(tok::PADDING_ID.into(), (n_vocab + 7).into()), special_id(tok::PADDING_ID)),
+        ("unk id = n_vocab".into(), set(tok::UNK_ID.into(), n_vocab.into()), special_id(tok::UNK_ID)),
+        ("pad id = n_vocab + 7".into(), set(tok::PAD_ID.into(), (n_vocab + 7).into()), special_id(tok::PAD_ID)),
         ("block_count 3, 2 layers of tensors".into(), set(k(llm::BLOCK_COUNT), 3_u32.into()), {
             missing_tensor(blk(2, tensor::ATTN_NORM))
         }),

@@ -3,7 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod gemma3;
-pub mod names;
+
+pub use crate::names;
 
 use crate::error::{Error, Result};
 use crate::ggml::{Context, Tensor, TensorId, Type};

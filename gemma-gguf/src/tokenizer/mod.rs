@@ -39,22 +39,8 @@ use crate::{Error, Result};
 use std::collections::HashMap;
 use vocab::{byte_tokens, optional, special_id, Vocab};
 
-/// GGUF keys of the tokenizer (llama.cpp's `LLM_KV_TOKENIZER_*` in `src/llama-arch.cpp`).
-pub mod keys {
-    pub const MODEL: &str = "tokenizer.ggml.model";
-    pub const TOKENS: &str = "tokenizer.ggml.tokens";
-    pub const SCORES: &str = "tokenizer.ggml.scores";
-    pub const TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
-    pub const BOS_ID: &str = "tokenizer.ggml.bos_token_id";
-    pub const EOS_ID: &str = "tokenizer.ggml.eos_token_id";
-    pub const EOT_ID: &str = "tokenizer.ggml.eot_token_id";
-    pub const UNK_ID: &str = "tokenizer.ggml.unknown_token_id";
-    pub const PAD_ID: &str = "tokenizer.ggml.padding_token_id";
-    pub const ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
-    pub const ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
-    pub const ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
-    pub const CHAT_TEMPLATE: &str = "tokenizer.chat_template";
-}
+/// GGUF keys of the tokenizer, from the crate's one name table.
+pub use crate::names::tokenizer as keys;
 
 /// The one value of `tokenizer.ggml.model` we implement: SentencePiece-style merges by score.
 pub const MODEL_LLAMA: &str = "llama";

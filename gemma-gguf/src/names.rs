@@ -37,10 +37,13 @@ pub mod tokenizer {
     pub const TOKENS: &str = "tokenizer.ggml.tokens";
     pub const SCORES: &str = "tokenizer.ggml.scores";
     pub const TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
+    pub const MERGES: &str = "tokenizer.ggml.merges";
+    pub const PRE: &str = "tokenizer.ggml.pre";
     pub const BOS_ID: &str = "tokenizer.ggml.bos_token_id";
     pub const EOS_ID: &str = "tokenizer.ggml.eos_token_id";
-    pub const UNKNOWN_ID: &str = "tokenizer.ggml.unknown_token_id";
-    pub const PADDING_ID: &str = "tokenizer.ggml.padding_token_id";
+    pub const EOT_ID: &str = "tokenizer.ggml.eot_token_id";
+    pub const UNK_ID: &str = "tokenizer.ggml.unknown_token_id";
+    pub const PAD_ID: &str = "tokenizer.ggml.padding_token_id";
     pub const ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
     pub const ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
     pub const ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
