@@ -13,6 +13,9 @@ mod system;
 #[derive(Parser)]
 #[command(name = "gemma", propagate_version = true)]
 struct Cli {
+    /// Show ggml's own log messages (backend setup, weight repacking…) on stderr.
+    #[arg(long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,6 +53,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    gemma_gguf::ggml::set_logging(cli.verbose);
     match cli.command {
         Command::System(args) => system::run(args),
         Command::Info(args) => info::run(args),
