@@ -4,7 +4,7 @@
 //! formats involved (how much rounding the inputs go through), not from our own output.
 #![cfg(feature = "ggml")]
 
-use gemma_gguf::ggml::{dequantize_rows, quantize_rows, Backend, Context, Rope, Type};
+use gemma_gguf::ggml::{dequantize_rows, quantize_rows, Backend, Context, Device, Rope, Type};
 use gemma_gguf::Error;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -361,5 +361,45 @@ fn quantise_round_trip_is_close() {
         };
         println!("{ty:>5} ({:.2} bpw): max round-trip err {err:.3e} (bound {bound:.3e})", ty.bits_per_weight());
         assert!(err <= bound);
+    }
+}
+
+/// The same quantised product on every device this build has (CPU always; Vulkan or CUDA
+/// devices when built in), against the dequantised reference: one code path for all.
+#[test]
+fn mul_mat_on_every_device() {
+    let (k, m, n) = (256usize, 32usize, 4usize);
+    let mut rng = StdRng::seed_from_u64(31);
+    let w = random(&mut rng, k * m, 1.0);
+    let x = random(&mut rng, k * n, 1.0);
+    let q = quantize_rows(Type::Q8_0, &w, k).unwrap();
+    let wd = dequantize_rows(Type::Q8_0, &q, k).unwrap();
+    for dev in Device::all() {
+        let backend = Backend::new(dev).unwrap();
+        let ctx = Context::new(4, 8).unwrap();
+        let tw = ctx.new_tensor(Type::Q8_0, &[k as i64, m as i64]).unwrap();
+        let tx = ctx.new_tensor(Type::F32, &[k as i64, n as i64]).unwrap();
+        let y = ctx.mul_mat(tw, tx).unwrap();
+        ctx.alloc_tensors(&backend).unwrap();
+        tw.set_bytes(&q).unwrap();
+        tx.set_f32(&x).unwrap();
+        let mut g = ctx.new_graph(8).unwrap();
+        g.expand(y).unwrap();
+        backend.compute(&g).unwrap();
+        let got = y.get_f32().unwrap();
+        let mut max_err = 0f64;
+        let mut bound = 0f64;
+        for j in 0..n {
+            for i in 0..m {
+                let (wr, xr) = (&wd[i * k..(i + 1) * k], &x[j * k..(j + 1) * k]);
+                let dot: f64 = wr.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum();
+                // activations rounded to 8 bits (at most 1/254 of the block max 1.0) or f16
+                let b: f64 = wr.iter().map(|a| a.abs() as f64 / 254.0 * 1.01).sum::<f64>() + 1e-4;
+                max_err = max_err.max((got[j * m + i] as f64 - dot).abs());
+                bound = bound.max(b);
+            }
+        }
+        println!("{:>10} ({}): max abs err {max_err:.3e} (bound {bound:.3e})", dev.name(), dev.description());
+        assert!(max_err <= bound);
     }
 }
