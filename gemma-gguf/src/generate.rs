@@ -65,7 +65,9 @@ pub fn generate(
 ) -> Result<Generated> {
     let tokenizer = session.model().tokenizer();
     let start = Instant::now();
-    let mut logits = session.decode(prompt, Outputs::Last)?;
+    // One logits buffer for the whole generation: no allocation per token.
+    let mut logits = Vec::with_capacity(session.model().n_vocab() as usize);
+    session.decode_into(prompt, Outputs::Last, &mut logits)?;
     let prompt_time = start.elapsed();
     for &t in prompt {
         sampler.accept(t);
@@ -90,7 +92,7 @@ pub fn generate(
         if session.n_past() >= session.n_ctx() {
             break StopReason::ContextFull;
         }
-        logits = session.decode(&[t], Outputs::Last)?;
+        session.decode_into(&[t], Outputs::Last, &mut logits)?;
     };
     let rest = decoder.finish();
     if !rest.is_empty() {

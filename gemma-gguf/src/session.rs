@@ -163,6 +163,15 @@ impl<'m> Session<'m> {
     /// Feeds `tokens` after what the cache holds and returns logits, `n_vocab` per output
     /// row: one row (the last token) or one per token.
     pub fn decode(&mut self, tokens: &[u32], outputs: Outputs) -> Result<Vec<f32>> {
+        let mut logits = Vec::new();
+        self.decode_into(tokens, outputs, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// [`decode`](Self::decode) into a caller's buffer (cleared first), so a generation loop
+    /// that reuses it allocates no logits per token.
+    pub fn decode_into(&mut self, tokens: &[u32], outputs: Outputs, logits: &mut Vec<f32>) -> Result<()> {
+        logits.clear();
         let n_vocab = self.model.n_vocab();
         if let Some(&id) = tokens.iter().find(|&&t| t >= n_vocab) {
             return Err(Error::BadToken { id, n_vocab });
@@ -177,20 +186,20 @@ impl<'m> Session<'m> {
         if self.n_past as usize + tokens.len() > self.opts.n_ctx as usize {
             return Err(Error::ContextOverflow { n_past: self.n_past, n_new: tokens.len(), n_ctx: self.opts.n_ctx });
         }
-        let mut logits = Vec::new();
-        let chunks: Vec<&[u32]> = tokens.chunks(self.opts.n_ubatch as usize).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let last = i + 1 == chunks.len();
-            let rows = self.decode_ubatch(chunk, outputs == Outputs::All)?;
-            if outputs == Outputs::All || last {
-                logits.extend(rows);
+        let n_chunks = tokens.len().div_ceil(self.opts.n_ubatch as usize);
+        for (i, chunk) in tokens.chunks(self.opts.n_ubatch as usize).enumerate() {
+            // Rows of earlier batches are read only when every position is wanted.
+            if outputs == Outputs::Last {
+                logits.clear();
             }
+            self.decode_ubatch(chunk, outputs == Outputs::All, logits)?;
+            debug_assert!(outputs == Outputs::All || i + 1 < n_chunks || logits.len() == n_vocab as usize);
         }
-        Ok(logits)
+        Ok(())
     }
 
     /// One graph: `tokens` (at most n_ubatch) at the next positions.
-    fn decode_ubatch(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
+    fn decode_ubatch(&mut self, tokens: &[u32], all: bool, logits: &mut Vec<f32>) -> Result<()> {
         let positions: Vec<i32> = (0..tokens.len() as i32).map(|i| self.n_past as i32 + i).collect();
         let plan = self.kv.plan(&positions)?;
         let n_out = if all { tokens.len() as u32 } else { 1 };
@@ -209,14 +218,14 @@ impl<'m> Session<'m> {
         let BuiltGraph { ctx, ids } = self.graph.as_ref().expect("built above");
         set_inputs(ctx, ids, tokens, &positions, &plan, self.opts.flash_attn)?;
         self.model.backend.compute(&ctx.graph(ids.graph)?)?;
-        let logits = ctx.tensor(ids.logits)?.get_f32()?;
+        ctx.tensor(ids.logits)?.append_f32(logits)?;
         self.captured.clear();
         for (name, id) in &ids.captured {
             self.captured.push((name.clone(), ctx.tensor(*id)?.get_f32()?));
         }
         self.kv.commit(plan);
         self.n_past += tokens.len() as u32;
-        Ok(logits)
+        Ok(())
     }
 
     /// Builds and allocates the forward graph for `key` in `ctx`.

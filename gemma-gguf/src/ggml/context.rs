@@ -508,9 +508,22 @@ impl<'ctx> Tensor<'ctx> {
 
     /// Reads an F32 tensor's values.
     pub fn get_f32(&self) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.append_f32(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends an F32 tensor's values to `out` (no allocation when `out` has the capacity).
+    pub fn append_f32(&self, out: &mut Vec<f32>) -> Result<()> {
         self.expect_type(Type::F32, "f32")?;
-        let bytes = self.get_bytes()?;
-        Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        let n = self.nbytes();
+        self.check_io(n)?;
+        let start = out.len();
+        out.resize(start + n / 4, 0.0);
+        // SAFETY: allocated, contiguous F32 tensor of `n` bytes; the destination slice holds
+        // exactly n / 4 floats (f32 has no invalid bit patterns).
+        unsafe { sys::ggml_backend_tensor_get(self.as_ptr(), out[start..].as_mut_ptr().cast(), 0, n) };
+        Ok(())
     }
 }
 
