@@ -141,27 +141,15 @@ impl LlamaRunner {
         // SAFETY: the buffer is sized from libllama's own count (negative when too small).
         unsafe {
             let vocab = ll::llama_model_get_vocab(self.model);
+            let call = |buf: &mut Vec<i32>| {
+                let (p, len) = (text.as_ptr().cast(), text.len() as i32);
+                ll::llama_tokenize(vocab, p, len, buf.as_mut_ptr(), buf.len() as i32, add_bos, false)
+            };
             let mut buf = vec![0i32; text.len() + 8];
-            let mut n = ll::llama_tokenize(
-                vocab,
-                text.as_ptr().cast(),
-                text.len() as i32,
-                buf.as_mut_ptr(),
-                buf.len() as i32,
-                add_bos,
-                false,
-            );
+            let mut n = call(&mut buf);
             if n < 0 {
                 buf.resize((-n) as usize, 0);
-                n = ll::llama_tokenize(
-                    vocab,
-                    text.as_ptr().cast(),
-                    text.len() as i32,
-                    buf.as_mut_ptr(),
-                    buf.len() as i32,
-                    add_bos,
-                    false,
-                );
+                n = call(&mut buf);
             }
             buf.truncate(n.max(0) as usize);
             buf.into_iter().map(|t| t as u32).collect()
