@@ -229,21 +229,9 @@ fn help_explains_flags() {
     }
 }
 
-/// `$GEMMA_TEST_MODEL`, else `models/gemma-3-270m-q4_k_m.gguf` in the workspace (where
-/// `scripts/fetch-model.sh` puts it). Missing: a notice, except under CI where it fails.
+/// The real test model, found as every real-model test finds it.
 fn model_path() -> Option<PathBuf> {
-    let path = match std::env::var_os("GEMMA_TEST_MODEL") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/gemma-3-270m-q4_k_m.gguf"),
-    };
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("CI=true but the real test model is missing at {}: run scripts/fetch-model.sh", path.display());
-    }
-    eprintln!("notice: {} is missing: skipping the real-model `gemma info` test", path.display());
-    None
+    gemma_tests::test_model()
 }
 
 /// Expected values: the model's config (Gemma 3 270M) and, for the tensor mix, gguf-py's

@@ -5,20 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 fn model() -> Option<PathBuf> {
-    let path = match std::env::var_os("GEMMA_TEST_MODEL") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/gemma-3-270m-q4_k_m.gguf")),
-    };
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "CI=true but the model is missing at {}",
-        path.display()
-    );
-    eprintln!("{} missing: skipping (run scripts/fetch-model.sh)", path.display());
-    None
+    gemma_tests::test_model()
 }
 
 fn gemma(args: &[&str], stdin: Option<&[u8]>) -> Output {
