@@ -120,6 +120,10 @@ pub enum Error {
     /// A control token of the chat format that the vocabulary does not have.
     #[error("chat control token {piece:?} is not in the vocabulary")]
     ChatSpecialToken { piece: String },
+    /// A base-logits file (`quality`) that is malformed, cut short, or made for another
+    /// model family; or a base whose logits cannot be recorded.
+    #[error("base logits file: {why}")]
+    BaseLogits { why: String },
 }
 
 /// Result alias for the library.

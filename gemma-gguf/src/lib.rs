@@ -48,4 +48,6 @@ pub mod kv_cache;
 #[cfg(feature = "ggml")]
 pub mod model;
 #[cfg(feature = "ggml")]
+pub mod quality;
+#[cfg(feature = "ggml")]
 pub mod session;
