@@ -2,7 +2,7 @@
 //! declare its weights and back them with the mapped file (CPU) or copies (other devices).
 #![forbid(unsafe_code)]
 
-use crate::arch::{gemma3, names, WeightDecl};
+use crate::arch::{gemma, gemma2, gemma3, names, WeightDecl};
 use crate::error::{Error, Result};
 use crate::ggml::{default_threads, Backend, BufferType, Context, Device, TensorId};
 use crate::gguf::GgufFile;
@@ -27,7 +27,97 @@ pub struct LoadOptions {
 /// The architectures this runtime runs, with their hyper-parameters and weights.
 #[derive(Debug, Clone)]
 pub enum Arch {
+    Gemma { hp: gemma::Hparams, weights: gemma::Weights },
+    Gemma2 { hp: gemma2::Hparams, weights: gemma2::Weights },
     Gemma3 { hp: gemma3::Hparams, weights: gemma3::Weights },
+}
+
+/// How an architecture's KV cache is laid out.
+#[derive(Debug, Clone)]
+pub struct KvLayout {
+    /// Row length of a K or V cell: head_dim · n_head_kv.
+    pub kv_dim: u64,
+    /// `true` for sliding-window (local) layers, one entry per layer.
+    pub is_local: Vec<bool>,
+    /// The sliding window of local layers, `None` when there are none.
+    pub window: Option<u32>,
+}
+
+impl Arch {
+    /// Reads the hyper-parameters of architecture `name` and declares its weights.
+    fn load(name: &str, gguf: &GgufFile, decl: &mut WeightDecl<'_>) -> Result<Arch> {
+        Ok(match name {
+            "gemma" => {
+                let hp = gemma::Hparams::from_gguf(gguf)?;
+                Arch::Gemma { weights: gemma::Weights::declare(decl, &hp)?, hp }
+            }
+            "gemma2" => {
+                let hp = gemma2::Hparams::from_gguf(gguf)?;
+                Arch::Gemma2 { weights: gemma2::Weights::declare(decl, &hp)?, hp }
+            }
+            "gemma3" => {
+                let hp = gemma3::Hparams::from_gguf(gguf)?;
+                Arch::Gemma3 { weights: gemma3::Weights::declare(decl, &hp)?, hp }
+            }
+            _ => return Err(Error::UnsupportedArch { arch: name.into() }),
+        })
+    }
+
+    /// The architecture's GGUF name (`general.architecture`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arch::Gemma { .. } => "gemma",
+            Arch::Gemma2 { .. } => "gemma2",
+            Arch::Gemma3 { .. } => "gemma3",
+        }
+    }
+
+    /// Vocabulary size (rows of the output projection).
+    pub fn n_vocab(&self) -> u32 {
+        match self {
+            Arch::Gemma { hp, .. } => hp.dims.n_vocab,
+            Arch::Gemma2 { hp, .. } => hp.dims.n_vocab,
+            Arch::Gemma3 { hp, .. } => hp.n_vocab,
+        }
+    }
+
+    /// Context length the model was trained with.
+    pub fn n_ctx_train(&self) -> u32 {
+        match self {
+            Arch::Gemma { hp, .. } => hp.dims.n_ctx_train,
+            Arch::Gemma2 { hp, .. } => hp.dims.n_ctx_train,
+            Arch::Gemma3 { hp, .. } => hp.n_ctx_train,
+        }
+    }
+
+    /// The KV cache the architecture needs: which layers are local, and their window.
+    pub fn kv_layout(&self) -> KvLayout {
+        let kv_dim = |n_head_kv: u32, head_dim: u32| (n_head_kv * head_dim) as u64;
+        match self {
+            Arch::Gemma { hp, .. } => {
+                KvLayout { kv_dim: kv_dim(hp.dims.n_head_kv, hp.dims.head_dim), is_local: hp.is_local(), window: None }
+            }
+            Arch::Gemma2 { hp, .. } => KvLayout {
+                kv_dim: kv_dim(hp.dims.n_head_kv, hp.dims.head_dim),
+                is_local: hp.is_local.clone(),
+                window: Some(hp.sliding_window),
+            },
+            Arch::Gemma3 { hp, .. } => KvLayout {
+                kv_dim: kv_dim(hp.n_head_kv, hp.head_dim),
+                is_local: hp.is_local.clone(),
+                window: hp.sliding_window,
+            },
+        }
+    }
+
+    /// The output projection and `token_embd`, to give a tied projection its own tensor.
+    fn output_mut(&mut self) -> (&mut TensorId, TensorId) {
+        match self {
+            Arch::Gemma { weights: w, .. } => (&mut w.output, w.token_embd),
+            Arch::Gemma2 { weights: w, .. } => (&mut w.output, w.token_embd),
+            Arch::Gemma3 { weights: w, .. } => (&mut w.output, w.token_embd),
+        }
+    }
 }
 
 /// A loaded model: the mapped file, its weights on a backend, the architecture.
@@ -59,21 +149,14 @@ impl Model {
         let wctx = Context::new(gguf.tensors().len() + 1, 0)?;
         let (arch, declared) = {
             let mut decl = WeightDecl::new(&wctx, &gguf);
-            let arch = match arch_name.as_str() {
-                "gemma3" => {
-                    let hp = gemma3::Hparams::from_gguf(&gguf)?;
-                    let mut weights = gemma3::Weights::declare(&mut decl, &hp)?;
-                    if weights.output == weights.token_embd && repack_type(&backend, opts.no_repack).is_some() {
-                        // Tied output: a second tensor over the same file bytes, so the output
-                        // projection can be repacked while get_rows reads the mapped original
-                        // (llama.cpp duplicates it the same way).
-                        weights.output =
-                            decl.duplicate(&names::tensor::global(names::tensor::TOKEN_EMBD), "output.weight")?;
-                    }
-                    Arch::Gemma3 { hp, weights }
-                }
-                _ => return Err(Error::UnsupportedArch { arch: arch_name }),
-            };
+            let mut arch = Arch::load(&arch_name, &gguf, &mut decl)?;
+            let (output, token_embd) = arch.output_mut();
+            if *output == token_embd && repack_type(&backend, opts.no_repack).is_some() {
+                // Tied output: a second tensor over the same file bytes, so the output
+                // projection can be repacked while get_rows reads the mapped original
+                // (llama.cpp duplicates it the same way).
+                *output = decl.duplicate(&names::tensor::global(names::tensor::TOKEN_EMBD), "output.weight")?;
+            }
             (arch, decl.declared)
         };
         let weight_bytes =
@@ -126,16 +209,12 @@ impl Model {
 
     /// Vocabulary size (rows of the output projection).
     pub fn n_vocab(&self) -> u32 {
-        match &self.arch {
-            Arch::Gemma3 { hp, .. } => hp.n_vocab,
-        }
+        self.arch.n_vocab()
     }
 
     /// Context length the model was trained with.
     pub fn n_ctx_train(&self) -> u32 {
-        match &self.arch {
-            Arch::Gemma3 { hp, .. } => hp.n_ctx_train,
-        }
+        self.arch.n_ctx_train()
     }
 }
 

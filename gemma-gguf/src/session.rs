@@ -6,7 +6,7 @@
 //! allocate nothing per token.
 #![forbid(unsafe_code)]
 
-use crate::arch::gemma3;
+use crate::arch::{gemma, gemma2, gemma3, Pass};
 use crate::error::{Error, Result};
 use crate::ggml::{Context, GraphId, TensorId, Type};
 use crate::kv_cache::{kv_bytes, BatchInputs, KindPlan, KvCache, KvInput, KvOptions, KvPlan};
@@ -97,8 +97,7 @@ impl<'m> Session<'m> {
     /// A session with an empty cache. `n_ctx` is checked against the model and against free
     /// memory before anything is allocated.
     pub fn new(model: &'m Model, opts: SessionOptions) -> Result<Session<'m>> {
-        let Arch::Gemma3 { hp, .. } = &model.arch;
-        if opts.n_ctx == 0 || opts.n_ctx > hp.n_ctx_train {
+        if opts.n_ctx == 0 || opts.n_ctx > model.n_ctx_train() {
             return Err(Error::OutOfRange {
                 what: "context size",
                 value: opts.n_ctx.to_string(),
@@ -117,8 +116,8 @@ impl<'m> Session<'m> {
             type_k: opts.kv_type,
             type_v: opts.kv_type,
         };
-        let kv_dim = (hp.n_head_kv * hp.head_dim) as u64;
-        let kv = KvCache::new(kv_dim, &hp.is_local, hp.sliding_window, kv_opts, &model.backend)?;
+        let l = model.arch.kv_layout();
+        let kv = KvCache::new(l.kv_dim, &l.is_local, l.window, kv_opts, &model.backend)?;
         Ok(Session {
             model,
             kv,
@@ -132,9 +131,9 @@ impl<'m> Session<'m> {
 
     /// Bytes the KV cache of a session with `opts` would take on `model`.
     pub fn kv_bytes_for(model: &Model, opts: &SessionOptions) -> Option<u64> {
-        let Arch::Gemma3 { hp, .. } = &model.arch;
+        let l = model.arch.kv_layout();
         let o = KvOptions { n_ctx: opts.n_ctx, n_ubatch: opts.n_ubatch, type_k: opts.kv_type, type_v: opts.kv_type };
-        kv_bytes((hp.n_head_kv * hp.head_dim) as u64, &hp.is_local, hp.sliding_window, &o)
+        kv_bytes(l.kv_dim, &l.is_local, l.window, &o)
     }
 
     pub fn model(&self) -> &'m Model {
@@ -230,7 +229,6 @@ impl<'m> Session<'m> {
 
     /// Builds and allocates the forward graph for `key` in `ctx`.
     fn build(&self, ctx: &Context, key: GraphKey, n_nodes: usize) -> Result<GraphIds> {
-        let Arch::Gemma3 { hp, weights } = &self.model.arch;
         let n = key.n_tokens as i64;
         let tokens = ctx.new_tensor(Type::I32, &[n])?.set_input();
         let pos = ctx.new_tensor(Type::I32, &[n])?.set_input();
@@ -251,16 +249,16 @@ impl<'m> Session<'m> {
         let [global, local] = kv_in;
         let inp = BatchInputs { tokens, pos, out_ids, global, local };
         let mut gf = ctx.new_graph(n_nodes)?;
-        let fwd = gemma3::Forward {
-            ctx,
-            wctx: &self.model.wctx,
-            w: weights,
-            hp,
-            kv: &self.kv,
-            inp: &inp,
-            flash_attn: self.opts.flash_attn,
+        let (wctx, kv, flash_attn) = (&self.model.wctx, &self.kv, self.opts.flash_attn);
+        let pass = Pass { ctx, wctx, kv, inp: &inp, flash_attn };
+        let logits = match &self.model.arch {
+            Arch::Gemma { hp, weights: w } => gemma::Forward { pass, w, hp }.build(&mut gf)?,
+            Arch::Gemma2 { hp, weights: w } => gemma2::Forward { pass, w, hp }.build(&mut gf)?,
+            Arch::Gemma3 { hp, weights: w } => {
+                gemma3::Forward { ctx, wctx, w, hp, kv, inp: &inp, flash_attn }.build(&mut gf)?
+            }
         };
-        let logits = fwd.build(&mut gf)?.set_output();
+        let logits = logits.set_output();
         gf.expand(logits)?;
         let mut captured = Vec::new();
         for name in &self.capture {

@@ -1,9 +1,11 @@
-//! A tiny valid `gemma3` GGUF with random weights, written with [`GgufWriter`], and knobs to
-//! break it one defect at a time: override or delete any key, change any tensor's shape or
-//! type, drop a tensor. The model-level malformed-input tests (BAD-INPUTS.md §13) use it.
+//! A tiny valid `gemma3` (or `gemma`, `gemma2`: [`TinyArch`]) GGUF with random weights,
+//! written with [`GgufWriter`], and knobs to break it one defect at a time: override or delete
+//! any key, change any tensor's shape or type, drop a tensor. The model-level malformed-input
+//! tests (BAD-INPUTS.md §13) and the Gemma 1/2 exactness tests against libllama use it.
 //!
 //! Laid out like a file `convert_hf_to_gguf.py` makes: the keys `Hparams::from_gguf` and
-//! `Tokenizer::from_gguf` read, with the types real files use (u32 counts, f32 floats); a
+//! `Tokenizer::from_gguf` read (for Gemma 1 and 2 only those llama.cpp's converter writes, so
+//! the loaders' defaults are exercised), with the types real files use (u32 counts, f32 floats); a
 //! SentencePiece-style vocabulary (`<pad>`, `<eos>`, `<bos>`, `<unk>`, the turn tokens, 256
 //! byte tokens, a few `▁` words); norms stored as `1 + w` and always F32, as in real files.
 //! Weights are uniform noise from a seeded generator, so a file is the same on every run.
@@ -14,12 +16,35 @@ use gemma_gguf::names::{arch_key, general, llm, tensor, tokenizer};
 use gemma_gguf::Result;
 use std::path::{Path, PathBuf};
 
-/// The architecture the file declares.
+/// The architecture of the default file.
 pub const ARCH: &str = "gemma3";
 
-/// `gemma3.{suffix}`, a key of the architecture (suffixes from `names::llm`).
+/// `gemma3.{suffix}`, a key of the default architecture (suffixes from `names::llm`); see
+/// [`TinyModel::key`] for the others.
 pub fn key(suffix: &str) -> String {
     arch_key(ARCH, suffix)
+}
+
+/// The Gemma generation a tiny file is laid out for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TinyArch {
+    /// Gemma 1: no post-norms, no QK-norm, no window, no soft-caps.
+    Gemma,
+    /// Gemma 2: post-norms, soft-caps, a window on even layers (the loader's default pattern).
+    Gemma2,
+    /// Gemma 3: post-norms, QK-norm, a window with an explicit pattern, two rope bases.
+    Gemma3,
+}
+
+impl TinyArch {
+    /// `general.architecture`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TinyArch::Gemma => "gemma",
+            TinyArch::Gemma2 => "gemma2",
+            TinyArch::Gemma3 => "gemma3",
+        }
+    }
 }
 
 /// Token ids of the special tokens, in Gemma's order (`<pad>` 0, `<eos>` 1, `<bos>` 2, …).
@@ -70,6 +95,7 @@ pub fn vocabulary() -> Vec<(String, f32, i32)> {
 /// The shape of the model, before any defect is applied.
 #[derive(Debug, Clone)]
 pub struct TinyConfig {
+    pub arch: TinyArch,
     pub n_layer: u32,
     pub n_embd: u32,
     pub n_head: u32,
@@ -78,9 +104,13 @@ pub struct TinyConfig {
     pub n_ff: u32,
     pub n_ctx_train: u32,
     pub sliding_window: u32,
-    /// `attention.sliding_window_pattern`: layer `il` is local iff `il % p < p − 1`, so 2
-    /// makes even layers local and odd ones global (both kinds in two layers).
+    /// `attention.sliding_window_pattern` (Gemma 3 only; Gemma 2 files have no pattern key and
+    /// get the loader's default, 2): layer `il` is local iff `il % p < p − 1`, so 2 makes
+    /// even layers local and odd ones global (both kinds in two layers).
     pub swa_period: u32,
+    /// `attn_logit_softcapping` and `final_logit_softcapping` (Gemma 2 only).
+    pub attn_softcap: f32,
+    pub final_softcap: f32,
     /// Type of `token_embd` and the projections; norms stay F32.
     pub weight_type: GgmlType,
     pub seed: u64,
@@ -89,6 +119,7 @@ pub struct TinyConfig {
 impl Default for TinyConfig {
     fn default() -> Self {
         TinyConfig {
+            arch: TinyArch::Gemma3,
             n_layer: 2,
             n_embd: 64,
             n_head: 2,
@@ -99,8 +130,29 @@ impl Default for TinyConfig {
             // Small, so a 20-token prompt runs past the window on local layers.
             sliding_window: 8,
             swa_period: 2,
+            attn_softcap: 50.0,
+            final_softcap: 30.0,
             weight_type: GgmlType::F32,
             seed: 0x0067_656d_6d61, // "gemma" in ASCII
+        }
+    }
+}
+
+impl TinyConfig {
+    /// Gemma 1 with several KV heads (4 heads, 2 KV heads); set `n_head_kv: 1` for MQA.
+    pub fn gemma() -> Self {
+        TinyConfig { arch: TinyArch::Gemma, n_head: 4, n_head_kv: 2, head_dim: 16, ..Default::default() }
+    }
+
+    /// Gemma 2 with several KV heads and a 16-token window. The soft-caps are small enough
+    /// that they bend the tiny model's scores and logits (a few units), not just exist.
+    pub fn gemma2() -> Self {
+        TinyConfig {
+            arch: TinyArch::Gemma2,
+            sliding_window: 16,
+            attn_softcap: 1.0,
+            final_softcap: 0.5,
+            ..TinyConfig::gemma()
         }
     }
 }
@@ -126,9 +178,11 @@ impl TinyModel {
     pub fn new(cfg: TinyConfig) -> Self {
         let vocab = vocabulary();
         let n_vocab = vocab.len() as u64;
-        let kvs: Vec<(String, GgufValue)> = vec![
-            (general::ARCHITECTURE.into(), ARCH.into()),
-            (general::NAME.into(), "tiny gemma3 (random weights)".into()),
+        let arch = cfg.arch;
+        let key = |suffix: &str| arch_key(arch.name(), suffix);
+        let mut kvs: Vec<(String, GgufValue)> = vec![
+            (general::ARCHITECTURE.into(), arch.name().into()),
+            (general::NAME.into(), format!("tiny {} (random weights)", arch.name()).into()),
             (key(llm::CONTEXT_LENGTH), cfg.n_ctx_train.into()),
             (key(llm::EMBEDDING_LENGTH), cfg.n_embd.into()),
             (key(llm::BLOCK_COUNT), cfg.n_layer.into()),
@@ -138,10 +192,6 @@ impl TinyModel {
             (key(llm::KEY_LENGTH), cfg.head_dim.into()),
             (key(llm::VALUE_LENGTH), cfg.head_dim.into()),
             (key(llm::RMS_EPS), 1e-6_f32.into()),
-            (key(llm::ROPE_FREQ_BASE), 1_000_000_f32.into()),
-            (key(llm::ROPE_FREQ_BASE_SWA), 10_000_f32.into()),
-            (key(llm::SLIDING_WINDOW), cfg.sliding_window.into()),
-            (key(llm::SLIDING_WINDOW_PATTERN), cfg.swa_period.into()),
             (tokenizer::MODEL.into(), "llama".into()),
             (tokenizer::TOKENS.into(), vocab.iter().map(|v| v.0.clone()).collect::<Vec<_>>().into()),
             (tokenizer::SCORES.into(), vocab.iter().map(|v| v.1).collect::<Vec<_>>().into()),
@@ -154,6 +204,23 @@ impl TinyModel {
             (tokenizer::ADD_EOS.into(), false.into()),
             (tokenizer::ADD_SPACE_PREFIX.into(), false.into()),
         ];
+        // What llama.cpp's converter adds per generation (convert_hf_to_gguf.py's
+        // Gemma2Model and Gemma3Model; Gemma 1 has nothing more).
+        let extra: Vec<(String, GgufValue)> = match arch {
+            TinyArch::Gemma => vec![],
+            TinyArch::Gemma2 => vec![
+                (key(llm::ATTN_LOGIT_SOFTCAPPING), cfg.attn_softcap.into()),
+                (key(llm::FINAL_LOGIT_SOFTCAPPING), cfg.final_softcap.into()),
+                (key(llm::SLIDING_WINDOW), cfg.sliding_window.into()),
+            ],
+            TinyArch::Gemma3 => vec![
+                (key(llm::ROPE_FREQ_BASE), 1_000_000_f32.into()),
+                (key(llm::ROPE_FREQ_BASE_SWA), 10_000_f32.into()),
+                (key(llm::SLIDING_WINDOW), cfg.sliding_window.into()),
+                (key(llm::SLIDING_WINDOW_PATTERN), cfg.swa_period.into()),
+            ],
+        };
+        kvs.extend(extra);
         let (e, ff, hd) = (cfg.n_embd as u64, cfg.n_ff as u64, cfg.head_dim as u64);
         let (q, kv) = (cfg.n_head as u64 * hd, cfg.n_head_kv as u64 * hd);
         let (w, norm) = (cfg.weight_type, GgmlType::F32);
@@ -162,6 +229,15 @@ impl TinyModel {
             spec(tensor::global(tensor::TOKEN_EMBD), &[e, n_vocab], w),
             spec(tensor::global(tensor::OUTPUT_NORM), &[e], norm),
         ];
+        // Gemma 1 lacks the post-norms, Gemma 1 and 2 the QK-norms.
+        let wanted = |name: &str| match arch {
+            TinyArch::Gemma => {
+                ![tensor::ATTN_Q_NORM, tensor::ATTN_K_NORM, tensor::POST_ATTENTION_NORM, tensor::POST_FFW_NORM]
+                    .contains(&name)
+            }
+            TinyArch::Gemma2 => ![tensor::ATTN_Q_NORM, tensor::ATTN_K_NORM].contains(&name),
+            TinyArch::Gemma3 => true,
+        };
         for il in 0..cfg.n_layer as usize {
             let layer: [(&str, &[u64], GgmlType); 13] = [
                 (tensor::ATTN_NORM, &[e], norm),
@@ -178,7 +254,8 @@ impl TinyModel {
                 (tensor::FFN_DOWN, &[ff, e], w),
                 (tensor::POST_FFW_NORM, &[e], norm),
             ];
-            tensors.extend(layer.iter().map(|&(name, dims, ty)| spec(tensor::block(il, name), dims, ty)));
+            let layer = layer.iter().filter(|l| wanted(l.0));
+            tensors.extend(layer.map(|&(name, dims, ty)| spec(tensor::block(il, name), dims, ty)));
         }
         TinyModel { cfg, kvs, tensors }
     }
@@ -187,12 +264,17 @@ impl TinyModel {
         &self.cfg
     }
 
+    /// `{arch}.{suffix}` for this model's architecture.
+    pub fn key(&self, suffix: &str) -> String {
+        arch_key(self.cfg.arch.name(), suffix)
+    }
+
     /// Tokens in the vocabulary as written (the length of `tokenizer.ggml.tokens`).
     pub fn n_vocab(&self) -> u32 {
         vocabulary().len() as u32
     }
 
-    /// Sets `key` (a full key: use [`key`] for `gemma3.*`), replacing its value in place or
+    /// Sets `key` (a full key: use [`TinyModel::key`] for `{arch}.*`), replacing its value in place or
     /// appending it. Any value type, so a key can be given the wrong one.
     pub fn set(&mut self, key: &str, value: impl Into<GgufValue>) -> &mut Self {
         let value = value.into();

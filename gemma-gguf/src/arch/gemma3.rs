@@ -286,6 +286,7 @@ impl<'s> Forward<'s, '_> {
             n_tokens,
             n_kv: kvi.n_kv,
             flash: self.flash_attn,
+            logit_softcap: None,
             il,
         };
         let attn = attention(ctx, q, kc, vc, kvi.mask, shape)?.set_name(&format!("kqv_out-{il}"))?;

@@ -2,13 +2,16 @@
 //! they share: the name table, weight declaration against the GGUF, and the attention step.
 #![forbid(unsafe_code)]
 
+pub mod gemma;
+pub mod gemma2;
 pub mod gemma3;
 
 pub use crate::names;
 
 use crate::error::{Error, Result};
-use crate::ggml::{Context, Tensor, TensorId, Type};
+use crate::ggml::{Context, Graph, Rope, Tensor, TensorId, Type};
 use crate::gguf::GgufFile;
+use crate::kv_cache::{BatchInputs, KvCache};
 
 /// Reads a required u32 hyper-parameter `{arch}.{suffix}`, refusing 0.
 pub(crate) fn required_u32(g: &GgufFile, arch: &str, suffix: &str) -> Result<u32> {
@@ -40,6 +43,113 @@ pub(crate) fn optional_positive_f32(g: &GgufFile, arch: &str, suffix: &str) -> R
         return Err(Error::BadHparam { key, value: v.to_string(), why: "must be finite and > 0" });
     }
     Ok(Some(v))
+}
+
+/// Layers beyond this are not a real Gemma model (the largest has 62).
+const MAX_LAYERS: u32 = 1024;
+
+/// The sizes every Gemma generation reads the same way (llama.cpp's generic loader,
+/// `llama_model_base::load_hparams` in llama-model.cpp): counts, head geometry, norm epsilon.
+#[derive(Debug, Clone)]
+pub struct Dims {
+    pub n_vocab: u32,
+    pub n_ctx_train: u32,
+    pub n_embd: u32,
+    pub n_layer: u32,
+    pub n_ff: u32,
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    /// Key and value length per head (equal in every Gemma).
+    pub head_dim: u32,
+    pub n_rot: u32,
+    pub rms_eps: f32,
+}
+
+impl Dims {
+    /// Reads and checks the `{arch}.*` sizes; the error names the key at fault.
+    pub(crate) fn from_gguf(g: &GgufFile, arch: &str) -> Result<Dims> {
+        let bad =
+            |suffix: &str, value: String, why| Error::BadHparam { key: names::arch_key(arch, suffix), value, why };
+        let n_layer = required_u32(g, arch, names::llm::BLOCK_COUNT)?;
+        if n_layer > MAX_LAYERS {
+            return Err(bad(names::llm::BLOCK_COUNT, n_layer.to_string(), "absurd layer count"));
+        }
+        let n_embd = required_u32(g, arch, names::llm::EMBEDDING_LENGTH)?;
+        let n_head = required_u32(g, arch, names::llm::HEAD_COUNT)?;
+        // llama.cpp: head_count_kv defaults to head_count, key/value length to n_embd/n_head,
+        // rope dims to the key length.
+        let n_head_kv = optional_u32(g, arch, names::llm::HEAD_COUNT_KV, n_head)?;
+        if n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(bad(names::llm::HEAD_COUNT_KV, n_head_kv.to_string(), "must divide head_count"));
+        }
+        let head_dim = optional_u32(g, arch, names::llm::KEY_LENGTH, n_embd / n_head)?;
+        let head_dim_v = optional_u32(g, arch, names::llm::VALUE_LENGTH, head_dim)?;
+        if head_dim == 0 || head_dim_v != head_dim || head_dim % 2 != 0 || n_head.checked_mul(head_dim).is_none() {
+            let why = "key and value length must be equal, even, > 0 and fit head_count × key_length in u32";
+            return Err(bad(names::llm::KEY_LENGTH, format!("{head_dim}/{head_dim_v}"), why));
+        }
+        let n_rot = optional_u32(g, arch, names::llm::ROPE_DIMENSION_COUNT, head_dim)?;
+        if n_rot == 0 || n_rot % 2 != 0 || n_rot > head_dim {
+            let why = "must be even, > 0 and at most the head size";
+            return Err(bad(names::llm::ROPE_DIMENSION_COUNT, n_rot.to_string(), why));
+        }
+        let rms_eps = g.get_f32(&names::arch_key(arch, names::llm::RMS_EPS))?;
+        if !(rms_eps.is_finite() && rms_eps > 0.0) {
+            return Err(bad(names::llm::RMS_EPS, rms_eps.to_string(), "must be finite and > 0"));
+        }
+        Ok(Dims {
+            n_vocab: g.get_str_array(names::tokenizer::TOKENS).map(|t| t.len() as u32)?,
+            n_ctx_train: required_u32(g, arch, names::llm::CONTEXT_LENGTH)?,
+            n_embd,
+            n_layer,
+            n_ff: required_u32(g, arch, names::llm::FEED_FORWARD_LENGTH)?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_rot,
+            rms_eps,
+        })
+    }
+
+    /// Query scale: 1/√head_dim, except 1/√(n_embd/n_head) for the 27B models, which
+    /// llama.cpp recognises by their layer count (gemma_pytorch's `query_pre_attn_scalar`
+    /// has no GGUF key; llama.cpp's gemma2.cpp and gemma3.cpp loaders).
+    pub(crate) fn attn_scale(&self, n_layer_27b: u32) -> f32 {
+        if self.n_layer == n_layer_27b {
+            1.0 / ((self.n_embd / self.n_head) as f32).sqrt()
+        } else {
+            1.0 / (self.head_dim as f32).sqrt()
+        }
+    }
+}
+
+/// The rope base `{arch}.rope.freq_base` (llama.cpp's default 10 000 when absent) and the
+/// frequency scale 1/`rope.scaling.factor` (1 when absent).
+pub(crate) fn rope_base_and_scale(g: &GgufFile, arch: &str) -> Result<(f32, f32)> {
+    /// llama-model.cpp: `rope_freq_base_train = 10000.0f` unless the key is present.
+    const DEFAULT_ROPE_BASE: f32 = 10_000.0;
+    let base = optional_positive_f32(g, arch, names::llm::ROPE_FREQ_BASE)?.unwrap_or(DEFAULT_ROPE_BASE);
+    let factor = optional_positive_f32(g, arch, names::llm::ROPE_SCALING_FACTOR)?.unwrap_or(1.0);
+    Ok((base, 1.0 / factor))
+}
+
+/// Which layers use the sliding window: `{arch}.attention.sliding_window_pattern` as a bool
+/// per layer, or a period `p` (layer `il` is local iff `il % p < p − 1`; 0: all local),
+/// `default_period` when absent (llama.cpp's `load_swa_pattern` and `set_swa_pattern`).
+pub(crate) fn swa_layers(g: &GgufFile, arch: &str, n_layer: u32, default_period: u32) -> Result<Vec<bool>> {
+    let key = names::arch_key(arch, names::llm::SLIDING_WINDOW_PATTERN);
+    if let Some(crate::gguf::GgufValue::Array(crate::gguf::GgufArray::Bool(v))) = g.get(&key) {
+        if v.len() != n_layer as usize {
+            return Err(Error::BadHparam {
+                key,
+                value: format!("{} entries", v.len()),
+                why: "needs one entry per layer",
+            });
+        }
+        return Ok(v.clone());
+    }
+    let p = optional_u32(g, arch, names::llm::SLIDING_WINDOW_PATTERN, default_period)?;
+    Ok((0..n_layer).map(|il| p == 0 || il % p < p - 1).collect())
 }
 
 /// Declares model weights in a ggml context, checking each against the GGUF's tensor info.
@@ -79,6 +189,19 @@ impl<'a> WeightDecl<'a> {
 }
 
 impl WeightDecl<'_> {
+    /// Declares `token_embd` `[n_embd, n_vocab]`, `output_norm` `[n_embd]` and the output
+    /// projection: `output` when the file has it, else `token_embd` itself (Gemma ties them).
+    /// Returns (token_embd, output_norm, output).
+    pub fn embeddings(&mut self, n_embd: u64, n_vocab: u64) -> Result<(TensorId, TensorId, TensorId)> {
+        let token_embd = self.tensor(&names::tensor::global(names::tensor::TOKEN_EMBD), &[n_embd, n_vocab])?;
+        let output_norm = self.tensor(&names::tensor::global(names::tensor::OUTPUT_NORM), &[n_embd])?;
+        let output = match self.gguf.tensor(&names::tensor::global(names::tensor::OUTPUT)) {
+            Some(_) => self.tensor(&names::tensor::global(names::tensor::OUTPUT), &[n_embd, n_vocab])?,
+            None => token_embd,
+        };
+        Ok((token_embd, output_norm, output))
+    }
+
     /// Declares `name` as a second tensor over the bytes of the already declared `source`.
     pub fn duplicate(&mut self, source: &str, name: &str) -> Result<TensorId> {
         let (_, id) = self
@@ -105,6 +228,8 @@ pub(crate) struct AttnShape {
     pub n_kv: i64,
     /// Fused flash-attention kernel instead of separate products and softmax.
     pub flash: bool,
+    /// Cap on the attention scores, `c·tanh(s/c)` before the mask (Gemma 2).
+    pub logit_softcap: Option<f32>,
     /// Layer index, for node names.
     pub il: usize,
 }
@@ -112,7 +237,9 @@ pub(crate) struct AttnShape {
 /// Scaled-dot-product attention of `q` `[head_dim, n_head, n_tokens]` over the first `n_kv`
 /// cells of a layer's cache (`k`, `v`: `[head_dim·n_head_kv, n_cells]` rows), with the
 /// additive `mask` (`[n_kv, n_tokens]`, f32; f16 and padded for flash attention). The
-/// query is already scaled. Returns `[head_dim·n_head, n_tokens]`.
+/// query is already scaled; scores are soft-capped first when the shape says so
+/// (llama-graph.cpp `build_attn_mha`: before the mask and softmax, in the fused kernel too).
+/// Returns `[head_dim·n_head, n_tokens]`.
 pub(crate) fn attention<'s>(
     ctx: &'s Context,
     q: Tensor<'s>,
@@ -138,11 +265,14 @@ pub(crate) fn attention<'s>(
     if flash {
         let v = ctx.permute(v, [0, 2, 1, 3])?;
         // out: [head_dim, n_head, n_tokens]
-        let out = ctx.flash_attn_ext(q, k, v, mask, 1.0)?;
+        let out = ctx.flash_attn_ext(q, k, v, mask, 1.0, s.logit_softcap.unwrap_or(0.0))?;
         return ctx.reshape(out, &[s.head_dim * s.n_head, s.n_tokens]);
     }
     // kq = k·qᵀ: [n_kv, n_tokens, n_head]
-    let kq = ctx.mul_mat(k, q)?.set_f32_accumulation();
+    let mut kq = ctx.mul_mat(k, q)?.set_f32_accumulation();
+    if let Some(cap) = s.logit_softcap {
+        kq = ctx.scale(ctx.tanh(ctx.scale(kq, 1.0 / cap)?)?, cap)?;
+    }
     let kq = ctx.soft_max_ext(kq, Some(mask), 1.0)?.set_name(&format!("kq_soft_max-{il}"))?;
     // vᵀ: [n_kv, head_dim, n_head_kv], made contiguous for mul_mat
     let vt = ctx.cont(ctx.permute(v, [1, 2, 0, 3])?)?;
@@ -150,4 +280,91 @@ pub(crate) fn attention<'s>(
     let kqv = ctx.mul_mat(vt, kq)?;
     let out = ctx.cont(ctx.permute(kqv, [0, 2, 1, 3])?)?;
     ctx.reshape(out, &[s.head_dim * s.n_head, s.n_tokens])
+}
+
+/// What a forward pass reads besides its weights and hyper-parameters (graph and weight
+/// contexts, the KV cache, the batch inputs, the attention kernel), and the graph steps every
+/// Gemma generation takes the same way.
+pub(crate) struct Pass<'s, 'm> {
+    pub ctx: &'s Context,
+    pub wctx: &'s Context,
+    pub kv: &'s KvCache,
+    pub inp: &'m BatchInputs<'s>,
+    pub flash_attn: bool,
+}
+
+impl<'s> Pass<'s, '_> {
+    /// RMS norm of `x` times weight `w` (which already holds Gemma's `1 + w`), named `name-il`.
+    pub fn norm(&self, x: Tensor<'s>, w: TensorId, eps: f32, name: &str, il: usize) -> Result<Tensor<'s>> {
+        let y = self.ctx.rms_norm(x, eps)?;
+        self.ctx.mul(y, self.wctx.tensor(w)?)?.set_name(&format!("{name}-{il}"))
+    }
+
+    /// `w · x`: `[ne0(w), …]` rows of `w` dotted with the columns of `x`.
+    pub fn mm(&self, w: TensorId, x: Tensor<'s>) -> Result<Tensor<'s>> {
+        self.ctx.mul_mat(self.wctx.tensor(w)?, x)
+    }
+
+    /// x = token_embd[tokens] · √n_embd: `[n_embd, n_tokens]`.
+    pub fn embed(&self, token_embd: TensorId, n_embd: u32) -> Result<Tensor<'s>> {
+        let embd = self.ctx.get_rows(self.wctx.tensor(token_embd)?, self.inp.tokens)?;
+        self.ctx.scale(embd, (n_embd as f32).sqrt())?.set_name("inp_scaled")
+    }
+
+    /// q, k: `[head_dim, n_head(_kv), n_tokens]` rotated (NEOX ordering) at the batch positions.
+    pub fn rope(&self, q: Tensor<'s>, k: Tensor<'s>, rope: Rope, il: usize) -> Result<(Tensor<'s>, Tensor<'s>)> {
+        let q = self.ctx.rope(q, self.inp.pos, rope)?.set_name(&format!("Qcur-{il}"))?;
+        let k = self.ctx.rope(k, self.inp.pos, rope)?.set_name(&format!("Kcur-{il}"))?;
+        Ok((q, k))
+    }
+
+    /// Stores the batch's `k` `[head_dim, n_head_kv, n_tokens]` and `v`
+    /// `[head_dim·n_head_kv, n_tokens]` in layer `il`'s cache rows, then attends the scaled `q`
+    /// `[head_dim, n_head, n_tokens]` over the cache: `[head_dim·n_head, n_tokens]`.
+    pub fn attend(
+        &self,
+        gf: &mut Graph<'s>,
+        (q, k, v): (Tensor<'s>, Tensor<'s>, Tensor<'s>),
+        d: &Dims,
+        logit_softcap: Option<f32>,
+        il: usize,
+    ) -> Result<Tensor<'s>> {
+        let (ctx, n_tokens) = (self.ctx, q.ne()[2]);
+        let (hd, nkv) = (d.head_dim as i64, d.n_head_kv as i64);
+        let (kc, vc, kvi) = self.kv.layer(il, self.inp)?;
+        gf.expand(ctx.set_rows(kc, ctx.reshape(k, &[hd * nkv, n_tokens])?, kvi.idx)?)?;
+        gf.expand(ctx.set_rows(vc, v, kvi.idx)?)?;
+        let shape = AttnShape {
+            head_dim: hd,
+            n_head: d.n_head as i64,
+            n_head_kv: nkv,
+            n_tokens,
+            n_kv: kvi.n_kv,
+            flash: self.flash_attn,
+            logit_softcap,
+            il,
+        };
+        attention(ctx, q, kc, vc, kvi.mask, shape)?.set_name(&format!("kqv_out-{il}"))
+    }
+
+    /// The last layer keeps only the positions whose logits are read: rows `out_ids` of each
+    /// tensor, or the tensors themselves when every position is read.
+    pub fn keep_outputs(&self, a: Tensor<'s>, b: Tensor<'s>) -> Result<(Tensor<'s>, Tensor<'s>)> {
+        match self.inp.out_ids {
+            Some(out) => Ok((self.ctx.get_rows(a, out)?, self.ctx.get_rows(b, out)?)),
+            None => Ok((a, b)),
+        }
+    }
+
+    /// logits = rmsnorm(x)·output_norm → output `[n_vocab, n_out]`, soft-capped at
+    /// `c·tanh(l/c)` when the model has a final cap.
+    pub fn logits(&self, x: Tensor<'s>, w: (TensorId, TensorId), eps: f32, softcap: Option<f32>) -> Result<Tensor<'s>> {
+        let (output_norm, output) = w;
+        let x = self.norm(x, output_norm, eps, "result_norm", 0)?;
+        let mut logits = self.mm(output, x)?;
+        if let Some(cap) = softcap {
+            logits = self.ctx.scale(self.ctx.tanh(self.ctx.scale(logits, 1.0 / cap)?)?, cap)?;
+        }
+        logits.set_name("result_output")
+    }
 }

@@ -156,6 +156,7 @@ impl Context {
 
     /// Fused attention (`ggml_flash_attn_ext`): q `[d, n_q, n_head]`, k and v
     /// `[d, n_kv, n_head_kv]`, mask F16 `[n_kv, ≥ n_q]` → `[d, n_head, n_q]` (F32).
+    /// `logit_softcap` > 0 caps the scaled scores at `c·tanh(s/c)` before the mask (0: none).
     pub fn flash_attn_ext<'s>(
         &'s self,
         q: Tensor<'s>,
@@ -163,6 +164,7 @@ impl Context {
         v: Tensor<'s>,
         mask: Tensor<'s>,
         scale: f32,
+        logit_softcap: f32,
     ) -> Result<Tensor<'s>> {
         let (nq, nk, nv, nm) = (q.ne(), k.ne(), v.ne(), mask.ne());
         let qk_ok = nq[0] == nk[0] && nq[2] % nk[2] == 0 && nq[3] % nk[3] == 0 && nq[3] == nk[3] && nq[3] == nv[3];
@@ -182,9 +184,11 @@ impl Context {
             ));
         }
         self.prepare(&[q, k, v, mask])?;
-        // SAFETY: the asserts of ggml_flash_attn_ext are checked above; no ALiBi, no softcap.
+        // SAFETY: the asserts of ggml_flash_attn_ext are checked above (the softcap is a plain
+        // op parameter, not asserted on); no ALiBi.
         let t = unsafe {
-            sys::ggml_flash_attn_ext(self.as_ptr(), q.as_ptr(), k.as_ptr(), v.as_ptr(), mask.as_ptr(), scale, 0.0, 0.0)
+            let (q, k, v, m) = (q.as_ptr(), k.as_ptr(), v.as_ptr(), mask.as_ptr());
+            sys::ggml_flash_attn_ext(self.as_ptr(), q, k, v, m, scale, 0.0, logit_softcap)
         };
         let t = self.wrap(t, "ggml_flash_attn_ext")?;
         t.set_f32_accumulation();
