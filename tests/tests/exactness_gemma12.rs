@@ -91,10 +91,9 @@ fn check_cases(cases: &[(&str, TinyConfig, u32, usize)]) {
         let path = write(&dir, &format!("case{i}"), cfg.clone());
         for flash in [false, true] {
             let (d_prompt, d_steps) = compare(&path, *n_ctx, *n_prompt, flash);
-            println!(
-                "{name:<28} n_ctx {n_ctx:4}, flash attention {:3}: max |Δlogit| {n_prompt:4}-token prompt = {d_prompt:e}, {N_STEPS} steps = {d_steps:e}",
-                if flash { "on" } else { "off" }
-            );
+            let fa = if flash { "on" } else { "off" };
+            print!("{name:<28} n_ctx {n_ctx:4}, flash attention {fa:3}: max |Δlogit| ");
+            println!("{n_prompt:4}-token prompt = {d_prompt:e}, {N_STEPS} steps = {d_steps:e}");
             worst = worst.max(d_prompt).max(d_steps);
         }
     }
@@ -155,4 +154,23 @@ fn gemma2_softcaps_and_window_change_the_logits() {
     let explicit =
         write(&dir, "explicit", TinyConfig { attn_softcap: 50.0, final_softcap: 30.0, ..TinyConfig::gemma2() });
     assert_eq!(max_diff(&logits(&defaults), &logits(&explicit)), 0.0, "absent soft-cap keys are not 50 and 30");
+}
+
+/// Gemma 2's local layers (the even ones) keep a window-sized cache, as llama.cpp's iSWA
+/// cache with `swa_full = false`: in a 1024 context with batches of 512 and a 16-token window,
+/// 768 cells (528 rounded up to 256) instead of 1024; Gemma 1 keeps full caches.
+#[test]
+fn gemma2_local_layers_keep_a_window_sized_cache() {
+    let dir = TempDir::new().expect("temp dir");
+    let opts = SessionOptions { n_ctx: 1024, ..Default::default() };
+    // f16 K and V rows of head_dim 16 × 2 KV heads: 2 × 64 bytes per cell.
+    let per_cell = 2 * 2 * 16 * 2;
+    for (name, cfg, cells) in [("gemma2", TinyConfig::gemma2(), 768 + 1024), ("gemma", TinyConfig::gemma(), 2 * 1024)] {
+        let model = Model::load(write(&dir, name, cfg), &LoadOptions { threads: Some(1), ..Default::default() });
+        let model = model.expect("load");
+        let layout = model.arch().kv_layout();
+        let bytes = Session::new(&model, opts).expect("session").kv_cache().bytes();
+        println!("{name}: local layers {:?}, window {:?}, KV cache {bytes} bytes", layout.is_local, layout.window);
+        assert_eq!(bytes, cells * per_cell, "{name}: KV cache size");
+    }
 }
