@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Cross-builds the workspace for 64-bit Arm Linux (aarch64-unknown-linux-gnu: Raspberry Pi 4
+# and 5) on an x86-64 Debian or Ubuntu PC, and runs its tests there under qemu user-mode
+# emulation. CI runs it after the host tests (.ci/run).
+#
+#   scripts/cross-aarch64.sh                 # pi5 and pi4: build, emulated tests, real-model check
+#   scripts/cross-aarch64.sh pi4             # one profile
+#   scripts/cross-aarch64.sh --release pi5   # only build the release `gemma` to copy to a board
+#
+# Profiles (one cargo configuration each, given with --config, so the host build is untouched):
+#   pi5  .cargo/aarch64-pi5.toml  Cortex-A76: ggml with -march=armv8.2-a+dotprod+fp16, qemu -cpu cortex-a76
+#   pi4  .cargo/aarch64-pi4.toml  Cortex-A72: ggml with -march=armv8-a (NEON), qemu -cpu cortex-a72
+# Each sets the cross linker, the qemu runner (so `cargo test`/`cargo run` work on the PC), the
+# Rust target-cpu and the C flags of the ggml build (.cargo/aarch64-toolchain.cmake).
+#
+# Installs with apt-get (through sudo when not root), once: the Arm cross compilers, qemu, and an
+# aarch64 Rust standard library. Rust: the default toolchain when it has the aarch64 target
+# (`rustup target add aarch64-unknown-linux-gnu`); otherwise, on Debian 12, Debian's own Rust
+# 1.96 (`rustc-web`, `cargo-web`, `libstd-rust-web-dev:arm64`, which adds the arm64 architecture
+# to dpkg), used for the cross build alone; otherwise rustup adds the target.
+#
+# Under emulation, for pi5: the unit tests of every crate but
+# gemma-tests (it links libllama as a reference and runs it on the real model: too slow under
+# emulation), the safe-layer kernel tests (tests/ggml_ops.rs), the GGUF tests, then
+# `gemma system` and `gemma run` on the real 270M model: 16 greedy tokens, which must equal the
+# host build's text for the same prompt. For pi4: the kernel tests, `gemma system` and `gemma run`. The gemma-cli integration tests are host-only (they
+# start the `gemma` binary directly, which needs binfmt_misc for a foreign binary).
+#
+# Environment:
+#   CROSS_TARGET_DIR  cargo target directory base (default: target/cross; one folder per profile)
+#   GEMMA_TEST_MODEL  the real model (default: scripts/fetch-model.sh fetches it)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+TRIPLE=aarch64-unknown-linux-gnu
+PROMPT="The capital of France is"
+N_TOKENS=16
+
+release=0
+profiles=()
+for a in "$@"; do
+  case "$a" in
+    --release) release=1 ;;
+    pi4 | pi5) profiles+=("$a") ;;
+    -h | --help) sed -n '2,/^set -e/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "cross-aarch64: unknown argument $a (pi4, pi5, --release)" >&2; exit 2 ;;
+  esac
+done
+[ ${#profiles[@]} -gt 0 ] || profiles=(pi5 pi4)
+
+say() { echo "cross-aarch64: $*" >&2; }
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_install() {
+  say "installing $*"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+apt_updated=0
+apt_update() {
+  [ $apt_updated -eq 1 ] || { $sudo apt-get update -qq; apt_updated=1; }
+}
+
+# --- Prerequisites -------------------------------------------------------------------------
+scripts/setup.sh # host compiler, cmake, libclang (bindgen), python
+need=()
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)
+command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || need+=(g++-aarch64-linux-gnu)
+command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
+if [ ${#need[@]} -gt 0 ]; then
+  apt_update
+  apt_install "${need[@]}"
+fi
+
+# The Rust toolchain for the cross build: CARGO and RUSTC.
+has_target() { [ -d "$("$1" --print sysroot)/lib/rustlib/$TRIPLE/lib" ]; }
+if command -v rustc >/dev/null 2>&1 && has_target rustc; then
+  CARGO=cargo RUSTC_CROSS=rustc
+elif [ -r /etc/debian_version ] && apt-cache show libstd-rust-web-dev >/dev/null 2>&1; then
+  if ! dpkg -s libstd-rust-web-dev:arm64 >/dev/null 2>&1 || ! [ -x /usr/bin/cargo ]; then
+    dpkg --print-foreign-architectures | grep -qx arm64 || $sudo dpkg --add-architecture arm64
+    apt_updated=0
+    apt_update
+    apt_install rustc-web cargo-web libstd-rust-web-dev:arm64
+  fi
+  CARGO=/usr/bin/cargo RUSTC_CROSS=/usr/bin/rustc
+else
+  rustup target add "$TRIPLE"
+  CARGO=cargo RUSTC_CROSS=rustc
+fi
+has_target "$RUSTC_CROSS" || { say "$RUSTC_CROSS has no $TRIPLE standard library"; exit 1; }
+say "cross toolchain: $("$RUSTC_CROSS" --version) ($CARGO)"
+
+# --- Cross builds ----------------------------------------------------------------------------
+base=${CROSS_TARGET_DIR:-target/cross}
+cross() { # cross PROFILE CARGO-ARGS...: cargo for the Arm target with that profile's config
+  local p=$1
+  shift
+  CARGO_TARGET_DIR="$base/$p" RUSTC="$RUSTC_CROSS" "$CARGO" "$1" --target "$TRIPLE" \
+    --config ".cargo/aarch64-$p.toml" "${@:2}"
+}
+
+if [ $release -eq 1 ]; then
+  for p in "${profiles[@]}"; do
+    cross "$p" build --release -p gemma-cli
+    say "$p: $base/$p/$TRIPLE/release/gemma"
+  done
+  exit 0
+fi
+
+# What runs under emulation (see the header). pi5: everything listed; pi4 (a second full build
+# of ggml for plain NEON): the kernel tests, where its code differs from the Pi 5's.
+PKGS_ALL=(-p ggml-sys -p gemma-gguf -p gemma-cli -p gemma-tools --lib --bins --test ggml_ops --test gguf_files
+  --test gguf_fuzz_seeds --test gguf_large_file --test gguf_real_model --test gguf_vs_ggml)
+PKGS_KERNELS=(-p gemma-gguf --test ggml_ops)
+
+GEMMA_TEST_MODEL=${GEMMA_TEST_MODEL:-$(scripts/fetch-model.sh)}
+export GEMMA_TEST_MODEL
+
+# The host build's greedy text: the reference for the Arm builds.
+cargo build -q -p gemma-cli --bin gemma
+host_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+want=$("$host_dir/debug/gemma" run -m "$GEMMA_TEST_MODEL" -p "$PROMPT" -n $N_TOKENS --temp 0 -t 1 2>/dev/null)
+say "x86-64 host: $want"
+
+fail=0
+for p in "${profiles[@]}"; do
+  if [ "$p" = pi5 ]; then sel=("${PKGS_ALL[@]}"); else sel=("${PKGS_KERNELS[@]}"); fi
+  t0=$(date +%s)
+  cross "$p" test --no-run "${sel[@]}"
+  cross "$p" build -p gemma-cli --bin gemma
+  t1=$(date +%s)
+  cross "$p" test "${sel[@]}"
+  t2=$(date +%s)
+  cross "$p" run -q -p gemma-cli --bin gemma -- system
+  got=$(cross "$p" run -q -p gemma-cli --bin gemma -- run -m "$GEMMA_TEST_MODEL" -p "$PROMPT" \
+    -n $N_TOKENS --temp 0 -t 1 2>/dev/null)
+  t3=$(date +%s)
+  say "$p: $got"
+  if [ "$got" = "$want" ]; then
+    say "$p: $N_TOKENS greedy tokens equal the host's"
+  else
+    say "$p: greedy text differs from the host's"
+    fail=1
+  fi
+  say "$p: build $((t1 - t0)) s, emulated tests $((t2 - t1)) s, gemma system + run $((t3 - t2)) s"
+done
+exit $fail
