@@ -4,7 +4,11 @@
 /// `general.*` keys.
 pub mod general {
     pub const ARCHITECTURE: &str = "general.architecture";
+    pub const TYPE: &str = "general.type";
     pub const NAME: &str = "general.name";
+    pub const DESCRIPTION: &str = "general.description";
+    pub const QUANTIZED_BY: &str = "general.quantized_by";
+    pub const SOURCE_HF_REPO: &str = "general.source.huggingface.repository";
     pub const FILE_TYPE: &str = "general.file_type";
     pub const QUANTIZATION_VERSION: &str = "general.quantization_version";
 }

@@ -71,6 +71,7 @@
 
 mod cursor;
 mod error;
+mod mapped;
 mod parse;
 mod reader;
 mod split;
@@ -83,6 +84,7 @@ mod writer;
 mod tests;
 
 pub use error::{GgufError, UnsupportedGgmlType};
+pub use mapped::MappedFile;
 pub use reader::{GgufFile, TensorInfo};
 pub use types::{GgmlType, GgufValueType};
 pub use value::{GgufArray, GgufValue, ValueKind};

@@ -216,6 +216,20 @@ impl GgufFile {
         };
         shard.storage.bytes().get(start..end).ok_or_else(foreign)
     }
+
+    /// Gives the pages of `info`'s data back to the system (mapped files only; see
+    /// [`MappedFile::release`](super::MappedFile::release)): a one-pass reader calls it
+    /// after each tensor so that the resident set stays one tensor wide.
+    pub fn release_tensor_data(&self, info: &TensorInfo) {
+        let Some(shard) = self.shards.get(info.shard) else { return };
+        if let Storage::Mapped(map) = &shard.storage {
+            let start = shard.data_offset.saturating_add(info.offset);
+            let end = start.saturating_add(info.n_bytes);
+            if let (Ok(start), Ok(end)) = (usize::try_from(start), usize::try_from(end)) {
+                super::mapped::release_pages(map, start..end);
+            }
+        }
+    }
 }
 
 /// Typed getters.
