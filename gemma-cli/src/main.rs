@@ -2,9 +2,12 @@
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod chart;
 mod chat;
 mod common;
+mod compare;
 mod info;
+mod perplexity;
 mod run;
 mod system;
 
@@ -37,6 +40,16 @@ enum Command {
     /// Chat with an instruction-tuned model, multi-turn, keeping the KV cache between turns.
     /// Reads one user message per line (interactive or piped); /reset and /quit.
     Chat(chat::Args),
+    /// Perplexity over a text, llama-perplexity's way: chunks of -c tokens (default 512),
+    /// each from an empty cache with BOS first, scored on its second half; prints
+    /// `PPL = x +/- y` (the uncertainty as llama.cpp estimates it).
+    Perplexity(perplexity::Args),
+    /// Compare models with a base on the same text: perplexity and its ratio, KL-divergence
+    /// (mean, median, p99, max), top-1 agreement, top-5 overlap, RMS of the change in the
+    /// next token's probability. Table on stdout; --json, --csv and --chart (SVG/PNG: mean KL
+    /// against bits per weight) on request. --save-base keeps the base's top-k logits in a
+    /// file that --base-logits reuses.
+    Compare(compare::Args),
 }
 
 fn main() {
@@ -59,6 +72,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
+        Command::Compare(args) => compare::run(args),
     }
 }
 
