@@ -77,7 +77,7 @@ impl Arch {
         match self {
             Arch::Gemma { hp, .. } => hp.dims.n_vocab,
             Arch::Gemma2 { hp, .. } => hp.dims.n_vocab,
-            Arch::Gemma3 { hp, .. } => hp.n_vocab,
+            Arch::Gemma3 { hp, .. } => hp.dims.n_vocab,
         }
     }
 
@@ -86,7 +86,7 @@ impl Arch {
         match self {
             Arch::Gemma { hp, .. } => hp.dims.n_ctx_train,
             Arch::Gemma2 { hp, .. } => hp.dims.n_ctx_train,
-            Arch::Gemma3 { hp, .. } => hp.n_ctx_train,
+            Arch::Gemma3 { hp, .. } => hp.dims.n_ctx_train,
         }
     }
 
@@ -103,7 +103,7 @@ impl Arch {
                 window: Some(hp.sliding_window),
             },
             Arch::Gemma3 { hp, .. } => KvLayout {
-                kv_dim: kv_dim(hp.n_head_kv, hp.head_dim),
+                kv_dim: kv_dim(hp.dims.n_head_kv, hp.dims.head_dim),
                 is_local: hp.is_local.clone(),
                 window: hp.sliding_window,
             },

@@ -249,14 +249,11 @@ impl<'m> Session<'m> {
         let [global, local] = kv_in;
         let inp = BatchInputs { tokens, pos, out_ids, global, local };
         let mut gf = ctx.new_graph(n_nodes)?;
-        let (wctx, kv, flash_attn) = (&self.model.wctx, &self.kv, self.opts.flash_attn);
-        let pass = Pass { ctx, wctx, kv, inp: &inp, flash_attn };
+        let pass = Pass { ctx, wctx: &self.model.wctx, kv: &self.kv, inp: &inp, flash_attn: self.opts.flash_attn };
         let logits = match &self.model.arch {
             Arch::Gemma { hp, weights: w } => gemma::Forward { pass, w, hp }.build(&mut gf)?,
             Arch::Gemma2 { hp, weights: w } => gemma2::Forward { pass, w, hp }.build(&mut gf)?,
-            Arch::Gemma3 { hp, weights: w } => {
-                gemma3::Forward { ctx, wctx, w, hp, kv, inp: &inp, flash_attn }.build(&mut gf)?
-            }
+            Arch::Gemma3 { hp, weights: w } => gemma3::Forward { pass, w, hp }.build(&mut gf)?,
         };
         let logits = logits.set_output();
         gf.expand(logits)?;
