@@ -19,12 +19,12 @@
 # 1.96 (`rustc-web`, `cargo-web`, `libstd-rust-web-dev:arm64`, which adds the arm64 architecture
 # to dpkg), used for the cross build alone; otherwise rustup adds the target.
 #
-# Under emulation, for pi5: the unit tests of every crate but
-# gemma-tests (it links libllama as a reference and runs it on the real model: too slow under
-# emulation), the safe-layer kernel tests (tests/ggml_ops.rs), the GGUF tests, then
-# `gemma system` and `gemma run` on the real 270M model: 16 greedy tokens, which must equal the
-# host build's text for the same prompt. For pi4: the kernel tests, `gemma system` and `gemma run`. The gemma-cli integration tests are host-only (they
-# start the `gemma` binary directly, which needs binfmt_misc for a foreign binary).
+# Under emulation, for pi5: the unit tests of every crate but gemma-tests (it links libllama as
+# a reference and runs it on the real model: too slow emulated), the safe-layer kernel tests
+# (gemma-gguf/tests/ggml_ops.rs), the GGUF tests, `gemma system`, and `gemma run` on the real
+# 270M model: 16 greedy tokens, which must equal the host build's text for the same prompt.
+# For pi4: the kernel tests, `gemma system` and `gemma run`. The gemma-cli integration tests
+# stay host-only (they start the Arm `gemma` directly, which needs binfmt_misc).
 #
 # Environment:
 #   CROSS_TARGET_DIR  cargo target directory base (default: target/cross; one folder per profile)
@@ -73,9 +73,15 @@ fi
 
 # The Rust toolchain for the cross build: CARGO and RUSTC.
 has_target() { [ -d "$("$1" --print sysroot)/lib/rustlib/$TRIPLE/lib" ]; }
+debian_rust() { # Debian 12's rustc-web 1.96 ships an arm64 standard library package
+  [ -r /etc/debian_version ] && command -v apt-cache >/dev/null 2>&1 || return 1
+  apt-cache show libstd-rust-web-dev >/dev/null 2>&1 && return 0
+  apt_update
+  apt-cache show libstd-rust-web-dev >/dev/null 2>&1
+}
 if command -v rustc >/dev/null 2>&1 && has_target rustc; then
   CARGO=cargo RUSTC_CROSS=rustc
-elif [ -r /etc/debian_version ] && apt-cache show libstd-rust-web-dev >/dev/null 2>&1; then
+elif debian_rust; then
   if ! dpkg -s libstd-rust-web-dev:arm64 >/dev/null 2>&1 || ! [ -x /usr/bin/cargo ]; then
     dpkg --print-foreign-architectures | grep -qx arm64 || $sudo dpkg --add-architecture arm64
     apt_updated=0
