@@ -28,7 +28,7 @@ const HELP: &str = "commands: /reset (forget the conversation), /quit (or end of
 pub fn run(args: Args) -> Result<()> {
     let model = args.model.load()?;
     let mut session = args.model.session(&model)?;
-    report_model(&model, &session);
+    let memory = report_model(&args.model, &model, &session);
     let tok = model.tokenizer();
     let eot = tok.end_of_turn().ok_or_else(|| anyhow::anyhow!("the vocabulary has no <end_of_turn> token"))?;
     let mut sampler = Sampler::new(args.sampling.params())?;
@@ -102,7 +102,7 @@ pub fn run(args: Args) -> Result<()> {
             eprintln!("({:.1} tokens/s)", out.generation_tps());
         }
     }
-    report_memory();
+    report_memory(&memory, &model, &session);
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use gemma_gguf::ggml::Type;
 use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::sampler::SamplerParams;
 use gemma_gguf::session::{Session, SessionOptions, DEFAULT_CTX, DEFAULT_UBATCH};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Model and runtime flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -107,10 +107,128 @@ pub fn rss() -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// Makes the peak RSS (VmHWM) restart from the current RSS (Linux 4.0+: writing 5 to
+/// /proc/self/clear_refs), so that each benchmark reports its own peak. `false` if refused.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 const MIB: f64 = (1u64 << 20) as f64;
 
-/// Load time and the memory breakdown, to stderr.
-pub fn report_model(model: &Model, session: &Session<'_>) {
+/// Resident memory now, by what backs it, in bytes (Linux: /proc/self/smaps).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resident {
+    /// Pages of the model file's mapping.
+    pub model_file: u64,
+    /// Pages of other files: the executable and its libraries.
+    pub other_files: u64,
+    /// Anonymous memory: heap, ggml buffers, repacked weights, KV cache.
+    pub anon: u64,
+}
+
+impl Resident {
+    pub fn now(model_path: &Path) -> Option<Resident> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let model_path = model_path.canonicalize().ok()?;
+        let (mut r, mut in_model) = (Resident::default(), false);
+        for line in smaps.lines() {
+            let mut f = line.split_whitespace();
+            let first = f.next().unwrap_or("");
+            if first.contains('-') && !first.ends_with(':') {
+                // a mapping's header: range perms offset dev inode [path]
+                in_model = f.nth(4).is_some_and(|p| Path::new(p) == model_path);
+                continue;
+            }
+            let kb = || f.clone().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
+            match first {
+                "Rss:" if in_model => r.model_file += kb(),
+                "Rss:" => r.other_files += kb(),
+                "Anonymous:" => {
+                    r.anon += kb();
+                    r.other_files = r.other_files.saturating_sub(kb());
+                }
+                _ => {}
+            }
+        }
+        Some(r)
+    }
+}
+
+/// What a model and a session hold, by part, in bytes: the figures a run's peak RSS is made of.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct MemoryBreakdown {
+    /// The whole model file, mapped: every page is read by the first forward pass (tensor data,
+    /// and the header with the vocabulary), including those of repacked weights.
+    pub weights_mapped: u64,
+    /// Anonymous copies of the weights repacked for the CPU's interleaved kernels.
+    pub weights_repacked: u64,
+    pub kv_cache: u64,
+    /// The largest graph's intermediate tensors (one graph's buffer is held at a time).
+    pub compute: u64,
+    /// Code, metadata, tokenizer and heap: measured once, right after loading (the resident
+    /// memory then, less the model file's pages, the repacked copies and the KV cache).
+    pub runtime: u64,
+}
+
+impl MemoryBreakdown {
+    pub fn total(&self) -> u64 {
+        self.weights_mapped + self.weights_repacked + self.kv_cache + self.compute + self.runtime
+    }
+
+    /// One line: the parts, their sum, and how far the measured peak RSS is from it.
+    pub fn line(&self, peak_rss: Option<u64>) -> String {
+        let m = |b: u64| b as f64 / MIB;
+        let mut s = format!(
+            "weights {:.1} MiB mapped + {:.1} MiB repacked, KV cache {:.1} MiB, compute {:.1} MiB, runtime \
+             {:.1} MiB = {:.1} MiB",
+            m(self.weights_mapped),
+            m(self.weights_repacked),
+            m(self.kv_cache),
+            m(self.compute),
+            m(self.runtime),
+            m(self.total())
+        );
+        if let Some(peak) = peak_rss {
+            let off = 100.0 * (peak as f64 - self.total() as f64) / self.total().max(1) as f64;
+            s.push_str(&format!("; peak RSS {:.1} MiB ({off:+.1}%)", m(peak)));
+        }
+        s
+    }
+}
+
+/// Measured right after a model and its session were made: what the breakdown cannot
+/// predict (code, metadata, tokenizer). `None` where /proc is not there.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryBaseline {
+    runtime: Option<u64>,
+}
+
+impl MemoryBaseline {
+    /// Call after loading `model` and creating `session` (whose KV cache is zeroed, so resident),
+    /// before any forward pass.
+    pub fn measure(model: &Model, session: &Session<'_>, model_path: &Path) -> MemoryBaseline {
+        let runtime = Resident::now(model_path).map(|r| {
+            let held = (model.repacked_bytes() + session.kv_cache().bytes()) as u64;
+            r.anon.saturating_sub(held) + r.other_files
+        });
+        MemoryBaseline { runtime }
+    }
+
+    /// The breakdown for `session` as it is now.
+    pub fn breakdown(&self, model: &Model, session: &Session<'_>) -> MemoryBreakdown {
+        MemoryBreakdown {
+            weights_mapped: if model.weights_mapped() { model.gguf().file_len() } else { 0 },
+            weights_repacked: model.repacked_bytes() as u64,
+            kv_cache: session.kv_cache().bytes() as u64,
+            compute: session.compute_bytes() as u64,
+            runtime: self.runtime.unwrap_or(0),
+        }
+    }
+}
+
+/// Load time, weights and KV cache, to stderr. Returns the memory baseline for
+/// [`report_memory`].
+pub fn report_model(args: &ModelArgs, model: &Model, session: &Session<'_>) -> MemoryBaseline {
     eprintln!(
         "load: {:.2} s; weights {:.1} MiB ({}, {} tensors repacked), KV cache {:.1} MiB (n_ctx {})",
         model.load_time().as_secs_f64(),
@@ -120,10 +238,14 @@ pub fn report_model(model: &Model, session: &Session<'_>) {
         session.kv_cache().bytes() as f64 / MIB,
         session.n_ctx()
     );
+    MemoryBaseline::measure(model, session, &args.model)
 }
 
-pub fn report_memory() {
-    if let Some((peak, now)) = rss() {
+/// The memory breakdown against the measured peak and current RSS, to stderr.
+pub fn report_memory(baseline: &MemoryBaseline, model: &Model, session: &Session<'_>) {
+    let rss = rss();
+    eprintln!("memory: {}", baseline.breakdown(model, session).line(rss.map(|r| r.0)));
+    if let Some((peak, now)) = rss {
         eprintln!("memory: peak RSS {:.1} MiB, now {:.1} MiB", peak as f64 / MIB, now as f64 / MIB);
     }
 }

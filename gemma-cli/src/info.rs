@@ -38,7 +38,7 @@ const TEXT_STRING_MAX: usize = 60;
 /// `enum llama_ftype` (the value of `general.file_type`) from llama.cpp's include/llama.h
 /// (llama-cpp-sys-2 0.1.161), without the `LLAMA_FTYPE_` and `MOSTLY_` prefixes.
 #[rustfmt::skip]
-const FILE_TYPES: &[(u64, &str)] = &[
+pub(crate) const FILE_TYPES: &[(u64, &str)] = &[
     (0, "ALL_F32"), (1, "F16"), (2, "Q4_0"), (3, "Q4_1"), (7, "Q8_0"), (8, "Q5_0"),
     (9, "Q5_1"), (10, "Q2_K"), (11, "Q3_K_S"), (12, "Q3_K_M"), (13, "Q3_K_L"),
     (14, "Q4_K_S"), (15, "Q4_K_M"), (16, "Q5_K_S"), (17, "Q5_K_M"), (18, "Q6_K"),

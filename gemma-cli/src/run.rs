@@ -51,7 +51,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let model = args.model.load()?;
     let mut session = args.model.session(&model)?;
-    report_model(&model, &session);
+    let memory = report_model(&args.model, &model, &session);
     let tok = model.tokenizer();
     let ids = if args.chat_format {
         let pieces = gemma_gguf::chat::format(&[gemma_gguf::chat::Message::user(&prompt)], true)?;
@@ -93,6 +93,6 @@ pub fn run(args: Args) -> Result<()> {
         result.generation_tps(),
         result.stop
     );
-    report_memory();
+    report_memory(&memory, &model, &session);
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! - [`ggml`]: the safe layer over ggml; the only module with `unsafe`.
 //! - [`model`], [`session`], [`generate`]: load a model, keep a conversation's KV cache,
 //!   generate; [`tokenizer`], [`sampler`], [`chat`] around them.
+//! - [`quality`]: perplexity over a text (llama-perplexity's method) and a model's
+//!   distributions against a base's (KL-divergence, top-token agreement, the base-logits file).
 //!
 //! Load a model, open a session, feed tokens, sample and stream text:
 //!

@@ -130,6 +130,7 @@ pub struct Model {
     weight_bytes: usize,
     mapped: bool,
     repacked: usize,
+    repacked_bytes: usize,
     load_time: Duration,
 }
 
@@ -162,12 +163,13 @@ impl Model {
         let weight_bytes =
             declared.iter().map(|(_, id)| wctx.tensor(*id).map(|t| t.nbytes())).sum::<Result<usize>>()?;
         let mapped = backend.is_cpu();
-        let repacked = if mapped {
+        let (repacked, repacked_bytes) = if mapped {
             load_mapped(&wctx, &gguf, &declared, &backend, opts.no_repack)?
         } else {
-            load_copied(&wctx, &gguf, &declared, &backend)?
+            (load_copied(&wctx, &gguf, &declared, &backend)?, 0)
         };
-        Ok(Model { gguf, backend, wctx, arch, tokenizer, weight_bytes, mapped, repacked, load_time: start.elapsed() })
+        let load_time = start.elapsed();
+        Ok(Model { gguf, backend, wctx, arch, tokenizer, weight_bytes, mapped, repacked, repacked_bytes, load_time })
     }
 
     /// The GGUF file the model came from.
@@ -192,6 +194,11 @@ impl Model {
     /// Weights repacked into the CPU's faster interleaved layout (copies, not mapped).
     pub fn repacked_weights(&self) -> usize {
         self.repacked
+    }
+
+    /// Bytes of the repacked copies (anonymous memory besides the mapped file).
+    pub fn repacked_bytes(&self) -> usize {
+        self.repacked_bytes
     }
 
     /// Whether the weights are the mapped file itself (CPU) rather than device copies.
@@ -227,14 +234,14 @@ fn repack_type(backend: &Backend, no_repack: bool) -> Option<BufferType> {
 }
 
 /// CPU: weights ggml can repack go to the repacking buffer (copied and interleaved); all
-/// others are the mapped file's bytes. Returns how many were repacked.
+/// others are the mapped file's bytes. Returns how many were repacked, and their bytes.
 fn load_mapped(
     wctx: &Context,
     gguf: &Arc<GgufFile>,
     declared: &[(String, TensorId)],
     backend: &Backend,
     no_repack: bool,
-) -> Result<usize> {
+) -> Result<(usize, usize)> {
     let repack = repack_type(backend, no_repack);
     let mut mapped = Vec::new();
     let mut packed = Vec::new();
@@ -264,7 +271,7 @@ fn load_mapped(
             t.set_bytes(gguf.tensor_data(info)?)?;
         }
     }
-    Ok(packed.len())
+    Ok((packed.len(), packed.iter().map(|(_, t)| t.nbytes()).sum()))
 }
 
 /// Other devices: every weight copied into the device's buffer.

@@ -79,6 +79,8 @@ pub struct Session<'m> {
     /// Graph nodes to keep and read after each batch (debugging against llama.cpp's names).
     capture: Vec<String>,
     captured: Vec<(String, Vec<f32>)>,
+    /// Largest compute buffer any graph of this session has needed, in bytes.
+    compute_peak: usize,
 }
 
 impl<'m> Session<'m> {
@@ -126,6 +128,7 @@ impl<'m> Session<'m> {
             graph: None,
             capture: Vec::new(),
             captured: Vec::new(),
+            compute_peak: 0,
         })
     }
 
@@ -147,6 +150,12 @@ impl<'m> Session<'m> {
 
     pub fn n_ctx(&self) -> u32 {
         self.opts.n_ctx
+    }
+
+    /// The largest compute buffer (intermediate tensors of one graph) used so far, in bytes;
+    /// one graph's buffer is held at a time.
+    pub fn compute_bytes(&self) -> usize {
+        self.compute_peak
     }
 
     pub fn kv_cache(&self) -> &KvCache {
@@ -212,6 +221,7 @@ impl<'m> Session<'m> {
             let n_nodes = 64 * self.model.gguf.tensors().len() / 8 + 1024;
             let ctx = Context::new(n_nodes, n_nodes)?;
             let ids = self.build(&ctx, key, n_nodes)?;
+            self.compute_peak = self.compute_peak.max(ctx.graph_buffer_bytes());
             self.graph = Some(BuiltGraph { ctx, ids });
         }
         let BuiltGraph { ctx, ids } = self.graph.as_ref().expect("built above");

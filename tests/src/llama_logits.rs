@@ -14,6 +14,8 @@ pub struct LlamaRunner {
     ctx: *mut ll::llama_context,
     n_vocab: usize,
     n_past: i32,
+    /// A persistent CPU thread pool attached to the context (null: ggml's per-graph one).
+    threadpool: *mut ll::ggml_threadpool,
 }
 
 /// Options for the reference context.
@@ -87,8 +89,39 @@ impl LlamaRunner {
             let ctx = ll::llama_init_from_model(model, cp);
             assert!(!ctx.is_null(), "libllama could not create a context");
             let n_vocab = ll::llama_vocab_n_tokens(ll::llama_model_get_vocab(model)) as usize;
-            LlamaRunner { capture, model, ctx, n_vocab, n_past: 0 }
+            LlamaRunner { capture, model, ctx, n_vocab, n_past: 0, threadpool: std::ptr::null_mut() }
         }
+    }
+
+    /// Gives the context a persistent thread pool of `n_threads`, as llama-bench does (its
+    /// default polling level, 50); without one, ggml starts threads for every graph.
+    pub fn attach_threadpool(&mut self, n_threads: i32) {
+        // SAFETY: default params for n_threads; the pool is freed in Drop after the context.
+        unsafe {
+            let mut params = ll::ggml_threadpool_params_default(n_threads);
+            let tp = ll::ggml_threadpool_new(&mut params);
+            assert!(!tp.is_null(), "ggml_threadpool_new failed");
+            ll::llama_attach_threadpool(self.ctx, tp, std::ptr::null_mut());
+            if !self.threadpool.is_null() {
+                ll::ggml_threadpool_free(self.threadpool);
+            }
+            self.threadpool = tp;
+        }
+    }
+
+    /// Feeds `tokens` after the cache, computing logits for the last one without reading them
+    /// (llama-bench's `test_prompt` / `test_gen` step: `llama_batch_get_one`, then
+    /// `llama_synchronize`).
+    pub fn decode(&mut self, tokens: &[u32]) {
+        let mut ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        // SAFETY: the batch views `ids`, alive for the call; libllama copies what it keeps.
+        unsafe {
+            let batch = ll::llama_batch_get_one(ids.as_mut_ptr(), ids.len() as i32);
+            let rc = ll::llama_decode(self.ctx, batch);
+            assert_eq!(rc, 0, "llama_decode failed");
+            ll::llama_synchronize(self.ctx);
+        }
+        self.n_past += tokens.len() as i32;
     }
 
     /// Activations captured since the last call (name, values).
@@ -163,6 +196,9 @@ impl Drop for LlamaRunner {
         unsafe {
             ll::llama_free(self.ctx);
             ll::llama_model_free(self.model);
+            if !self.threadpool.is_null() {
+                ll::ggml_threadpool_free(self.threadpool);
+            }
         }
     }
 }

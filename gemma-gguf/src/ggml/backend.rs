@@ -112,12 +112,38 @@ pub struct Backend {
     raw: NonNull<sys::ggml_backend>,
     name: String,
     device: Device,
+    /// The CPU backend's persistent worker threads (without one, ggml starts and joins
+    /// threads for every graph). Freed after the backend (field drop order, after `drop`).
+    pool: std::cell::RefCell<Option<RawThreadpool>>,
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
         // SAFETY: `raw` came from ggml_backend_dev_init and is freed once.
         unsafe { sys::ggml_backend_free(self.raw.as_ptr()) }
+    }
+}
+
+/// An owning handle on a CPU thread pool (`ggml_threadpool_new`).
+struct RawThreadpool(NonNull<sys::ggml_threadpool>);
+
+impl RawThreadpool {
+    /// `n` threads (the caller's included) with ggml's default parameters: normal priority,
+    /// no pinning, polling level 50, as llama-bench and llama-cli create theirs.
+    fn new(n: usize) -> Result<RawThreadpool> {
+        // SAFETY: default parameters for n (checked ≤ MAX_THREADS by the caller); null handled.
+        let p = unsafe {
+            let mut params = sys::ggml_threadpool_params_default(n as i32);
+            sys::ggml_threadpool_new(&mut params)
+        };
+        NonNull::new(p).map(RawThreadpool).ok_or(Error::Null("ggml_threadpool_new"))
+    }
+}
+
+impl Drop for RawThreadpool {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_threadpool_new, freed once, after no backend uses it.
+        unsafe { sys::ggml_threadpool_free(self.0.as_ptr()) }
     }
 }
 
@@ -129,7 +155,7 @@ impl Backend {
         let raw = NonNull::new(p).ok_or(Error::Null("ggml_backend_dev_init"))?;
         // SAFETY: live backend.
         let name = cstr(unsafe { sys::ggml_backend_name(raw.as_ptr()) });
-        Ok(Backend { raw, name, device })
+        Ok(Backend { raw, name, device, pool: Default::default() })
     }
 
     /// The CPU backend.
@@ -154,8 +180,9 @@ impl Backend {
         unsafe { sys::ggml_backend_is_cpu(self.as_ptr()) }
     }
 
-    /// Sets the compute threads (1 ..= 512) on backends that have them (the CPU backend);
-    /// other backends ignore it, as llama.cpp does.
+    /// Sets the compute threads (1 ..= 512) on backends that have them (the CPU backend, which
+    /// also gets a persistent thread pool of that size); other backends ignore it, as
+    /// llama.cpp does.
     pub fn set_n_threads(&self, n: usize) -> Result<()> {
         if n == 0 || n > MAX_THREADS {
             return Err(Error::OutOfRange { what: "threads", value: n.to_string(), why: "must be 1 to 512" });
@@ -170,6 +197,13 @@ impl Backend {
                 // SAFETY: live backend of this registry; n in range.
                 unsafe { f(self.as_ptr(), n as i32) };
             }
+        }
+        if self.is_cpu() {
+            let pool = RawThreadpool::new(n)?;
+            // SAFETY: a CPU backend (checked) and a live pool, which `self` keeps (and frees
+            // after the backend); ggml pauses the previous pool before switching.
+            unsafe { sys::ggml_backend_cpu_set_threadpool(self.as_ptr(), pool.0.as_ptr()) };
+            *self.pool.borrow_mut() = Some(pool);
         }
         Ok(())
     }

@@ -332,6 +332,14 @@ impl Context {
         self.gallocrs.borrow_mut().push(galloc);
         Ok(())
     }
+
+    /// Bytes of the compute buffers that [`alloc_graph`](Self::alloc_graph) allocated for this
+    /// context's graphs (`ggml_gallocr_get_buffer_size`).
+    pub fn graph_buffer_bytes(&self) -> usize {
+        let gallocrs = self.gallocrs.borrow();
+        // SAFETY: live allocators owned by this context; each has one buffer (id 0).
+        gallocrs.iter().map(|g| unsafe { sys::ggml_gallocr_get_buffer_size(g.as_ptr(), 0) }).sum()
+    }
 }
 
 fn check_dims(ty: Type, dims: &[i64]) -> Result<()> {

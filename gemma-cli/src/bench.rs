@@ -1,0 +1,323 @@
+//! `gemma bench`: prompt-processing and generation speed as llama-bench measures them.
+//!
+//! `pp<P>`: a P-token prompt (BOS, then random tokens) from an empty cache, fed in batches of
+//! `--ubatch`, logits for the last token only. `tg<N>`: N tokens fed one decode step at a time
+//! from an empty cache (BOS, then random tokens; nothing is sampled). Each test runs once to
+//! warm up, then `-r` times; the speed is the mean ± sample standard deviation of the per-run
+//! tokens/s. These are llama-bench's `test_prompt`, `test_gen` and `avg_ts`/`stdev_ts`
+//! (llama.cpp `tools/llama-bench/llama-bench.cpp`, b6000-era), so the figures compare.
+use crate::common::{reset_peak_rss, rss, MemoryBaseline, MemoryBreakdown, ModelArgs};
+use anyhow::{bail, Result};
+use gemma_gguf::model::Model;
+use gemma_gguf::session::{Outputs, Session, DEFAULT_UBATCH};
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The GGUF model file.
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Prompt lengths to measure, comma-separated (0: no prompt test).
+    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    pub n_prompt: Vec<u32>,
+    /// Generation lengths to measure, comma-separated (0: no generation test).
+    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    pub n_gen: Vec<u32>,
+    /// Thread counts, comma-separated (default: the logical CPUs).
+    #[arg(short = 't', long = "threads", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Timed repetitions of each test (after one warm-up run).
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub reps: usize,
+    /// `md` (a Markdown table, as llama-bench prints) or `json`.
+    #[arg(short = 'o', long = "output", default_value = "md")]
+    pub output: Format,
+    /// Context size of each test's session (default: the test's own tokens, as llama-bench).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx: Option<u32>,
+    /// Largest batch of prompt tokens per graph.
+    #[arg(long = "ubatch", default_value_t = DEFAULT_UBATCH)]
+    pub ubatch: u32,
+    /// Device to run on, as `gemma --version` lists them.
+    #[arg(long = "device")]
+    pub device: Option<String>,
+    /// Use ggml's fused flash-attention kernel.
+    #[arg(long = "flash-attn", visible_alias = "fa")]
+    pub flash_attn: bool,
+    /// KV cache type: f16, or q8_0 (needs --flash-attn).
+    #[arg(long = "cache-type", default_value = "f16")]
+    pub cache_type: String,
+    /// Keep every weight mapped from the file (no repacking).
+    #[arg(long = "no-repack")]
+    pub no_repack: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Md,
+    Json,
+}
+
+/// One test's result; field names follow llama-bench's JSON output where it has them.
+#[derive(Serialize)]
+struct TestResult {
+    model_filename: String,
+    model_type: String,
+    model_size: u64,
+    model_n_params: u64,
+    backend: String,
+    n_threads: usize,
+    n_ctx: u32,
+    n_ubatch: u32,
+    flash_attn: bool,
+    type_k: String,
+    no_repack: bool,
+    n_prompt: u32,
+    n_gen: u32,
+    samples_ns: Vec<u64>,
+    samples_ts: Vec<f64>,
+    avg_ns: u64,
+    stddev_ns: u64,
+    avg_ts: f64,
+    stddev_ts: f64,
+    /// Peak resident memory during this test (the peak is reset before each test on Linux).
+    peak_rss_bytes: Option<u64>,
+    memory: MemoryBreakdown,
+}
+
+impl TestResult {
+    fn name(&self) -> String {
+        if self.n_prompt > 0 {
+            format!("pp{}", self.n_prompt)
+        } else {
+            format!("tg{}", self.n_gen)
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.reps == 0 {
+        bail!("-r 0: give at least one repetition");
+    }
+    let tests: Vec<(u32, u32)> = args
+        .n_prompt
+        .iter()
+        .filter(|&&p| p > 0)
+        .map(|&p| (p, 0))
+        .chain(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)))
+        .collect();
+    if tests.is_empty() {
+        bail!("nothing to measure: give a -p or -n above 0");
+    }
+    let threads =
+        if args.threads.is_empty() { vec![gemma_gguf::ggml::default_threads()] } else { args.threads.clone() };
+    let margs = ModelArgs {
+        model: args.model.clone(),
+        threads: Some(threads[0]),
+        ctx: 0,
+        ubatch: args.ubatch,
+        device: args.device.clone(),
+        flash_attn: args.flash_attn,
+        cache_type: args.cache_type.clone(),
+        no_repack: args.no_repack,
+    };
+    margs.session_options()?;
+    let model = margs.load()?;
+    let desc = Description::of(&model, &args);
+    let mut results = Vec::new();
+    for &t in &threads {
+        model.backend().set_n_threads(t)?;
+        for &(p, n) in &tests {
+            let r = run_test(&model, &margs, &args, &desc, t, p, n)?;
+            if args.output == Format::Md {
+                if results.is_empty() {
+                    emit("| model | size | params | backend | threads | test | t/s | peak RSS |\n")?;
+                    emit("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |\n")?;
+                }
+                emit(&row(&r))?;
+                eprintln!("memory {} t{}: {}", r.name(), t, r.memory.line(r.peak_rss_bytes));
+            }
+            results.push(r);
+        }
+    }
+    if args.output == Format::Json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&results)?))?;
+    }
+    Ok(())
+}
+
+/// Writes to standard output as each row is ready; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// What the table says about the model.
+struct Description {
+    filename: String,
+    model_type: String,
+    size: u64,
+    n_params: u64,
+    backend: String,
+}
+
+impl Description {
+    fn of(model: &Model, args: &Args) -> Description {
+        let g = model.gguf();
+        let arch = g.get_str("general.architecture").unwrap_or("?");
+        let label = g.get_str("general.size_label").map(|s| format!(" {s}")).unwrap_or_default();
+        // `general.file_type` names the mix (llama.cpp's names); else the dominant tensor type.
+        let named = g.get_u32("general.file_type").ok().and_then(|id| {
+            crate::info::FILE_TYPES.iter().find(|(i, _)| *i == id as u64).map(|(_, name)| name.to_string())
+        });
+        let ftype = named
+            .unwrap_or_else(|| dominant_type(g.tensors().iter().map(|t| (t.ggml_type.name().to_string(), t.n_bytes))));
+        Description {
+            filename: args.model.display().to_string(),
+            model_type: format!("{arch}{label} {ftype}"),
+            size: g.tensors().iter().map(|t| t.n_bytes).sum(),
+            n_params: g.tensors().iter().map(|t| t.n_elements()).sum(),
+            backend: model.backend().name().to_string(),
+        }
+    }
+}
+
+/// The type holding most of the bytes, with "mix" when others hold over a quarter.
+fn dominant_type(types: impl Iterator<Item = (String, u64)>) -> String {
+    let mut by_type: Vec<(String, u64)> = Vec::new();
+    for (ty, n) in types {
+        match by_type.iter_mut().find(|(t, _)| *t == ty) {
+            Some(e) => e.1 += n,
+            None => by_type.push((ty, n)),
+        }
+    }
+    let total: u64 = by_type.iter().map(|e| e.1).sum();
+    by_type.sort_by_key(|e| std::cmp::Reverse(e.1));
+    match by_type.first() {
+        Some((ty, n)) if *n * 4 >= total * 3 => ty.to_uppercase(),
+        Some((ty, _)) => format!("{} mix", ty.to_uppercase()),
+        None => "?".into(),
+    }
+}
+
+/// A small deterministic generator for the random prompt tokens (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u32) -> u32 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % n as u64) as u32
+    }
+}
+
+/// One test on a fresh session: a warm-up run, then `reps` timed runs from an empty cache.
+fn run_test(
+    model: &Model,
+    margs: &ModelArgs,
+    args: &Args,
+    desc: &Description,
+    threads: usize,
+    n_prompt: u32,
+    n_gen: u32,
+) -> Result<TestResult> {
+    let n_ctx = args.ctx.unwrap_or(n_prompt + n_gen);
+    let mut opts = margs.session_options()?;
+    opts.n_ctx = n_ctx;
+    let peak_resettable = reset_peak_rss();
+    let mut session = Session::new(model, opts)?;
+    let baseline = MemoryBaseline::measure(model, &session, &args.model);
+    let n_vocab = model.n_vocab();
+    let tok = model.tokenizer();
+    let first = if tok.adds_bos() { tok.bos() } else { 0 };
+    let mut rng = Rng(0x0062_656e_6368); // "bench"
+    let mut logits = Vec::with_capacity(n_vocab as usize);
+    let mut prompt: Vec<u32> = Vec::with_capacity(n_prompt as usize);
+    let mut once = |s: &mut Session<'_>, n_gen: u32| -> Result<()> {
+        if n_prompt > 0 {
+            prompt.clear();
+            prompt.push(first);
+            prompt.extend((1..n_prompt).map(|_| rng.below(n_vocab)));
+            s.decode_into(&prompt, Outputs::Last, &mut logits)?;
+        }
+        let mut t = first;
+        for _ in 0..n_gen {
+            s.decode_into(&[t], Outputs::Last, &mut logits)?;
+            t = rng.below(n_vocab);
+        }
+        Ok(())
+    };
+    once(&mut session, n_gen.min(1))?;
+    let mut samples_ns = Vec::with_capacity(args.reps);
+    for _ in 0..args.reps {
+        session.reset();
+        let start = Instant::now();
+        once(&mut session, n_gen)?;
+        samples_ns.push(start.elapsed().as_nanos().max(1) as u64);
+    }
+    let n_tokens = (n_prompt + n_gen) as f64;
+    let samples_ts: Vec<f64> = samples_ns.iter().map(|&ns| n_tokens * 1e9 / ns as f64).collect();
+    let ns_f: Vec<f64> = samples_ns.iter().map(|&ns| ns as f64).collect();
+    Ok(TestResult {
+        model_filename: desc.filename.clone(),
+        model_type: desc.model_type.clone(),
+        model_size: desc.size,
+        model_n_params: desc.n_params,
+        backend: desc.backend.clone(),
+        n_threads: threads,
+        n_ctx,
+        n_ubatch: opts.n_ubatch,
+        flash_attn: opts.flash_attn,
+        type_k: opts.kv_type.name().to_string(),
+        no_repack: args.no_repack,
+        n_prompt,
+        n_gen,
+        avg_ns: mean(&ns_f) as u64,
+        stddev_ns: stdev(&ns_f) as u64,
+        avg_ts: mean(&samples_ts),
+        stddev_ts: stdev(&samples_ts),
+        samples_ns,
+        samples_ts,
+        peak_rss_bytes: rss().filter(|_| peak_resettable).map(|r| r.0),
+        memory: baseline.breakdown(model, &session),
+    })
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Sample standard deviation (n − 1), 0 for one sample (llama-bench's `stdev`).
+fn stdev(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v);
+    (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+}
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+fn row(r: &TestResult) -> String {
+    let peak = r.peak_rss_bytes.map_or("?".into(), |b| format!("{:.1} MiB", b as f64 / MIB));
+    format!(
+        "| {} | {:.2} MiB | {:.2} M | {} | {} | {} | {:.2} ± {:.2} | {} |\n",
+        r.model_type,
+        r.model_size as f64 / MIB,
+        r.model_n_params as f64 / 1e6,
+        r.backend,
+        r.n_threads,
+        r.name(),
+        r.avg_ts,
+        r.stddev_ts,
+        peak
+    )
+}
