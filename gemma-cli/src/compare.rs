@@ -289,11 +289,15 @@ pub fn emit(r: &Report, json: Option<&Path>, csv_path: Option<&Path>, charts: &[
     if let Some(p) = csv_path {
         write_out(p, &csv(r))?;
     }
-    let points: Vec<chart::Point> = r
+    let mut points: Vec<chart::Point> = r
         .models
         .iter()
         .map(|m| chart::Point { label: m.label.clone(), bits_per_weight: m.bits_per_weight, kl_mean: m.kl_mean })
         .collect();
+    if !r.models.iter().any(|m| m.label == r.base.label) {
+        let (label, bits_per_weight) = (format!("{} (base)", r.base.label), r.base.bits_per_weight);
+        points.push(chart::Point { label, bits_per_weight, kl_mean: 0.0 });
+    }
     for p in charts {
         let title = format!("Quality vs size: mean KL-divergence against {}", r.base.label);
         chart::write(p, &title, &points)?;

@@ -10,6 +10,7 @@ mod info;
 mod perplexity;
 mod run;
 mod sweep;
+mod sweep;
 mod system;
 
 /// Run, inspect and measure Gemma models stored as GGUF files (llama.cpp's format), on ggml's
@@ -55,6 +56,10 @@ enum Command {
     /// compare each with the highest-precision one on a text, print the table, draw the
     /// chart, and recommend the smallest file within --kl-budget.
     Sweep(sweep::Args),
+    /// Convert a Hugging Face checkpoint to several types (--types f16,q8_0,q4_k_m,q4_k),
+    /// compare each with the highest-precision one on a text, print the table, draw the
+    /// chart, and recommend the smallest file within --kl-budget.
+    Sweep(sweep::Args),
 }
 
 fn main() {
@@ -79,6 +84,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Chat(args) => chat::run(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Sweep(args) => sweep::run(args),
         Command::Sweep(args) => sweep::run(args),
     }
 }

@@ -195,3 +195,40 @@ fn compare_bad_inputs_are_one_line_errors() {
         assert!(err.contains(needle) && err.lines().count() == 1, "{extra:?}: {err}");
     }
 }
+
+/// The real 270M checkpoint in Hugging Face form (scripts/make_hf_checkpoint.py), if made.
+fn hf_checkpoint() -> Option<PathBuf> {
+    let dir = gemma_tests::workspace_root().join("models/gemma-3-270m-hf");
+    if dir.join("config.json").is_file() {
+        return Some(dir);
+    }
+    eprintln!("notice: {} is missing (scripts/make_hf_checkpoint.py); skipping the sweep", dir.display());
+    None
+}
+
+#[test]
+fn sweep_converts_compares_and_recommends() {
+    let Some(hf) = hf_checkpoint() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("sweep");
+    let text = text_file();
+    let mut args = vec!["sweep", p(&hf), "--types", "q8_0,q4_0", "-f", p(&text), "-o", p(&out_dir)];
+    args.extend(SMALL);
+    args.extend(["--kl-budget", "1000", "--json", "-"]);
+    let out = gemma(&args);
+    let (stdout, stderr) = (s(&out.stdout), s(&out.stderr));
+    println!("{stdout}{stderr}");
+    assert!(out.status.success());
+    assert!(stdout.contains("base gemma-3-270m-hf-q8_0.gguf"), "the highest-precision file is the base");
+    assert!(stdout.contains("recommended: gemma-3-270m-hf-q4_0.gguf"), "within a generous budget: the smaller");
+    for f in ["gemma-3-270m-hf-q8_0.gguf", "gemma-3-270m-hf-q4_0.gguf", "sweep.svg", "sweep.png"] {
+        assert!(out_dir.join(f).is_file(), "{f}");
+    }
+    // A budget nothing meets: the base is kept.
+    let mut args = vec!["sweep", p(&hf), "--types", "q8_0,q4_0", "-f", p(&text), "-o", p(&out_dir)];
+    args.extend(SMALL);
+    args.extend(["--kl-budget", "0"]);
+    let out = gemma(&args);
+    assert!(s(&out.stdout).contains("(the base): no smaller file"), "{}", s(&out.stdout));
+    assert!(s(&out.stderr).contains("reusing"), "existing files are reused");
+}
