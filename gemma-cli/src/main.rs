@@ -2,14 +2,15 @@
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod bench;
 mod chart;
 mod chat;
 mod common;
 mod compare;
+mod convert;
 mod info;
 mod perplexity;
 mod run;
-mod sweep;
 mod sweep;
 mod system;
 
@@ -42,6 +43,10 @@ enum Command {
     /// Chat with an instruction-tuned model, multi-turn, keeping the KV cache between turns.
     /// Reads one user message per line (interactive or piped); /reset and /quit.
     Chat(chat::Args),
+    /// Measure prompt processing and generation speed (tokens/s, mean ± std over -r runs) and
+    /// peak memory, as llama-bench does: `-p 512 -n 128 -t 4`; comma-separated values give
+    /// one row each. Markdown table (default) or `--output json`.
+    Bench(bench::Args),
     /// Perplexity over a text, llama-perplexity's way: chunks of -c tokens (default 512),
     /// each from an empty cache with BOS first, scored on its second half; prints
     /// `PPL = x +/- y` (the uncertainty as llama.cpp estimates it).
@@ -56,10 +61,13 @@ enum Command {
     /// compare each with the highest-precision one on a text, print the table, draw the
     /// chart, and recommend the smallest file within --kl-budget.
     Sweep(sweep::Args),
-    /// Convert a Hugging Face checkpoint to several types (--types f16,q8_0,q4_k_m,q4_k),
-    /// compare each with the highest-precision one on a text, print the table, draw the
-    /// chart, and recommend the smallest file within --kl-budget.
-    Sweep(sweep::Args),
+    /// Convert a Hugging Face checkpoint (Gemma 1, 2 or 3: config.json, safetensors,
+    /// tokenizer) to a GGUF that llama.cpp and gemma both load: `gemma convert DIR -o
+    /// OUT.gguf --type q4_k_m`. One pass, bounded memory, a summary of the type chosen for
+    /// each tensor and why.
+    Convert(convert::ConvertArgs),
+    /// Requantise a GGUF to another type or mix: `gemma quantize IN.gguf OUT.gguf --type q8_0`.
+    Quantize(convert::QuantizeArgs),
 }
 
 fn main() {
@@ -82,10 +90,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Sweep(args) => sweep::run(args),
-        Command::Sweep(args) => sweep::run(args),
+        Command::Convert(args) => convert::run_convert(args),
+        Command::Quantize(args) => convert::run_quantize(args),
     }
 }
 

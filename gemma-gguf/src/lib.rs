@@ -6,8 +6,6 @@
 //!   generate; [`tokenizer`], [`sampler`], [`chat`] around them.
 //! - [`quality`]: perplexity over a text (llama-perplexity's method) and a model's
 //!   distributions against a base's (KL-divergence, top-token agreement, the base-logits file).
-//! - [`quality`]: perplexity over a text (llama-perplexity's method) and a model's
-//!   distributions against a base's (KL-divergence, top-token agreement, the base-logits file).
 //!
 //! Load a model, open a session, feed tokens, sample and stream text:
 //!
