@@ -15,8 +15,8 @@ Gemma 3 layer pattern given by `layer_types` (one local, one global layer), line
 scaling on Gemma 3's global layers, and rows of 256 (Gemma 3) so the K-quants apply
 without fallback, and of 64 (Gemma 1/2) so the fallbacks are exercised.
 
-The tokenizer is the real Gemma tokenizer cut to its first 1024 ids (control tokens, the
-256 byte tokens and the first merges), taken from the Hugging Face form of the real model
+The tokenizer is the real Gemma tokenizer cut to 1024 ids (control tokens, the 256 byte
+tokens and the first pieces its merges reach, see `cut_tokenizer`), taken from the Hugging Face form of the real model
 (models/gemma-3-270m-hf/tokenizer.json, made by scripts/make_hf_checkpoint.py).
 
 Usage (needs PyTorch: `pip install -r scripts/requirements-reference.txt`; ~20 s):
@@ -45,16 +45,35 @@ TEXT = (
     "The quick brown fox jumps over the lazy dog. In the beginning there was a small "
     "model, and it was tested against a reference, token by token, until the numbers agreed."
 )
-TOKENIZER_TEXTS = ["Hello world", "  two  spaces\nand a newline", "Grüße, 世界! <start_of_turn>"]
+TOKENIZER_TEXTS = ["Hello world", "  two  spaces\nand a newline", "Grüße, 世界! 123"]
 
 
 def cut_tokenizer(path):
+    """The real tokenizer cut to N_VOCAB ids: the control, user-defined and byte tokens
+    (ids < 494 in Gemma 3's vocabulary), then, in their original order, the first pieces
+    that BPE can actually reach with what is kept (single characters, and pieces some kept
+    merge of two kept pieces makes), renumbered; merges between kept pieces, in order.
+    Keeping unreachable pieces would make a vocabulary no real tokenizer has (SentencePiece
+    would form them, Hugging Face's BPE would not)."""
     with open(path, encoding="utf-8") as fh:
         t = json.load(fh)
-    vocab = {s: i for s, i in t["model"]["vocab"].items() if i < N_VOCAB}
-    t["model"]["vocab"] = vocab
-    t["model"]["merges"] = [m for m in t["model"]["merges"] if m[0] in vocab and m[1] in vocab and m[0] + m[1] in vocab]
-    t["added_tokens"] = [a for a in t["added_tokens"] if a["id"] < N_VOCAB]
+    vocab = t["model"]["vocab"]
+    merges = t["model"]["merges"]
+    first_normal = min(i for s, i in vocab.items() if i > 237 and not (s.startswith("<0x") and len(s) == 6))
+    made_by = {}
+    for a, b in merges:
+        made_by.setdefault(a + b, []).append((a, b))
+    kept = {s: i for s, i in vocab.items() if i < first_normal}
+    for s, i in sorted(vocab.items(), key=lambda x: x[1]):
+        if len(kept) >= N_VOCAB:
+            break
+        if i < first_normal:
+            continue
+        if len(s) == 1 or any(a in kept and b in kept for a, b in made_by.get(s, [])):
+            kept[s] = len(kept)
+    t["model"]["vocab"] = kept
+    t["model"]["merges"] = [m for m in merges if m[0] in kept and m[1] in kept and m[0] + m[1] in kept]
+    t["added_tokens"] = [a for a in t["added_tokens"] if a["id"] < first_normal]
     return t
 
 

@@ -1,7 +1,6 @@
 //! `gemma convert` and `gemma quantize` end to end: the summary table, overrides, the
 //! requantisation guard, bad arguments, and the memory bound on the real checkpoint.
-use gemma_tests::{in_ci, workspace_root};
-use std::path::PathBuf;
+use gemma_tests::workspace_root;
 use std::process::{Command, Output};
 
 fn gemma(args: &[&str]) -> Output {
@@ -20,12 +19,29 @@ fn tiny(arch: &str) -> String {
 fn convert_prints_the_choice_per_tensor_and_quantize_guards_low_precision_sources() {
     let tmp = tempfile::tempdir().unwrap();
     let mix = tmp.path().join("mix.gguf");
-    let out = gemma(&["convert", &tiny("gemma3"), "-o", mix.to_str().unwrap(), "--type", "q4_k_m", "--tensor-type", "ffn_up=q8_0"]);
+    let out = gemma(&[
+        "convert",
+        &tiny("gemma3"),
+        "-o",
+        mix.to_str().unwrap(),
+        "--type",
+        "q4_k_m",
+        "--tensor-type",
+        "ffn_up=q8_0",
+    ]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     println!("{stderr}");
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout.trim(), mix.to_str().unwrap());
-    for needle in ["why", "tied embedding", "--tensor-type ffn_up=q8_0", "bits per weight", "types:", "peak RSS", "not written: lm_head.weight"] {
+    for needle in [
+        "why",
+        "tied embedding",
+        "--tensor-type ffn_up=q8_0",
+        "bits per weight",
+        "types:",
+        "peak RSS",
+        "not written: lm_head.weight",
+    ] {
         assert!(stderr.contains(needle), "summary lacks {needle:?}");
     }
 
@@ -67,12 +83,7 @@ fn bad_arguments_say_what_to_do() {
 /// in f32 (the 262 144 × 640 embedding: 640 MiB) plus 200 MiB.
 #[test]
 fn converting_the_real_checkpoint_stays_within_the_memory_bound() {
-    let dir: PathBuf = workspace_root().join("models/gemma-3-270m-hf");
-    if !dir.join("model.safetensors").is_file() {
-        assert!(!in_ci(), "{} is missing (CI=true): run scripts/make_hf_checkpoint.py", dir.display());
-        eprintln!("notice: {} missing; skipping", dir.display());
-        return;
-    }
+    let Some(dir) = gemma_tests::test_hf_checkpoint() else { return };
     let tmp = tempfile::tempdir_in(workspace_root().join("target")).unwrap();
     let out_path = tmp.path().join("m.gguf");
     let out = gemma(&["convert", dir.to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--type", "q4_k_m"]);

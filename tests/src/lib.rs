@@ -2,6 +2,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod llama_logits;
+pub mod llama_quantize;
 pub mod llama_ref;
 pub mod tiny_model;
 
@@ -30,5 +31,22 @@ pub fn test_model() -> Option<PathBuf> {
         panic!("the real test model is missing at {} (CI=true): run scripts/fetch-model.sh", path.display());
     }
     eprintln!("notice: {} is missing; run scripts/fetch-model.sh. Skipping the real-model part.", path.display());
+    None
+}
+
+/// The real test model in Hugging Face form (scripts/make_hf_checkpoint.py): `$GEMMA_TEST_HF`,
+/// else `models/gemma-3-270m-hf`. Missing: `None` with a notice, except under CI (panics).
+pub fn test_hf_checkpoint() -> Option<PathBuf> {
+    let dir = match std::env::var_os("GEMMA_TEST_HF") {
+        Some(p) => PathBuf::from(p),
+        None => workspace_root().join("models/gemma-3-270m-hf"),
+    };
+    if dir.join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    if in_ci() {
+        panic!("{} is missing (CI=true): run scripts/make_hf_checkpoint.py", dir.display());
+    }
+    eprintln!("notice: {} is missing; run scripts/make_hf_checkpoint.py. Skipping.", dir.display());
     None
 }

@@ -27,7 +27,7 @@ pub fn llama_quantize(input: &Path, output: &Path, req: QuantizeRequest) -> Resu
         ll::llama_backend_init();
         let mut params = ll::llama_model_quantize_default_params();
         params.ftype = req.ftype as _;
-        params.pure = req.pure;
+        params.pure_ = req.pure;
         params.nthread = req.threads;
         ll::llama_model_quantize(inp.as_ptr(), out.as_ptr(), &params)
     };

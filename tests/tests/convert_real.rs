@@ -8,7 +8,7 @@ use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::session::{Outputs, Session, SessionOptions};
 use gemma_tests::llama_logits::{LlamaOptions, LlamaRunner};
 use gemma_tests::llama_quantize::{compare_tensors, llama_quantize, QuantizeRequest};
-use gemma_tests::{in_ci, workspace_root};
+use gemma_tests::workspace_root;
 use gemma_tools::{convert_hf, requantize, ConvertOptions, OutType, RequantizeOptions, RunOptions};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -25,16 +25,7 @@ fn goldens() -> serde_json::Value {
 
 /// The checkpoint, checked to be the one the goldens were made from.
 fn checkpoint(g: &serde_json::Value) -> Option<PathBuf> {
-    let dir = std::env::var_os("GEMMA_TEST_HF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("models/gemma-3-270m-hf"));
-    if !dir.join("model.safetensors").is_file() {
-        if in_ci() {
-            panic!("{} is missing (CI=true): run scripts/make_hf_checkpoint.py", dir.display());
-        }
-        eprintln!("notice: {} is missing; run scripts/make_hf_checkpoint.py. Skipping.", dir.display());
-        return None;
-    }
+    let dir = gemma_tests::test_hf_checkpoint()?;
     for (file, want) in g["checkpoint"].as_object().unwrap() {
         let bytes = std::fs::read(dir.join(file)).unwrap();
         let got = format!("{:x}", Sha256::digest(&bytes));
