@@ -18,6 +18,9 @@ pub struct Point {
 
 const SIZE: (u32, u32) = (960, 640);
 const FONT: &str = "sans-serif";
+/// Approximate width of one character of the 15-pixel label font (DejaVu Sans averages
+/// about 0.55 em).
+const LABEL_CHAR_PX: i32 = 8;
 
 fn register_font() -> Result<()> {
     static ONCE: Once = Once::new();
@@ -91,9 +94,12 @@ where
             k if k <= 0.0 => (y0, " (KL 0)"),
             k => (k.min(y1), ""),
         };
+        let text = format!("{}{note}", p.label);
+        // Labels of points in the right part of the chart go to their left, so they fit.
+        let dx = if p.bits_per_weight > 0.55 * x1 { -9 - LABEL_CHAR_PX * text.chars().count() as i32 } else { 9 };
         EmptyElement::at((p.bits_per_weight, y))
             + Circle::new((0, 0), 6, BLUE.filled())
-            + Text::new(format!("{}{note}", p.label), (9, -20), (FONT, 15))
+            + Text::new(text, (dx, -20), (FONT, 15))
     });
     chart.draw_series(marks)?;
     root.present()?;
