@@ -91,7 +91,11 @@ fn top_k_kl_is_close_to_the_full_kl_on_the_real_model() {
     let rows = |opts: SessionOptions| {
         let mut session = Session::new(&model, opts).unwrap();
         let mut rows = Vec::new();
-        quality::score_chunks(&mut session, &chunks, |r, next| Ok(rows.push((r.to_vec(), next))), |_| {}).unwrap();
+        let mut keep = |r: &[f32], next: u32| {
+            rows.push((r.to_vec(), next));
+            Ok(())
+        };
+        quality::score_chunks(&mut session, &chunks, &mut keep, |_| {}).unwrap();
         rows
     };
     let (base_rows, model_rows) = (rows(plain), rows(q8));
