@@ -117,7 +117,7 @@ fn real_checkpoint_converts_runs_and_orders_by_quality() {
     let text = std::fs::read_to_string(workspace_root().join("tests/data/prompts/long_declaration.txt")).unwrap();
 
     let mut quality = Vec::new();
-    let mut base_rows = None;
+    let mut base_rows: Option<Vec<Vec<f64>>> = None;
     for ty in ["f16", "q8_0", "q4_k_m"] {
         let out = tmp.path().join(format!("{ty}.gguf"));
         convert(&dir, ty, &out);
