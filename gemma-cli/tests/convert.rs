@@ -90,3 +90,43 @@ fn converting_the_real_checkpoint_stays_within_the_memory_bound() {
     println!("peak RSS {peak:.1} MiB, bound {bound:.0} MiB (2 × {largest_f32:.0} + 200)");
     assert!(peak < bound);
 }
+
+/// Gemma 1 and 2 through every command: converted from transformers' tiny checkpoints,
+/// then `info`, `run`, `chat`, `bench` and `perplexity` on the result.
+#[test]
+fn gemma_1_and_2_work_in_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = workspace_root().join("tests/data/text/alice.txt");
+    for arch in ["gemma", "gemma2"] {
+        let m = tmp.path().join(format!("{arch}.gguf"));
+        let m = m.to_str().unwrap();
+        let ok = |args: &[&str], needle: &str| {
+            let out = gemma(args);
+            let all = format!("{}{}", text_of(&out.stdout), text_of(&out.stderr));
+            assert!(out.status.success(), "{args:?}: {all}");
+            assert!(all.contains(needle), "{args:?} lacks {needle:?}: {all}");
+        };
+        ok(&["convert", &tiny(arch), "-o", m, "--type", "q8_0", "-q"], m);
+        ok(&["info", m], arch);
+        ok(&["run", "-m", m, "-p", "Hello", "-n", "4", "--temp", "0"], "tokens/s");
+        ok(&["bench", "-m", m, "-p", "16", "-n", "4", "-r", "1", "-t", "1"], "tg4");
+        ok(&["perplexity", "-m", m, "-f", text.to_str().unwrap(), "-c", "64", "--chunks", "2"], "PPL = ");
+        let out = Command::new(env!("CARGO_BIN_EXE_gemma"))
+            .args(["chat", "-m", m, "-n", "4"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(b"Hi\n")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success(), "chat on {arch}: {}", text_of(&out.stderr));
+    }
+}
+
+fn text_of(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
