@@ -217,7 +217,13 @@ impl MemoryBaseline {
     /// The breakdown for `session` as it is now.
     pub fn breakdown(&self, model: &Model, session: &Session<'_>) -> MemoryBreakdown {
         MemoryBreakdown {
-            weights_mapped: if model.weights_mapped() { model.gguf().file_len() } else { 0 },
+            // The file's pages of repacked tensors are given back at load (model.rs), so the
+            // mapping keeps the file less those bytes resident.
+            weights_mapped: if model.weights_mapped() {
+                model.gguf().file_len().saturating_sub(model.repacked_bytes() as u64)
+            } else {
+                0
+            },
             weights_repacked: model.repacked_bytes() as u64,
             kv_cache: session.kv_cache().bytes() as u64,
             compute: session.compute_bytes() as u64,

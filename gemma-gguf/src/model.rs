@@ -138,19 +138,19 @@ impl Model {
     /// Opens `path` and loads it according to `opts`.
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model> {
         let start = Instant::now();
-        let gguf = Arc::new(GgufFile::open(path.as_ref())?);
+        let mut file = GgufFile::open(path.as_ref())?;
         let device = match &opts.device {
             Some(name) => Device::by_name(name)?,
             None => Device::cpu()?,
         };
         let backend = Backend::new(device)?;
         backend.set_n_threads(opts.threads.unwrap_or_else(default_threads))?;
-        let arch_name = gguf.get_str(names::general::ARCHITECTURE)?.to_string();
-        let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        let wctx = Context::new(gguf.tensors().len() + 1, 0)?;
+        let arch_name = file.get_str(names::general::ARCHITECTURE)?.to_string();
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let wctx = Context::new(file.tensors().len() + 1, 0)?;
         let (arch, declared) = {
-            let mut decl = WeightDecl::new(&wctx, &gguf);
-            let mut arch = Arch::load(&arch_name, &gguf, &mut decl)?;
+            let mut decl = WeightDecl::new(&wctx, &file);
+            let mut arch = Arch::load(&arch_name, &file, &mut decl)?;
             let (output, token_embd) = arch.output_mut();
             if *output == token_embd && repack_type(&backend, opts.no_repack).is_some() {
                 // Tied output: a second tensor over the same file bytes, so the output
@@ -160,6 +160,14 @@ impl Model {
             }
             (arch, decl.declared)
         };
+        // The tokenizer has its own copy of the vocabulary: the file's parsed arrays (about
+        // 10 MB for Gemma's 262 144 tokens) are not needed any more.
+        for key in
+            [names::tokenizer::TOKENS, names::tokenizer::SCORES, names::tokenizer::TOKEN_TYPE, names::tokenizer::MERGES]
+        {
+            file.remove(key);
+        }
+        let gguf = Arc::new(file);
         let weight_bytes =
             declared.iter().map(|(_, id)| wctx.tensor(*id).map(|t| t.nbytes())).sum::<Result<usize>>()?;
         let mapped = backend.is_cpu();
@@ -172,7 +180,8 @@ impl Model {
         Ok(Model { gguf, backend, wctx, arch, tokenizer, weight_bytes, mapped, repacked, repacked_bytes, load_time })
     }
 
-    /// The GGUF file the model came from.
+    /// The GGUF file the model came from, less its vocabulary arrays (`tokenizer.ggml.tokens`,
+    /// `scores`, `token_type`, `merges`): the [`tokenizer`](Self::tokenizer) holds them.
     pub fn gguf(&self) -> &GgufFile {
         &self.gguf
     }
@@ -269,6 +278,10 @@ fn load_mapped(
         for (source, t) in &packed {
             let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor { name: source.to_string() })?;
             t.set_bytes(gguf.tensor_data(info)?)?;
+            // The repacked copy is what runs from now on: give the file's pages back, so the
+            // weights are resident once, not twice. (A mapped tensor sharing a page, or
+            // get_rows on the tied embedding, faults what it needs back in.)
+            gguf.release_tensor_data(info);
         }
     }
     Ok((packed.len(), packed.iter().map(|(_, t)| t.nbytes()).sum()))

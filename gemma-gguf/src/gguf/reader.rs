@@ -217,6 +217,19 @@ impl GgufFile {
         shard.storage.bytes().get(start..end).ok_or_else(foreign)
     }
 
+    /// Removes `key` and returns its value. A model drops the vocabulary arrays this way once
+    /// its tokenizer has its own copy (tens of MB for a 262 144-token vocabulary).
+    pub fn remove(&mut self, key: &str) -> Option<GgufValue> {
+        let i = self.key_index.remove(key)?;
+        let (_, value) = self.metadata.remove(i);
+        for j in self.key_index.values_mut() {
+            if *j > i {
+                *j -= 1;
+            }
+        }
+        Some(value)
+    }
+
     /// Gives the pages of `info`'s data back to the system (mapped files only; see
     /// [`MappedFile::release`](super::MappedFile::release)): a one-pass reader calls it
     /// after each tensor so that the resident set stays one tensor wide.
