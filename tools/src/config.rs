@@ -167,7 +167,28 @@ impl ModelConfig {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        Self::parse(&text, &path)
+        let mut cfg = Self::parse(&text, &path)?;
+        // generation_config.json: special ids config.json leaves out (its eos may be a list,
+        // e.g. [1, 106] for <eos> and <end_of_turn>; the first is the end of text).
+        let gen = dir.join("generation_config.json");
+        if gen.is_file() {
+            let text = std::fs::read_to_string(&gen).map_err(|e| Error::io(&gen, e))?;
+            let json: Value = serde_json::from_str(&text)
+                .map_err(|e| Error::BadConfig { path: gen.clone(), what: format!("not valid JSON: {e}") })?;
+            let id = |key: &str| {
+                match json.get(key) {
+                    Some(Value::Array(a)) => a.first().and_then(|v| v.as_u64()),
+                    Some(v) => v.as_u64(),
+                    None => None,
+                }
+                .filter(|&n| n < MAX_VOCAB)
+                .map(|n| n as u32)
+            };
+            cfg.bos_token_id = cfg.bos_token_id.or(id("bos_token_id"));
+            cfg.eos_token_id = cfg.eos_token_id.or(id("eos_token_id"));
+            cfg.pad_token_id = cfg.pad_token_id.or(id("pad_token_id"));
+        }
+        Ok(cfg)
     }
 
     /// Parses the text of a `config.json` (`path` names it in errors).

@@ -438,3 +438,156 @@ fn missing_tokenizer_and_weights() {
     fs::remove_file(dir.path().join("model.safetensors")).unwrap();
     expect_err(dir.path(), "neither model.safetensors");
 }
+
+// ----- Input layouts beyond the plain causal LM -----
+
+fn copy_of(arch: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny").join(arch);
+    for e in fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn gemma3_for_conditional_generation_converts_its_text_part() {
+    // The tiny Gemma 3 rewritten as a multimodal checkpoint: config under `text_config`,
+    // tensors under `model.language_model.` (newer transformers) or `language_model.model.`
+    // (older), plus a vision tensor that must be left out. Same GGUF as the text-only one.
+    let plain = copy_of("gemma3");
+    let want = convert_hf(plain.path(), &plain.path().join("plain.gguf"), &opts("q8_0")).unwrap();
+    for prefix in ["model.language_model.", "language_model.model."] {
+        let dir = copy_of("gemma3");
+        edit_config(dir.path(), |c| {
+            let text = c.clone();
+            *c = serde_json::json!({"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "text_config": text});
+        });
+        let p = dir.path().join("model.safetensors");
+        let (h, mut data) = split_safetensors(&p);
+        let mut out = serde_json::Map::new();
+        for (k, v) in h.as_object().unwrap() {
+            let name = k.strip_prefix("model.").map_or(k.clone(), |rest| format!("{prefix}{rest}"));
+            out.insert(name, v.clone());
+        }
+        let end = data.len();
+        data.extend_from_slice(&[0u8; 16]);
+        out.insert(
+            "vision_tower.patch_embedding.weight".into(),
+            serde_json::json!({"dtype": "F32", "shape": [2, 2], "data_offsets": [end, end + 16]}),
+        );
+        write_safetensors(&p, serde_json::to_string(&out).unwrap().as_bytes(), &data);
+        let got = convert_hf(dir.path(), &dir.path().join("mm.gguf"), &opts("q8_0")).unwrap();
+        assert!(got.skipped.iter().any(|s| s.contains("vision_tower")), "{:?}", got.skipped);
+        // Same tensors and keys; only `general.description` names the other architecture.
+        let (a, b) = (
+            gemma_gguf::gguf::GgufFile::read(&got.output).unwrap(),
+            gemma_gguf::gguf::GgufFile::read(&want.output).unwrap(),
+        );
+        assert_eq!(a.tensors().len(), b.tensors().len());
+        for (x, y) in a.tensors().iter().zip(b.tensors()) {
+            assert_eq!((&x.name, x.ggml_type), (&y.name, y.ggml_type));
+            assert!(a.tensor_data(x).unwrap() == b.tensor_data(y).unwrap(), "{prefix}: {} differs", x.name);
+        }
+        let keys = |f: &gemma_gguf::gguf::GgufFile| f.metadata().map(|(k, _)| k.to_owned()).collect::<Vec<_>>();
+        assert_eq!(keys(&a), keys(&b));
+        assert!(a.get_str("general.description").unwrap().contains("Gemma3ForConditionalGeneration"));
+    }
+}
+
+/// A SentencePiece `ModelProto` with the given (piece, score, type) entries and
+/// add_dummy_prefix off (field 3 of the normalizer spec).
+fn sentencepiece_model(pieces: &[(String, f32, u32)]) -> Vec<u8> {
+    fn varint(mut x: u64, out: &mut Vec<u8>) {
+        while x >= 0x80 {
+            out.push((x as u8) | 0x80);
+            x >>= 7;
+        }
+        out.push(x as u8);
+    }
+    let mut b = Vec::new();
+    for (piece, score, ty) in pieces {
+        let mut m = vec![0x0a];
+        varint(piece.len() as u64, &mut m);
+        m.extend_from_slice(piece.as_bytes());
+        m.push(0x15);
+        m.extend_from_slice(&score.to_le_bytes());
+        m.push(0x18);
+        varint(*ty as u64, &mut m);
+        b.push(0x0a);
+        varint(m.len() as u64, &mut b);
+        b.extend_from_slice(&m);
+    }
+    b.extend_from_slice(&[0x1a, 0x02, 0x18, 0x00]); // normalizer_spec { add_dummy_prefix: false }
+    b
+}
+
+#[test]
+fn tokenizer_model_is_preferred_and_read_as_is() {
+    // A tokenizer.model next to tokenizer.json wins (as in llama.cpp's converter): its
+    // pieces, scores and types go to the GGUF unchanged.
+    let dir = copy();
+    let tk: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.path().join("tokenizer.json")).unwrap()).unwrap();
+    let mut by_id: Vec<(String, u32)> = tk["model"]["vocab"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(s, i)| (s.clone(), i.as_u64().unwrap() as u32))
+        .collect();
+    by_id.sort_by_key(|(_, i)| *i);
+    let pieces: Vec<(String, f32, u32)> = by_id
+        .iter()
+        .map(|(s, i)| {
+            let ty = match *i {
+                0..=4 => 3,
+                _ if s.starts_with("<0x") && s.len() == 6 => 6,
+                _ => 1,
+            };
+            (s.clone(), -(*i as f32) * 0.5, ty)
+        })
+        .collect();
+    fs::write(dir.path().join("tokenizer.model"), sentencepiece_model(&pieces)).unwrap();
+    let s = convert_hf(dir.path(), &dir.path().join("spm.gguf"), &opts("q8_0")).unwrap();
+    let f = gemma_gguf::gguf::GgufFile::open(&s.output).unwrap();
+    let tokens = f.get_str_array("tokenizer.ggml.tokens").unwrap();
+    let scores = f.get_f32_array("tokenizer.ggml.scores").unwrap();
+    let types = f.get_i32_array("tokenizer.ggml.token_type").unwrap();
+    assert_eq!(tokens.len(), pieces.len());
+    for (i, (p, sc, ty)) in pieces.iter().enumerate() {
+        assert_eq!((&tokens[i], scores[i], types[i]), (p, *sc, *ty as i32), "piece {i}");
+    }
+    assert!(!f.get_bool("tokenizer.ggml.add_space_prefix").unwrap());
+    // Truncated or malformed: a typed error naming the file.
+    let mut bad = sentencepiece_model(&pieces);
+    bad.truncate(bad.len() / 2 + 3);
+    fs::write(dir.path().join("tokenizer.model"), bad).unwrap();
+    expect_err(dir.path(), "tokenizer.model");
+}
+
+#[test]
+fn generation_config_fills_special_ids_and_must_be_json() {
+    // Without tokenizer_config.json and the ids in config.json, generation_config.json's
+    // ids (eos given as a list) are the ones written.
+    let dir = copy();
+    fs::remove_file(dir.path().join("tokenizer_config.json")).unwrap();
+    edit_config(dir.path(), |c| {
+        let o = c.as_object_mut().unwrap();
+        for k in ["bos_token_id", "eos_token_id", "pad_token_id"] {
+            o.remove(k);
+        }
+    });
+    fs::write(
+        dir.path().join("generation_config.json"),
+        r#"{"bos_token_id": 2, "eos_token_id": [1, 106], "pad_token_id": 0}"#,
+    )
+    .unwrap();
+    let s = convert_hf(dir.path(), &dir.path().join("g.gguf"), &opts("q8_0")).unwrap();
+    let f = gemma_gguf::gguf::GgufFile::open(&s.output).unwrap();
+    assert_eq!(f.get_u32("tokenizer.ggml.bos_token_id").unwrap(), 2);
+    assert_eq!(f.get_u32("tokenizer.ggml.eos_token_id").unwrap(), 1);
+    assert_eq!(f.get_u32("tokenizer.ggml.padding_token_id").unwrap(), 0);
+    fs::write(dir.path().join("generation_config.json"), "{nope").unwrap();
+    expect_err(dir.path(), "generation_config.json");
+}
