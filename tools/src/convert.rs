@@ -85,18 +85,7 @@ pub fn convert_hf(dir: &Path, output: &Path, opts: &ConvertOptions) -> Result<Su
     let metadata = metadata(&config, &vocab, &name, opts.out_type)?;
     let source = HfSource { ckpt: &ckpt, sources: &sources };
     let (path, tensors) = pipeline::run(output, metadata, &plan, &source, &opts.run)?;
-    let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    Ok(Summary {
-        output: path,
-        out_type: opts.out_type.name(),
-        n_params: plan.iter().map(|t| t.n_elements()).sum(),
-        tensor_bytes: plan.iter().map(|t| t.n_bytes()).sum(),
-        tensors,
-        file_bytes,
-        seconds: pipeline::elapsed(t0),
-        warnings,
-        skipped,
-    })
+    Ok(Summary { warnings, skipped, ..Summary::of(path, opts.out_type, &plan, tensors, t0) })
 }
 
 /// A planned tensor's source.

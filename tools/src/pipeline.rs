@@ -6,9 +6,8 @@
 //! memory at a time, and the source pages of each chunk are given back once read, so the
 //! peak stays near the chunk size plus the metadata, whatever the model's size.
 use crate::error::{Error, Result};
-use crate::output::VerifiedFile;
 use gemma_gguf::ggml::{quantize_rows, Type};
-use gemma_gguf::gguf::{GgmlType, GgufValue, GgufWriter};
+use gemma_gguf::gguf::{GgmlType, GgufValue, GgufWriter, TempFileSink};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -92,6 +91,27 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The summary of a finished run (no warnings, nothing skipped).
+    pub fn of(
+        output: PathBuf,
+        out_type: crate::mix::OutType,
+        plan: &[Planned],
+        tensors: Vec<TensorReport>,
+        t0: Instant,
+    ) -> Summary {
+        Summary {
+            file_bytes: std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0),
+            output,
+            out_type: out_type.name(),
+            n_params: plan.iter().map(|t| t.n_elements()).sum(),
+            tensor_bytes: plan.iter().map(|t| t.n_bytes()).sum(),
+            tensors,
+            seconds: elapsed(t0),
+            warnings: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
     /// Bits per weight over all tensors.
     pub fn bits_per_weight(&self) -> f64 {
         self.tensor_bytes as f64 * 8.0 / self.n_params.max(1) as f64
@@ -158,7 +178,7 @@ pub fn run(
     source: &dyn Source,
     opts: &RunOptions,
 ) -> Result<(PathBuf, Vec<TensorReport>)> {
-    let sink = VerifiedFile::create(output, plan.len())?;
+    let sink = TempFileSink::verified(output, plan.len())?;
     let mut w = GgufWriter::with_sink(sink);
     for (k, v) in metadata {
         w.add_kv(&k, v)?;

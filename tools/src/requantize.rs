@@ -81,18 +81,7 @@ pub fn requantize(input: &Path, output: &Path, opts: &RequantizeOptions) -> Resu
     let infos: Vec<&TensorInfo> = file.tensors().iter().collect();
     let source = GgufSource { file: &file, infos: &infos };
     let (path, tensors) = pipeline::run(output, metadata, &plan, &source, &opts.run)?;
-    let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    Ok(Summary {
-        output: path,
-        out_type: opts.out_type.name(),
-        n_params: plan.iter().map(|t| t.n_elements()).sum(),
-        tensor_bytes: plan.iter().map(|t| t.n_bytes()).sum(),
-        tensors,
-        file_bytes,
-        seconds: pipeline::elapsed(t0),
-        warnings,
-        skipped: Vec::new(),
-    })
+    Ok(Summary { warnings, ..Summary::of(path, opts.out_type, &plan, tensors, t0) })
 }
 
 struct GgufSource<'a> {

@@ -65,9 +65,21 @@ pub struct TempFileSink {
     file: Option<BufWriter<File>>,
     tmp: PathBuf,
     target: PathBuf,
+    /// Read the file back with [`GgufFile::open`] before renaming it: it must hold this
+    /// many tensors.
+    verify_tensors: Option<usize>,
 }
 
 impl TempFileSink {
+    /// Like [`GgufWriter::create`]'s sink, but `complete` also re-opens the finished
+    /// temporary file with the reader (every length and offset checked) and requires
+    /// `n_tensors` tensors in it before giving it its name (the converter's output).
+    pub fn verified(target: &Path, n_tensors: usize) -> Result<Self> {
+        let mut sink = Self::create(target)?;
+        sink.verify_tensors = Some(n_tensors);
+        Ok(sink)
+    }
+
     fn create(target: &Path) -> Result<Self> {
         let name = target.file_name().ok_or_else(|| {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "path has no file name");
@@ -83,7 +95,12 @@ impl TempFileSink {
             .truncate(true)
             .open(&tmp)
             .map_err(|e| GgufError::io(&tmp, e))?;
-        Ok(TempFileSink { file: Some(BufWriter::new(file)), tmp, target: target.to_owned() })
+        Ok(TempFileSink {
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+            target: target.to_owned(),
+            verify_tensors: None,
+        })
     }
 
     fn file(&mut self) -> io::Result<&mut BufWriter<File>> {
@@ -108,6 +125,13 @@ impl GgufSink for TempFileSink {
         let file = file.into_inner().map_err(|e| tmp_err(e.into_error()))?;
         file.sync_all().map_err(tmp_err)?;
         drop(file);
+        if let Some(n) = self.verify_tensors {
+            let back = GgufFile::open(&self.tmp)?;
+            if back.tensors().len() != n {
+                let what = format!("read back {} tensors, wrote {n}", back.tensors().len());
+                return Err(tmp_err(io::Error::other(what)));
+            }
+        }
         std::fs::rename(&self.tmp, &self.target).map_err(|e| GgufError::io(&self.target, e))?;
         // Make the rename itself durable; not every platform can open a directory.
         if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
