@@ -1,7 +1,7 @@
 //! `gemma run`: complete a prompt, streaming the text to stdout.
 use crate::common::{report_memory, report_model, ModelArgs, SamplingArgs};
 use anyhow::{bail, Context as _, Result};
-use gemma_gguf::generate::generate;
+use gemma_gguf::generate::generate_observed;
 use gemma_gguf::sampler::Sampler;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -25,8 +25,31 @@ pub struct Args {
     /// Do not echo the prompt before the generated text.
     #[arg(long = "no-echo")]
     pub no_echo: bool,
+    /// After each generated token, print the step's N highest logits to standard error, one
+    /// line per step: `top STEP ID:LOGIT ID:LOGIT …`, best first (the sampled token is the
+    /// first with --temp 0). Shows how close each choice was; scripts/cross-aarch64.sh
+    /// compares two builds with it.
+    #[arg(long = "show-top", value_name = "N", default_value_t = 0)]
+    pub show_top: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+/// `top STEP ID:LOGIT …`: the `n` highest logits, best first (ties: lower id first).
+fn top_line(step: usize, logits: &[f32], n: usize) -> String {
+    let mut ids: Vec<usize> = (0..logits.len()).collect();
+    let n = n.min(ids.len());
+    let order = |&a: &usize, &b: &usize| logits[b].total_cmp(&logits[a]).then(a.cmp(&b));
+    if n > 0 && n < ids.len() {
+        ids.select_nth_unstable_by(n - 1, order);
+    }
+    ids.truncate(n);
+    ids.sort_by(order);
+    let mut line = format!("top {step}");
+    for id in ids {
+        line.push_str(&format!(" {id}:{:.6}", logits[id]));
+    }
+    line
 }
 
 /// The prompt from -p, -f or standard input; invalid UTF-8 is an error naming the source.
@@ -73,7 +96,14 @@ pub fn run(args: Args) -> Result<()> {
         out.flush()?;
     }
     let mut write_err = None;
-    let result = generate(&mut session, &mut sampler, &ids, args.n_predict, |text| {
+    let mut step = 0;
+    let show_top = |logits: &[f32], _: u32| {
+        if args.show_top > 0 {
+            eprintln!("{}", top_line(step, logits, args.show_top));
+        }
+        step += 1;
+    };
+    let result = generate_observed(&mut session, &mut sampler, &ids, args.n_predict, show_top, |text| {
         let r = out.write_all(text.as_bytes()).and_then(|_| out.flush());
         let ok = r.is_ok();
         write_err = r.err();
@@ -95,4 +125,17 @@ pub fn run(args: Args) -> Result<()> {
     );
     report_memory(&memory, &model, &session);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_line;
+
+    #[test]
+    fn top_line_lists_the_highest_logits_best_first() {
+        let logits = [0.5, 3.0, -1.0, 3.0, 2.25];
+        assert_eq!(top_line(7, &logits, 3), "top 7 1:3.000000 3:3.000000 4:2.250000");
+        assert_eq!(top_line(0, &logits, 9), "top 0 1:3.000000 3:3.000000 4:2.250000 0:0.500000 2:-1.000000");
+        assert_eq!(top_line(0, &[], 2), "top 0");
+    }
 }

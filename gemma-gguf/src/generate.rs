@@ -61,6 +61,19 @@ pub fn generate(
     sampler: &mut Sampler,
     prompt: &[u32],
     max_tokens: usize,
+    on_text: impl FnMut(&str) -> bool,
+) -> Result<Generated> {
+    generate_observed(session, sampler, prompt, max_tokens, |_, _| {}, on_text)
+}
+
+/// [`generate`], calling `on_step` with each step's logits (over the vocabulary) and the token
+/// sampled from them, before that token's text reaches `on_text`.
+pub fn generate_observed(
+    session: &mut Session<'_>,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    max_tokens: usize,
+    mut on_step: impl FnMut(&[f32], u32),
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generated> {
     let tokenizer = session.model().tokenizer();
@@ -80,6 +93,7 @@ pub fn generate(
             break StopReason::MaxTokens;
         }
         let t = sampler.sample(&logits)?;
+        on_step(&logits, t);
         if tokenizer.is_end_of_generation(t) {
             break StopReason::EndOfGeneration(t);
         }

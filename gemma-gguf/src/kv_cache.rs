@@ -1,7 +1,8 @@
 //! The KV cache: a full cache for global layers, a window-sized ring for sliding-window
 //! (local) layers, and the per-batch inputs that address it (row indices, masks).
 //!
-//! Each layer's K and V are `[head_dim·n_head_kv, n_cells]` tensors: one row per cell.
+//! Each layer's K and V are `[head_dim·n_head_kv, n_cells]` tensors: one row per cell (V is
+//! stored transposed in sessions without flash attention: [`v_trans_indices`]).
 //! Global layers have `n_cells = n_ctx`; local layers keep `min(n_ctx, window + n_ubatch)`
 //! cells rounded up to 256, enough that writing a batch never overwrites a key that a query
 //! of the same batch still sees. Which cell a token goes to follows llama.cpp's KV cache
@@ -52,6 +53,22 @@ pub(crate) struct KvInput<'s> {
     pub idx: Tensor<'s>,
     pub mask: Tensor<'s>,
     pub n_kv: i64,
+    /// Without flash attention V is stored transposed (see [`v_trans_indices`]): the
+    /// element index of each of the batch's V values, `[kv_dim · n_tokens]`.
+    pub v_idx: Option<Tensor<'s>>,
+}
+
+/// Where each V value of a batch goes when V is stored transposed.
+///
+/// Without flash attention, attention multiplies the scores by Vᵀ: `[n_kv, head_dim]` per
+/// head, cells along the rows. With one row per cell, that needed a copy of every layer's V
+/// cache into transposed form at every step (11% of a generated token's time on Gemma 3
+/// 270M). So, as llama.cpp does without flash attention (`v_trans`, llama-kv-cache.cpp), the V
+/// tensor of such a session holds dimension-major data: value `j` of cell `c` at element
+/// `j · n_cells + c`; the product reads a strided view, and storing writes single elements.
+/// Returns, for value `j` of token `i` (source element `i · kv_dim + j`), that index.
+pub(crate) fn v_trans_indices(rows: &[i64], kv_dim: i64, n_cells: i64) -> Vec<i64> {
+    rows.iter().flat_map(|&c| (0..kv_dim).map(move |j| j * n_cells + c)).collect()
 }
 
 /// The graph inputs of one batch.
@@ -101,7 +118,7 @@ pub fn kv_bytes(kv_dim: u64, is_local: &[bool], window: Option<u32>, o: &KvOptio
     })
 }
 
-fn local_cells(window: Option<u32>, o: &KvOptions) -> u32 {
+pub(crate) fn local_cells(window: Option<u32>, o: &KvOptions) -> u32 {
     // llama-kv-cache-iswa.cpp: GGML_PAD(min(n_ctx, n_swa + n_ubatch), 256), at most n_ctx.
     window.map_or(o.n_ctx, |w| {
         let n = o.n_ctx.min(w.saturating_add(o.n_ubatch));
@@ -192,6 +209,18 @@ impl KvCache {
                 c.head = p.new_head;
             }
         }
+    }
+
+    /// `[kv_dim, n_cells]` of the global and the local layers' tensors (`(0, 0)` for a kind
+    /// the model does not have).
+    pub(crate) fn shapes(&self) -> [(i64, i64); 2] {
+        let mut out = [(0, 0); 2];
+        for &(k, _, local) in &self.layers {
+            if let Ok(t) = self.ctx.tensor(k) {
+                out[if local { LOCAL } else { GLOBAL }] = (t.ne()[0], t.ne()[1]);
+            }
+        }
+        out
     }
 
     /// Layer `il`'s K and V tensors and the batch inputs for its kind.

@@ -81,6 +81,15 @@ impl Arch {
         }
     }
 
+    /// The sizes shared by every architecture.
+    pub fn dims(&self) -> &crate::arch::Dims {
+        match self {
+            Arch::Gemma { hp, .. } => &hp.dims,
+            Arch::Gemma2 { hp, .. } => &hp.dims,
+            Arch::Gemma3 { hp, .. } => &hp.dims,
+        }
+    }
+
     /// Context length the model was trained with.
     pub fn n_ctx_train(&self) -> u32 {
         match self {
@@ -226,6 +235,11 @@ impl Model {
     /// Vocabulary size (rows of the output projection).
     pub fn n_vocab(&self) -> u32 {
         self.arch.n_vocab()
+    }
+
+    /// The sizes shared by every architecture.
+    pub fn dims(&self) -> &crate::arch::Dims {
+        self.arch.dims()
     }
 
     /// Context length the model was trained with.

@@ -9,7 +9,7 @@
 use crate::arch::{gemma, gemma2, gemma3, Pass};
 use crate::error::{Error, Result};
 use crate::ggml::{Context, GraphId, TensorId, Type};
-use crate::kv_cache::{kv_bytes, BatchInputs, KindPlan, KvCache, KvInput, KvOptions, KvPlan};
+use crate::kv_cache::{kv_bytes, v_trans_indices, BatchInputs, KindPlan, KvCache, KvInput, KvOptions, KvPlan};
 use crate::model::{Arch, Model};
 
 /// Largest batch fed in one graph by default (llama.cpp's default `n_ubatch`).
@@ -64,7 +64,10 @@ struct GraphIds {
     tokens: TensorId,
     pos: TensorId,
     out_ids: Option<TensorId>,
-    kv: [Option<(TensorId, TensorId)>; 2],
+    /// Per kind of layer: row indices, mask, and with V transposed its element indices.
+    kv: [Option<(TensorId, TensorId, Option<TensorId>)>; 2],
+    /// `[kv_dim, n_cells]` of each kind, for the V element indices.
+    kv_shape: [(i64, i64); 2],
     logits: TensorId,
     captured: Vec<(String, TensorId)>,
 }
@@ -119,6 +122,24 @@ impl<'m> Session<'m> {
             type_v: opts.kv_type,
         };
         let l = model.arch.kv_layout();
+        // The cache and the largest step's scratch, together, before either is allocated.
+        let kv_opts_bytes = SessionOptions { n_ubatch: kv_opts.n_ubatch, ..opts };
+        let (free, _) = model.backend.device().memory();
+        if let (Some(kv), Some(scratch)) =
+            (Self::kv_bytes_for(model, &kv_opts_bytes), Self::scratch_bytes_for(model, &kv_opts_bytes))
+        {
+            let need = kv.saturating_add(scratch);
+            if need > free as u64 {
+                return Err(Error::TooLarge {
+                    what: format!(
+                        "n_ctx = {} (KV cache {kv} bytes, attention and other scratch {scratch} bytes)",
+                        opts.n_ctx
+                    ),
+                    needed: need,
+                    available: free as u64,
+                });
+            }
+        }
         let kv = KvCache::new(l.kv_dim, &l.is_local, l.window, kv_opts, &model.backend)?;
         Ok(Session {
             model,
@@ -137,6 +158,44 @@ impl<'m> Session<'m> {
         let l = model.arch.kv_layout();
         let o = KvOptions { n_ctx: opts.n_ctx, n_ubatch: opts.n_ubatch, type_k: opts.kv_type, type_v: opts.kv_type };
         kv_bytes(l.kv_dim, &l.is_local, l.window, &o)
+    }
+
+    /// An estimate of the compute buffer of the largest step a session with `opts` takes: a
+    /// full micro-batch (`n_ubatch` tokens) against a full cache. ggml's graph allocator reuses
+    /// memory (softmax, GELU and the gating product run in place; the attention block's
+    /// intermediates are free before the feed-forward block's exist), so the peak is
+    /// - the masks, inputs that live through the whole graph, one per kind of layer:
+    ///   `n_kv × n_ubatch`, f32 (f16 with flash attention);
+    /// - plus the larger of: the attention scores of a global layer without flash attention,
+    ///   `n_head × n_ctx × n_ubatch` f32 (the term that makes a long context fail: 512 MiB
+    ///   for Gemma 3 270M at 32 768 tokens, n_ubatch 512), and the feed-forward block's gate
+    ///   and up projections, `2 × n_ff × n_ubatch` f32;
+    /// - plus the rows around them: queries and attention output (`n_head × head_dim`), keys
+    ///   and values, two residual rows (`n_embd`), each `n_ubatch` f32 rows.
+    ///
+    /// `tests/tests/memory_estimate.rs` compares it with the buffer ggml actually allocates.
+    pub fn scratch_bytes_for(model: &Model, opts: &SessionOptions) -> Option<u64> {
+        let d = model.arch.dims();
+        let l = model.arch.kv_layout();
+        let n_ub = opts.n_ubatch.clamp(1, opts.n_ctx.max(1)) as u64;
+        let n_ctx = opts.n_ctx as u64;
+        let kv = KvOptions { n_ctx: opts.n_ctx, n_ubatch: opts.n_ubatch, type_k: opts.kv_type, type_v: opts.kv_type };
+        let local = crate::kv_cache::local_cells(l.window, &kv) as u64;
+        let has = |local_layer: bool| l.is_local.contains(&local_layer);
+        let mask_cells = [(has(false), n_ctx), (has(true), local)]
+            .iter()
+            .filter(|(present, _)| *present)
+            .try_fold(0u64, |acc, &(_, cells)| acc.checked_add(cells.checked_mul(n_ub)?))?;
+        let mask = mask_cells.checked_mul(if opts.flash_attn { 2 } else { 4 })?;
+        let widest = if has(false) { n_ctx } else { local };
+        let scores = match opts.flash_attn {
+            true => 0,
+            false => (d.n_head as u64).checked_mul(widest)?.checked_mul(n_ub)?.checked_mul(4)?,
+        };
+        let ffn = (d.n_ff as u64).checked_mul(n_ub)?.checked_mul(2 * 4)?;
+        let q_dim = d.n_head as u64 * d.head_dim as u64;
+        let rows = (2 * q_dim + 2 * l.kv_dim + 2 * d.n_embd as u64).checked_mul(n_ub)?.checked_mul(4)?;
+        mask.checked_add(scores.max(ffn))?.checked_add(rows)
     }
 
     pub fn model(&self) -> &'m Model {
@@ -248,12 +307,17 @@ impl<'m> Session<'m> {
             None
         };
         let mask_ty = if self.opts.flash_attn { Type::F16 } else { Type::F32 };
+        let kv_shape = self.kv.shapes();
         let mut kv_in = [None, None];
         for (k, slot) in kv_in.iter_mut().enumerate() {
             if key.n_kv[k] > 0 {
                 let idx = ctx.new_tensor(Type::I64, &[n])?.set_input();
                 let mask = ctx.new_tensor(mask_ty, &[key.n_kv[k] as i64, n])?.set_input();
-                *slot = Some(KvInput { idx, mask, n_kv: key.n_kv[k] as i64 });
+                let v_idx = match self.opts.flash_attn {
+                    true => None,
+                    false => Some(ctx.new_tensor(Type::I64, &[kv_shape[k].0 * n])?.set_input()),
+                };
+                *slot = Some(KvInput { idx, mask, n_kv: key.n_kv[k] as i64, v_idx });
             }
         }
         let [global, local] = kv_in;
@@ -274,8 +338,10 @@ impl<'m> Session<'m> {
             }
         }
         ctx.alloc_graph(&gf, &self.model.backend)?;
-        let ids = |k: &Option<KvInput<'_>>| -> Result<Option<(TensorId, TensorId)>> {
-            k.as_ref().map(|k| Ok((ctx.id_of(k.idx)?, ctx.id_of(k.mask)?))).transpose()
+        let ids = |k: &Option<KvInput<'_>>| -> Result<Option<(TensorId, TensorId, Option<TensorId>)>> {
+            k.as_ref()
+                .map(|k| Ok((ctx.id_of(k.idx)?, ctx.id_of(k.mask)?, k.v_idx.map(|t| ctx.id_of(t)).transpose()?)))
+                .transpose()
         };
         Ok(GraphIds {
             key,
@@ -284,6 +350,7 @@ impl<'m> Session<'m> {
             pos: ctx.id_of(pos)?,
             out_ids: out_ids.map(|t| ctx.id_of(t)).transpose()?,
             kv: [ids(&inp.global)?, ids(&inp.local)?],
+            kv_shape,
             logits: ctx.id_of(logits)?,
             captured,
         })
@@ -305,9 +372,12 @@ fn set_inputs(
     if let Some(out) = g.out_ids {
         ctx.tensor(out)?.set_i32(&[tokens.len() as i32 - 1])?;
     }
-    for (slot, kind) in g.kv.iter().zip(&plan.kinds) {
-        if let (Some((idx, mask)), Some(KindPlan { rows, mask: m, .. })) = (slot, kind) {
+    for ((slot, kind), &(kv_dim, n_cells)) in g.kv.iter().zip(&plan.kinds).zip(&g.kv_shape) {
+        if let (Some((idx, mask, v_idx)), Some(KindPlan { rows, mask: m, .. })) = (slot, kind) {
             ctx.tensor(*idx)?.set_i64(rows)?;
+            if let Some(v_idx) = v_idx {
+                ctx.tensor(*v_idx)?.set_i64(&v_trans_indices(rows, kv_dim, n_cells))?;
+            }
             let mask = ctx.tensor(*mask)?;
             if flash {
                 mask.set_f32_as_f16(m)?;

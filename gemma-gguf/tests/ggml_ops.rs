@@ -84,6 +84,10 @@ fn mul_mat_case(
 
 #[test]
 fn mul_mat_quantised_weights_match_dequantised_reference() {
+    // Which kernels this build has (scripts/cross-aarch64.sh shows it for each Arm profile).
+    let features = gemma_gguf::ggml::backend_features(cpu().device());
+    let listed: Vec<String> = features.iter().map(|f| format!("{}={}", f.name, f.value)).collect();
+    println!("ggml CPU backend features: {}", listed.join(" "));
     for (ty, seed) in [(Type::Q4_K, 1), (Type::Q8_0, 2), (Type::Q6_K, 3), (Type::Q5_0, 4), (Type::F16, 5)] {
         let (got, want, bound) = mul_mat_case(&cpu(), ty, 512, 48, 7, seed);
         let (mut max_err, mut worst_ratio) = (0f64, 0f64);

@@ -18,6 +18,9 @@ use gemma_tests::llama_logits::{LlamaOptions, LlamaRunner};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// The pause before each timed run, in milliseconds (see the run loop).
+const SETTLE_MS: u64 = 500;
+
 struct Opts {
     model: PathBuf,
     n_prompt: u32,
@@ -225,12 +228,21 @@ fn main() {
         for rep in 0..=o.reps {
             let prompt = if n_prompt > 0 { tokens(&mut rng, n_prompt) } else { vec![] };
             let gen = if n_gen > 0 { tokens(&mut rng, if rep == 0 { 1 } else { n_gen }) } else { vec![] };
-            // Alternate who goes first, so a load change favours neither.
+            // Alternate who goes first, so a load change favours neither. Before each run, a
+            // pause: after a graph, ggml's pool workers poll for new work (about 0.2 s at the
+            // default poll level) before they sleep, and on a 2-core machine a spinning worker
+            // of the runtime that just finished slows the next one (without the pause, the
+            // second runtime of each pair was 13% slower here, whichever it was).
+            let settle = || std::thread::sleep(std::time::Duration::from_millis(SETTLE_MS));
             let (a, b) = if rep % 2 == 0 {
+                settle();
                 let a = timed(&mut ours, &prompt, &gen);
+                settle();
                 (a, timed(&mut llama, &prompt, &gen))
             } else {
+                settle();
                 let b = timed(&mut llama, &prompt, &gen);
+                settle();
                 (timed(&mut ours, &prompt, &gen), b)
             };
             if rep > 0 {

@@ -511,7 +511,9 @@ fn huge_context_is_refused_before_allocating() {
         m.set(&key(llm::CONTEXT_LENGTH), n_ctx_train);
         let model = load(&dir, &format!("ctx{n_ctx_train}"), &m).expect("a model with a huge training context loads");
         let opts = SessionOptions { n_ctx, ..Default::default() };
-        let needed = Session::kv_bytes_for(&model, &opts).expect("KV bytes fit in u64");
+        // The cache and the largest step's scratch, checked together before either exists.
+        let kv = Session::kv_bytes_for(&model, &opts).expect("KV bytes fit in u64");
+        let needed = kv + Session::scratch_bytes_for(&model, &opts).expect("scratch bytes fit in u64");
         let (free, _) = model.backend().device().memory();
         // The huge training context itself is fine: a small session decodes (the rope's
         // n_ctx_orig, an i32 in ggml, only matters for YaRN, which Gemma 3 does not use).

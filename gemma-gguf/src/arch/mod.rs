@@ -251,18 +251,19 @@ pub(crate) fn attention<'s>(
     let (flash, il) = (s.flash, s.il);
     let row = k_cache.nb()[1];
     let elt = k_cache.ty().row_size(s.head_dim)?;
-    // k, v: [head_dim, n_head_kv, n_kv] views of the first n_kv cells
+    // k: [head_dim, n_head_kv, n_kv] view of the first n_kv cells
     let k = ctx.view(k_cache, &[s.head_dim, s.n_head_kv, s.n_kv], [elt, row], 0)?;
-    let v = ctx.view(
-        v_cache,
-        &[s.head_dim, s.n_head_kv, s.n_kv],
-        [v_cache.ty().row_size(s.head_dim)?, v_cache.nb()[1]],
-        0,
-    )?;
-    // q: [head_dim, n_tokens, n_head]; k, v: [head_dim, n_kv, n_head_kv]
+    // q: [head_dim, n_tokens, n_head]; k: [head_dim, n_kv, n_head_kv]
     let q = ctx.permute(q, [0, 2, 1, 3])?;
     let k = ctx.permute(k, [0, 2, 1, 3])?;
     if flash {
+        // v: one row per cell, as k
+        let v = ctx.view(
+            v_cache,
+            &[s.head_dim, s.n_head_kv, s.n_kv],
+            [v_cache.ty().row_size(s.head_dim)?, v_cache.nb()[1]],
+            0,
+        )?;
         let v = ctx.permute(v, [0, 2, 1, 3])?;
         // out: [head_dim, n_head, n_tokens]
         let out = ctx.flash_attn_ext(q, k, v, mask, 1.0, s.logit_softcap.unwrap_or(0.0))?;
@@ -274,8 +275,11 @@ pub(crate) fn attention<'s>(
         kq = ctx.scale(ctx.tanh(ctx.scale(kq, 1.0 / cap)?)?, cap)?;
     }
     let kq = ctx.soft_max_ext(kq, Some(mask), 1.0)?.set_name(&format!("kq_soft_max-{il}"))?;
-    // vᵀ: [n_kv, head_dim, n_head_kv], made contiguous for mul_mat
-    let vt = ctx.cont(ctx.permute(v, [1, 2, 0, 3])?)?;
+    // vᵀ: [n_kv, head_dim, n_head_kv], a view of the transposed V cache (kv_cache.rs,
+    // `v_trans_indices`): rows of n_kv cells, one per value, each head's after the last.
+    let n_cells = v_cache.ne()[1];
+    let v_row = v_cache.ty().row_size(n_cells)?;
+    let vt = ctx.view(v_cache, &[s.n_kv, s.head_dim, s.n_head_kv], [v_row, v_row * s.head_dim as usize], 0)?;
     // kqv: [head_dim, n_tokens, n_head] → [head_dim, n_head, n_tokens]
     let kqv = ctx.mul_mat(vt, kq)?;
     let out = ctx.cont(ctx.permute(kqv, [0, 2, 1, 3])?)?;
@@ -333,7 +337,18 @@ impl<'s> Pass<'s, '_> {
         let (hd, nkv) = (d.head_dim as i64, d.n_head_kv as i64);
         let (kc, vc, kvi) = self.kv.layer(il, self.inp)?;
         gf.expand(ctx.set_rows(kc, ctx.reshape(k, &[hd * nkv, n_tokens])?, kvi.idx)?)?;
-        gf.expand(ctx.set_rows(vc, v, kvi.idx)?)?;
+        match kvi.v_idx {
+            // Transposed V (no flash attention): one element per index.
+            Some(v_idx) => {
+                let n_cells = vc.ne()[1];
+                let flat = ctx.reshape(vc, &[1, hd * nkv * n_cells])?;
+                let v = ctx.reshape(ctx.cont(v)?, &[1, hd * nkv * n_tokens])?;
+                gf.expand(ctx.set_rows(flat, v, v_idx)?)?;
+            }
+            None => {
+                gf.expand(ctx.set_rows(vc, v, kvi.idx)?)?;
+            }
+        }
         let shape = AttnShape {
             head_dim: hd,
             n_head: d.n_head as i64,

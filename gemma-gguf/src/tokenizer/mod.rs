@@ -36,7 +36,6 @@ pub use decode::Decoder;
 
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
-use std::collections::HashMap;
 use vocab::{byte_tokens, optional, special_id, Vocab};
 
 /// GGUF keys of the tokenizer, from the crate's one name table.
@@ -104,11 +103,11 @@ impl TokenType {
 /// A SentencePiece-style tokenizer built from a GGUF vocabulary.
 #[derive(Clone)]
 pub struct Tokenizer {
-    /// Token texts; an empty one is renamed `[EMPTY_<id>]` as llama.cpp does.
-    pieces: Vec<String>,
+    /// Token texts and the index from text to id; an empty text is renamed `[EMPTY_<id>]`
+    /// as llama.cpp does.
+    pieces: vocab::Pieces,
     scores: Vec<f32>,
     types: Vec<TokenType>,
-    piece_to_id: HashMap<String, u32>,
     /// Longest piece in bytes: no merge can produce a longer token.
     max_piece_len: usize,
     /// The token for each byte value, for characters no token covers.
@@ -158,24 +157,23 @@ impl Tokenizer {
         };
         let bos = required(keys::BOS_ID, defaults::BOS_ID)?;
         let eos = required(keys::EOS_ID, defaults::EOS_ID)?;
-        quirks::apply(&vocab.pieces, &vocab.piece_to_id, &mut vocab.types, eos);
+        quirks::apply(&vocab.pieces, &mut vocab.types, eos);
         let unk = id(keys::UNK_ID, Some(defaults::UNK_ID))?;
         let pad = id(keys::PAD_ID, None)?;
         let eot = match id(keys::EOT_ID, None)? {
             Some(eot) => Some(eot),
-            None => vocab.piece_to_id.get(END_OF_TURN).copied(),
+            None => vocab.pieces.id(END_OF_TURN),
         };
         let flag = |key, default| optional(file.get_bool(key), default);
 
         Ok(Tokenizer {
-            byte_tokens: byte_tokens(&vocab.piece_to_id, unk.unwrap_or(0)),
+            byte_tokens: byte_tokens(&vocab.pieces, unk.unwrap_or(0)),
             user_defined: partition::Specials::new(&vocab.pieces, &vocab.types, false),
             all_special: partition::Specials::new(&vocab.pieces, &vocab.types, true),
-            max_piece_len: vocab.pieces.iter().map(String::len).max().unwrap_or(0),
+            max_piece_len: vocab.pieces.iter().map(str::len).max().unwrap_or(0),
             pieces: vocab.pieces,
             scores: vocab.scores,
             types: vocab.types,
-            piece_to_id: vocab.piece_to_id,
             bos,
             eos,
             eot,
@@ -239,12 +237,12 @@ impl Tokenizer {
 
     /// The id of the token spelled exactly `piece` (`"<start_of_turn>"`, `"▁the"`), of any type.
     pub fn token_id(&self, piece: &str) -> Option<u32> {
-        self.piece_to_id.get(piece).copied()
+        self.pieces.id(piece)
     }
 
     /// The token's text as stored in the vocabulary (`▁` for spaces, `<0x0A>` for bytes).
     pub fn piece(&self, id: u32) -> Option<&str> {
-        self.pieces.get(id as usize).map(String::as_str)
+        self.pieces.get(id)
     }
 
     /// The token's type as llama.cpp uses it: the file's, except for the few tokens llama.cpp

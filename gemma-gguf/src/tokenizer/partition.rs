@@ -21,6 +21,7 @@
 //! length, and the tags (`<…>`, `[multimodal]`) have no bracket inside.
 
 use super::spm::Idx;
+use super::vocab::Pieces;
 use super::TokenType;
 use memchr::memmem::Finder;
 
@@ -44,7 +45,7 @@ impl Specials {
     /// USER_DEFINED tokens, and with `parse_special` CONTROL and UNKNOWN tokens too (the
     /// tokens of llama.cpp's `cache_special_tokens`, filtered as `tokenizer_st_partition`
     /// filters them).
-    pub(super) fn new(pieces: &[String], types: &[TokenType], parse_special: bool) -> Specials {
+    pub(super) fn new(pieces: &Pieces, types: &[TokenType], parse_special: bool) -> Specials {
         let mut ids: Vec<u32> = (0..pieces.len() as u32)
             .filter(|&id| match types[id as usize] {
                 TokenType::UserDefined => true,
@@ -53,8 +54,9 @@ impl Specials {
             })
             .collect();
         // A stable sort: equal lengths keep id order.
-        ids.sort_by_key(|&id| std::cmp::Reverse(pieces[id as usize].len()));
-        let tokens = ids.into_iter().map(|id| (id, Finder::new(pieces[id as usize].as_bytes()).into_owned())).collect();
+        let text = |id: u32| pieces.get(id).unwrap_or_default();
+        ids.sort_by_key(|&id| std::cmp::Reverse(text(id).len()));
+        let tokens = ids.into_iter().map(|id| (id, Finder::new(text(id).as_bytes()).into_owned())).collect();
         Specials { tokens }
     }
 

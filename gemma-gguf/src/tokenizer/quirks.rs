@@ -12,8 +12,8 @@
 //! none of a list whose token the file names by key.) Gemma's vocabularies hold none of
 //! these texts.
 
+use super::vocab::Pieces;
 use super::TokenType;
-use std::collections::HashMap;
 
 /// Texts llama.cpp turns into control tokens: its end-of-turn, end-of-message,
 /// fill-in-the-middle and end-of-generation lists.
@@ -83,8 +83,8 @@ const CONTROL_LOOKING: &[&str] = &[
 const ALWAYS_USER_DEFINED: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
 
 /// Applies llama.cpp's changes to `types`. `eos` is the end-of-sequence id.
-pub(super) fn apply(pieces: &[String], piece_to_id: &HashMap<String, u32>, types: &mut [TokenType], eos: u32) {
-    let id = |text: &str| piece_to_id.get(text).map(|&id| id as usize);
+pub(super) fn apply(pieces: &Pieces, types: &mut [TokenType], eos: u32) {
+    let id = |text: &str| pieces.id(text).map(|id| id as usize);
     let has = |text: &str| id(text).is_some();
     let mut set = |text: &str, ty: TokenType| {
         if let Some(i) = id(text) {
@@ -103,7 +103,7 @@ pub(super) fn apply(pieces: &[String], piece_to_id: &HashMap<String, u32>, types
         set("<|end|>", TokenType::UserDefined);
     }
     // Gemma 4 and PLaMo have an ordinary "</s>".
-    let eos_text = pieces.get(eos as usize).map(String::as_str);
+    let eos_text = pieces.get(eos);
     if has("<|tool_response>") || eos_text == Some("<|plamo:eos|>") {
         set("</s>", TokenType::Normal);
     }

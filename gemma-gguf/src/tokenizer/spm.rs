@@ -169,7 +169,7 @@ impl<'a, I: Idx> Session<'a, I> {
             return;
         }
         let start = l.start.get();
-        if let Some(&id) = self.tok.piece_to_id.get(&self.text[start..start + size]) {
+        if let Some(id) = self.tok.pieces.id(&self.text[start..start + size]) {
             self.queue.push(Bigram { score: self.tok.scores[id as usize], left, size: I::new(size) });
         }
     }
@@ -180,8 +180,8 @@ impl<'a, I: Idx> Session<'a, I> {
         while i != I::NONE {
             let s = self.symbols[i.get()];
             let piece = &self.text[s.start.get()..s.start.get() + s.len.get()];
-            match self.tok.piece_to_id.get(piece) {
-                Some(&id) => out.push(id),
+            match self.tok.pieces.id(piece) {
+                Some(id) => out.push(id),
                 None => out.extend(piece.bytes().map(|b| self.tok.byte_tokens[b as usize])),
             }
             i = s.next;
