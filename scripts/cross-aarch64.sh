@@ -30,8 +30,8 @@
 # For pi4: the kernel tests, `gemma system` and `gemma run`. The gemma-cli integration tests
 # stay host-only (they start the Arm `gemma` directly, which needs binfmt_misc).
 # With --ci, pi4 runs the kernel tests alone (they print ggml's CPU features, as `gemma system`
-# does): building `gemma` a second time, with all its dependencies, for Cortex-A72 would take
-# CI past its 40 minutes on 2 cores. The Pi 5 build runs everything, the greedy check included.
+# does), which spares CI a second build of `gemma` and all its dependencies for Cortex-A72
+# (about 2 minutes on 2 cores). The Pi 5 build runs everything, the greedy check included.
 #
 # Environment:
 #   CROSS_TARGET_DIR  cargo target directory base (default: target/cross; one folder per profile)
