@@ -27,7 +27,10 @@ def read(path):
             parts = line.split()
             if len(parts) < 3 or parts[0] != "top":
                 continue
-            steps.append([(int(i), float(v)) for i, v in (p.split(":") for p in parts[2:])])
+            try:
+                steps.append([(int(i), float(v)) for i, v in (p.split(":") for p in parts[2:])])
+            except ValueError:
+                sys.exit(f"compare_greedy: {path}: not a `top STEP ID:LOGIT ...` line: {line.strip()!r}")
     return steps
 
 

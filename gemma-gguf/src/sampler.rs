@@ -403,8 +403,9 @@ struct Xoshiro256PlusPlus {
     s: [u64; 4],
 }
 
-/// SplitMix64's step: advances `state` and returns the next output.
-fn splitmix64(state: &mut u64) -> u64 {
+/// SplitMix64's step: advances `state` and returns the next output. Also the generator of
+/// `gemma bench`'s and the side-by-side harness's random prompt tokens.
+pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -72,11 +72,7 @@ struct Rng(u64);
 
 impl Rng {
     fn below(&mut self, n: u32) -> u32 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % n as u64) as u32
+        (gemma_gguf::sampler::splitmix64(&mut self.0) % n as u64) as u32
     }
 }
 
