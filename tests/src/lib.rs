@@ -16,6 +16,18 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// The project's Python: `$GEMMA_PYTHON`, else `.venv/bin/python` under the workspace (the
+/// virtual environment `scripts/venv.sh` makes and fills from scripts/requirements.txt). No
+/// test runs the system Python: Debian 12 and Raspberry Pi OS refuse packages there (PEP 668).
+/// `None` when neither exists; callers skip with a notice, or fail under CI.
+pub fn python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("GEMMA_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = workspace_root().join(".venv/bin/python");
+    venv.is_file().then_some(venv)
+}
+
 /// The real test model, Gemma 3 270M Q4_K_M made by llama.cpp: `$GEMMA_TEST_MODEL`, else
 /// `models/gemma-3-270m-q4_k_m.gguf` under the workspace (where `scripts/fetch-model.sh`
 /// puts it). Missing: `None` with a notice, except under CI, where it panics.
