@@ -27,4 +27,18 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("bindings.rs");
     bindings.write_to_file(out).expect("write bindings.rs");
     println!("cargo:rerun-if-env-changed=DEP_LLAMA_ROOT");
+
+    // How ggml was built, for `gemma system` and the build-type test: read back from the
+    // CMake cache of llama-cpp-sys-2's build (cmake-rs builds in <root>/build).
+    let cache = std::fs::read_to_string(root.join("build/CMakeCache.txt")).unwrap_or_default();
+    let value = |key: &str| {
+        cache.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split_once('=').map(|(_, v)| v.to_owned()))
+    };
+    let build_type = value("CMAKE_BUILD_TYPE").unwrap_or_else(|| "unknown".into());
+    let flags = value("CMAKE_C_FLAGS").unwrap_or_default();
+    let type_flags = value(&format!("CMAKE_C_FLAGS_{}", build_type.to_uppercase())).unwrap_or_default();
+    println!("cargo:rustc-env=GGML_SYS_BUILD_TYPE={build_type}");
+    println!("cargo:rustc-env=GGML_SYS_C_FLAGS={} {}", flags.trim(), type_flags.trim());
+    println!("cargo:rustc-env=GGML_SYS_OPENMP={}", value("GGML_OPENMP").unwrap_or_else(|| "unknown".into()));
+    println!("cargo:rerun-if-changed={}", root.join("build/CMakeCache.txt").display());
 }

@@ -32,7 +32,7 @@ read -r t1 m1 < <(measure ours "$GEMMA" convert "$HF_DIR" -o "$OUT/ours.gguf" --
 read -r t2 m2 < <(measure f16 "$GEMMA" convert "$HF_DIR" -o "$OUT/f16.gguf" --type f16 --threads "$THREADS" -q)
 read -r t3 m3 < <(measure llq "$LLQ" "$OUT/f16.gguf" "$OUT/llama.gguf" 15 "$THREADS")
 b1=$(stat -c %s "$OUT/ours.gguf"); bf=$(stat -c %s "$OUT/f16.gguf"); b3=$(stat -c %s "$OUT/llama.gguf")
-python3 - "$HF_DIR" "$THREADS" "$t1" "$m1" "$b1" "$t2" "$m2" "$bf" "$t3" "$m3" "$b3" <<'PY'
+"$(scripts/venv.sh)" - "$HF_DIR" "$THREADS" "$t1" "$m1" "$b1" "$t2" "$m2" "$bf" "$t3" "$m3" "$b3" <<'PY'
 import sys
 d, th, t1, m1, b1, t2, m2, bf, t3, m3, b3 = sys.argv[1:]
 t1, t2, t3 = float(t1), float(t2), float(t3)

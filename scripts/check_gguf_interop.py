@@ -5,7 +5,7 @@
 # an expected-values JSON. The Rust test tests/tests/gguf_interop.rs writes both files with
 # our GgufWriter and runs this script; it can also be run by hand:
 #
-#   python3 scripts/check_gguf_interop.py FILE.gguf EXPECTED.json
+#   .venv/bin/python scripts/check_gguf_interop.py FILE.gguf EXPECTED.json
 #
 # EXPECTED.json:
 #   {"version": 3, "alignment": 64, "data_offset": 1216,
@@ -38,7 +38,7 @@ try:
     from gguf import GGUFReader, GGUFValueType
     from gguf.constants import GGML_QUANT_SIZES
 except ImportError as e:
-    print(f"error: {e}; run `pip install -r scripts/requirements.txt`", file=sys.stderr)
+    print(f"error: {e}; run `scripts/venv.sh -r scripts/requirements.txt`", file=sys.stderr)
     sys.exit(EXIT_MISSING_PACKAGE)
 
 # The fields GGUFReader adds for the header (gguf_reader.py, GGUFReader.__init__).

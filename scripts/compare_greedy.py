@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compares the greedy runs of two builds of `gemma` (say x86-64 and an Arm build under qemu).
 
-    python3 scripts/compare_greedy.py HOST.log OTHER.log
+    .venv/bin/python scripts/compare_greedy.py HOST.log OTHER.log
 
 Each file holds the standard error of `gemma run --temp 0 --show-top N`: one line
 `top STEP ID:LOGIT ...` per generated token, best first. Two builds use different ggml kernels

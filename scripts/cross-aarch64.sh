@@ -142,7 +142,8 @@ logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 RUN=(run -m "$GEMMA_TEST_MODEL" -p "$PROMPT" -n $N_TOKENS --temp 0 -t 1 --show-top 5)
 cargo build -q -p gemma-cli --bin gemma
-host_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+py=$(scripts/venv.sh)
+host_dir=$(cargo metadata --format-version 1 --no-deps | "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 want=$("$host_dir/debug/gemma" "${RUN[@]}" 2>"$logs/host")
 say "x86-64 host: $want"
 
@@ -183,7 +184,7 @@ for p in "${profiles[@]}"; do
   fi
   # Same tokens, or a first difference at a near-tie within the builds' measured rounding
   # differences (see the script's header); anything else fails.
-  python3 scripts/compare_greedy.py "$logs/host" "$logs/$p" || { say "$p: FAILED the greedy comparison"; fail=1; }
+  "$py" scripts/compare_greedy.py "$logs/host" "$logs/$p" || { say "$p: FAILED the greedy comparison"; fail=1; }
   say "$p: build $((t1 - t0)) s, emulated tests $((t2 - t1)) s, gemma system + run $((t3 - t2)) s"
 done
 exit $fail

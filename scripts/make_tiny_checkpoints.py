@@ -19,10 +19,10 @@ The tokenizer is the real Gemma tokenizer cut to 1024 ids (control tokens, the 2
 tokens and the first pieces its merges reach, see `cut_tokenizer`), taken from the Hugging Face form of the real model
 (models/gemma-3-270m-hf/tokenizer.json, made by scripts/make_hf_checkpoint.py).
 
-Usage (needs PyTorch: `pip install -r scripts/requirements-reference.txt`; ~20 s):
+Usage (needs PyTorch: `scripts/venv.sh -r scripts/requirements-reference.txt`; ~20 s):
 
-    python3 scripts/make_hf_checkpoint.py      # once, for the tokenizer
-    python3 scripts/make_tiny_checkpoints.py   # writes tests/data/tiny/
+    .venv/bin/python scripts/make_hf_checkpoint.py      # once, for the tokenizer
+    .venv/bin/python scripts/make_tiny_checkpoints.py   # writes tests/data/tiny/
 
 Output per model, tests/data/tiny/<name>/: the checkpoint (config.json, model.safetensors,
 tokenizer.json, tokenizer_config.json, generation_config.json) and golden.json (token ids,

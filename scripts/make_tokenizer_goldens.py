@@ -9,8 +9,8 @@ Rerun it when the corpus or the test model changes, and commit the output.
 
 How to run (from the workspace root; the model comes from scripts/fetch-model.sh):
 
-    pip install transformers==5.24.0 tokenizers==0.23.3 gguf==0.19.0 torch==2.15.0
-    python3 scripts/make_tokenizer_goldens.py [--model models/gemma-3-270m-q4_k_m.gguf]
+    .venv/bin/pip install transformers==5.24.0 tokenizers==0.23.3 gguf==0.19.0 torch==2.15.0
+    .venv/bin/python scripts/make_tokenizer_goldens.py [--model models/gemma-3-270m-q4_k_m.gguf]
 
 transformers' GGUF reader imports torch, although tokenizing does not use it (any torch
 build works, a CPU one included).

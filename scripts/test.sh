@@ -10,15 +10,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 GEMMA_TEST_MODEL="$(scripts/fetch-model.sh)"
 export GEMMA_TEST_MODEL
-# The PyPI `gguf` package reads our files in the interop test; transformers' tokenizer
-# converter and `gguf` make the Hugging Face form of the test model (pinned in
-# scripts/requirements.txt; no PyTorch).
-python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+# The project venv (.venv/, scripts/venv.sh) with the packages the tests use, pinned in
+# scripts/requirements.txt (no PyTorch): `gguf` reads our files in the interop test;
+# transformers' tokenizer converter and `gguf` make the Hugging Face form of the test model;
+# `openai` and `jsonschema` talk to and judge the server. Tests run it as $GEMMA_PYTHON.
+GEMMA_PYTHON="$(scripts/venv.sh -r scripts/requirements.txt)"
+export GEMMA_PYTHON
 # The real model as a Hugging Face checkpoint, for the converter's tests (~1 minute; kept in
 # models/ and checked against the sha256s in tests/data/hf270m/goldens.json by the tests).
 HF_DIR="$(dirname "$GEMMA_TEST_MODEL")/gemma-3-270m-hf"
 if [ ! -f "$HF_DIR/model.safetensors" ] || [ ! -f "$HF_DIR/chat_template.jinja" ]; then
-    python3 scripts/make_hf_checkpoint.py --model "$GEMMA_TEST_MODEL" --out "$HF_DIR"
+    "$GEMMA_PYTHON" scripts/make_hf_checkpoint.py --model "$GEMMA_TEST_MODEL" --out "$HF_DIR"
 fi
 export GEMMA_TEST_HF="$HF_DIR"
 

@@ -8,3 +8,12 @@
 extern crate llama_cpp_sys_2;
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+
+/// ggml's CMake build type (`CMAKE_BUILD_TYPE` in llama-cpp-sys-2's CMake cache).
+pub const BUILD_TYPE: &str = env!("GGML_SYS_BUILD_TYPE");
+/// The C flags of that build: `CMAKE_C_FLAGS` then `CMAKE_C_FLAGS_<BUILD_TYPE>` (the later
+/// `-O` wins).
+pub const C_FLAGS: &str = env!("GGML_SYS_C_FLAGS");
+/// The `GGML_OPENMP` option as CMake saw it (`ON`/`OFF`); whether OpenMP was found is the
+/// CPU backend's `OPENMP` feature.
+pub const OPENMP_OPTION: &str = env!("GGML_SYS_OPENMP");

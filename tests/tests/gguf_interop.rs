@@ -5,13 +5,13 @@
 //! header of scripts/check_gguf_interop.py), runs that script from the workspace root and
 //! prints what it says.
 //!
-//! Without python3 or the gguf package the tests print a notice and pass, except in CI
-//! (`CI=true`), where they fail.
+//! The script runs in the project venv (`gemma_tests::python()`). Without it or the gguf
+//! package the tests print a notice and pass, except in CI (`CI=true`), where they fail.
 
 use gemma_gguf::gguf::{
     GgmlType, GgufArray, GgufFile, GgufValue, GgufWriter, TensorInfo, DEFAULT_ALIGNMENT, KEY_ALIGNMENT,
 };
-use gemma_tests::{in_ci, workspace_root};
+use gemma_tests::{in_ci, python, workspace_root};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde_json::{json, Value};
@@ -217,25 +217,26 @@ fn tensor_json(info: &TensorInfo, data: &[u8]) -> Value {
 }
 
 /// Writes `expected` next to `gguf` and runs the script on both from the workspace root,
-/// printing its output. `None` (after a notice) when python3 or the gguf package is
-/// missing; under CI that is a failure instead.
+/// printing its output. `None` (after a notice) when the project venv or the gguf package
+/// is missing; under CI that is a failure instead.
 fn run_check(gguf: &Path, expected: &Value) -> Option<Output> {
     let json_path = gguf.with_extension("expected.json");
     let text = serde_json::to_string_pretty(expected).expect("serialise");
     std::fs::write(&json_path, text).expect("write the expected JSON");
-    let result = Command::new("python3").arg(SCRIPT).arg(gguf).arg(&json_path).current_dir(workspace_root()).output();
-    // Either way the message ends with the fix: `pip install -r scripts/requirements.txt`.
+    // Either way the message ends with the fix: `scripts/venv.sh -r scripts/requirements.txt`.
+    const FIX: &str = "run `scripts/venv.sh -r scripts/requirements.txt` (the project venv)";
+    let result = python()
+        .map(|py| Command::new(py).arg(SCRIPT).arg(gguf).arg(&json_path).current_dir(workspace_root()).output());
     let missing = match result {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            "python3 is not on PATH; install it, then `pip install -r scripts/requirements.txt`".to_owned()
-        }
-        Err(e) => panic!("cannot run python3 {SCRIPT}: {e}"),
-        Ok(out) if out.status.code() == Some(EXIT_MISSING_PACKAGE) => {
+        None => format!("the project venv (.venv/bin/python, or $GEMMA_PYTHON) is missing; {FIX}"),
+        Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => format!("the venv's python cannot be run; {FIX}"),
+        Some(Err(e)) => panic!("cannot run the venv's python on {SCRIPT}: {e}"),
+        Some(Ok(out)) if out.status.code() == Some(EXIT_MISSING_PACKAGE) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
             stderr.trim().trim_start_matches("error: ").to_owned()
         }
-        Ok(out) => {
-            println!("$ python3 {SCRIPT} {} {}", gguf.display(), json_path.display());
+        Some(Ok(out)) => {
+            println!("$ python {SCRIPT} {} {}", gguf.display(), json_path.display());
             print!("{}", String::from_utf8_lossy(&out.stdout));
             eprint!("{}", String::from_utf8_lossy(&out.stderr));
             return Some(out);

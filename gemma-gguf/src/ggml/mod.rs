@@ -24,7 +24,7 @@ pub use backend::{Backend, BufferType, Device, DeviceKind};
 pub use context::{Context, Graph, GraphId, Rope, Tensor, TensorId};
 pub use quant::{can_quantize, dequantize_rows, quantize_rows};
 pub use reference::{ggml_gguf_parse, set_logging};
-pub use system::{backend_features, default_threads, ggml_version, BackendFeature};
+pub use system::{backend_features, build_info, default_threads, ggml_version, BackendFeature, BuildInfo};
 pub use types::Type;
 
 pub(crate) use ggml_sys as sys;

@@ -56,3 +56,67 @@ pub fn backend_features(device: Device) -> Vec<BackendFeature> {
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(super::backend::MAX_THREADS)
 }
+
+/// How the linked ggml was built: read from llama-cpp-sys-2's CMake cache at build time
+/// (ggml-sys/build.rs) and, for OpenMP, from the CPU backend's own feature list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// `CMAKE_BUILD_TYPE`: `Release` in every build the workspace makes (Cargo.toml).
+    pub build_type: &'static str,
+    /// The C optimisation level in effect: the last `-O…` of the build's C flags.
+    pub opt_level: Option<String>,
+    /// The `GGML_OPENMP` option as CMake saw it.
+    pub openmp_option: &'static str,
+    /// Whether the CPU backend was compiled with OpenMP (its `OPENMP` feature): the option
+    /// is on *and* CMake found OpenMP.
+    pub openmp: bool,
+}
+
+/// ggml's build type, optimisation level and OpenMP state.
+pub fn build_info() -> BuildInfo {
+    let openmp = Device::all()
+        .into_iter()
+        .filter(|d| d.kind() == super::DeviceKind::Cpu)
+        .flat_map(backend_features)
+        .any(|f| f.name == "OPENMP" && f.value == "1");
+    BuildInfo {
+        build_type: sys::BUILD_TYPE,
+        opt_level: last_opt_level(sys::C_FLAGS),
+        openmp_option: sys::OPENMP_OPTION,
+        openmp,
+    }
+}
+
+/// The last `-O…` flag of a compiler command line, which is the one GCC and Clang obey.
+fn last_opt_level(flags: &str) -> Option<String> {
+    flags.split_whitespace().filter(|f| f.starts_with("-O")).next_back().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_opt_level_is_the_one_that_wins() {
+        assert_eq!(last_opt_level("-O2 -g -ffunction-sections -O3 -DNDEBUG").as_deref(), Some("-O3"));
+        assert_eq!(last_opt_level("-fPIC -O2 -g -DNDEBUG").as_deref(), Some("-O2"));
+        assert_eq!(last_opt_level("-fPIC"), None);
+    }
+
+    /// ggml must be built as llama.cpp's releases build it, in this build as in a user's
+    /// `cargo build --release` (Cargo.toml turns debug information off for llama-cpp-sys-2 in
+    /// both profiles): `Release` at -O3, with OpenMP on Linux, where llama.cpp enables it.
+    /// RelWithDebInfo (-O2 -g), the build type before, made prompt processing about 0.72× a
+    /// native llama.cpp build's (issue "Speed against llama.cpp as its users build it").
+    #[test]
+    fn ggml_is_a_release_build_with_openmp() {
+        let info = build_info();
+        println!("ggml build: {info:?}; C flags: {}", sys::C_FLAGS);
+        assert_eq!(info.build_type, "Release", "ggml's CMake build type (C flags: {})", sys::C_FLAGS);
+        assert_eq!(info.opt_level.as_deref(), Some("-O3"), "ggml's C flags: {}", sys::C_FLAGS);
+        if cfg!(all(target_os = "linux", feature = "openmp")) {
+            assert_eq!(info.openmp_option, "ON");
+            assert!(info.openmp, "GGML_OPENMP is ON but the CPU backend has no OPENMP feature: was libgomp found?");
+        }
+    }
+}
