@@ -8,7 +8,7 @@ median of the per-round ratios (each pair ran back to back, so machine load hits
 
 Usage (from the workspace root):
     .venv/bin/python scripts/bench_vs_llama.py MODEL.gguf [-p 512] [-n 128] [-t 1,2] [-r 6]
-        [--gemma target/release/gemma] [--llama-bench target/llama-ref/bin/llama-bench]
+        [--gemma target/release/gemma] [--llama-bench target/llama-ref/build/bin/llama-bench]
         [--json OUT.json]
 """
 import argparse
@@ -46,7 +46,7 @@ def main():
     ap.add_argument("-t", default="2", help="thread counts, comma-separated")
     ap.add_argument("-r", type=int, default=6, help="rounds (each runs both tools once)")
     ap.add_argument("--gemma", default="target/release/gemma")
-    ap.add_argument("--llama-bench", default="target/llama-ref/bin/llama-bench")
+    ap.add_argument("--llama-bench", default="target/llama-ref/build/bin/llama-bench")
     ap.add_argument("--json", help="write every sample here")
     a = ap.parse_args()
 

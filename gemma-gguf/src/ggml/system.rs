@@ -89,7 +89,7 @@ pub fn build_info() -> BuildInfo {
 
 /// The last `-O…` flag of a compiler command line, which is the one GCC and Clang obey.
 fn last_opt_level(flags: &str) -> Option<String> {
-    flags.split_whitespace().filter(|f| f.starts_with("-O")).next_back().map(str::to_owned)
+    flags.split_whitespace().rfind(|f| f.starts_with("-O")).map(str::to_owned)
 }
 
 #[cfg(test)]
