@@ -1,0 +1,418 @@
+//! The inference thread: it owns the model and `--parallel` sequences, takes jobs from the
+//! handlers over a channel and sends each job's text back over the job's own channel.
+//!
+//! A ggml [`Session`] is neither async nor `Send`, so the model is loaded on this thread and
+//! never leaves it. Each sequence is its own session (its own KV cache). The thread serves
+//! the busy sequences in turn, one step each (a prompt micro-batch, or one generated token),
+//! so requests join and leave between steps and none waits for another to finish.
+//! A request whose prompt starts with everything a free sequence's cache holds (a chat's next
+//! turn, a repeated prefix) goes to that sequence and feeds only the rest.
+#![forbid(unsafe_code)]
+
+use crate::api::{GenParams, Input};
+use crate::error::{ApiError, ServerError};
+use crate::metrics::Metrics;
+use crate::stop::StopFilter;
+use gemma_gguf::chat::{encode_pieces, ChatFormat, SpecialTokens};
+use gemma_gguf::model::{LoadOptions, Model};
+use gemma_gguf::sampler::Sampler;
+use gemma_gguf::session::{Outputs, Session, SessionOptions};
+use gemma_gguf::tokenizer::Decoder;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Why a request stopped, as OpenAI's `finish_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens`, or the context is full.
+    Length,
+}
+
+impl Finish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// Token counts of a finished request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    /// Of the prompt tokens, those reused from the sequence's cache.
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// What the engine tells a handler, in this order: `Accepted` or `Failed`; then `Text`s and
+/// `Done` or `Failed`.
+#[derive(Debug)]
+pub enum Event {
+    Accepted { prompt_tokens: usize },
+    Text(String),
+    Done { finish: Finish, usage: Usage },
+    Failed(ApiError),
+}
+
+/// One request for the engine.
+pub struct Job {
+    pub input: Input,
+    pub params: GenParams,
+    pub events: UnboundedSender<Event>,
+    pub deadline: Instant,
+    pub timeout: Duration,
+}
+
+/// What the handlers need to know about the loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub n_ctx: u32,
+    pub n_vocab: u32,
+    pub arch: &'static str,
+}
+
+/// Where and how to load the model.
+pub struct EngineConfig {
+    pub model_path: PathBuf,
+    pub load: LoadOptions,
+    pub session: SessionOptions,
+    pub parallel: usize,
+}
+
+/// Starts the inference thread and waits until the model is loaded.
+pub fn start(
+    cfg: EngineConfig,
+    jobs: Receiver<Job>,
+    metrics: Arc<Metrics>,
+) -> Result<(ModelInfo, std::thread::JoinHandle<()>), ServerError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("gemma-inference".into())
+        .spawn(move || {
+            let model = match Model::load(&cfg.model_path, &cfg.load) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(ServerError::Model(e)));
+                    return;
+                }
+            };
+            match Engine::new(&model, &cfg, metrics) {
+                Ok(engine) => {
+                    let info =
+                        ModelInfo { n_ctx: cfg.session.n_ctx, n_vocab: model.n_vocab(), arch: model.arch().name() };
+                    let _ = ready_tx.send(Ok(info));
+                    engine.run(jobs);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })
+        .map_err(|e| ServerError::Io { what: "starting the inference thread", addr: String::new(), source: e })?;
+    let info = ready_rx.recv().map_err(|_| ServerError::EngineGone)??;
+    Ok((info, thread))
+}
+
+/// A prompt ready to run.
+struct Admitted {
+    job: Job,
+    prompt: Vec<u32>,
+    sampler: Sampler,
+}
+
+/// A request being generated.
+struct Running<'m> {
+    job: Job,
+    sampler: Sampler,
+    decoder: Decoder<'m>,
+    /// Prompt tokens not yet in the cache.
+    feed: Vec<u32>,
+    fed: usize,
+    logits: Vec<f32>,
+    max_tokens: usize,
+    generated: usize,
+    stop: StopFilter,
+    usage: Usage,
+}
+
+struct Slot<'m> {
+    session: Session<'m>,
+    /// The tokens the session's cache holds, in order.
+    cached: Vec<u32>,
+    run: Option<Running<'m>>,
+    /// When the slot last took a job (least recently used goes first).
+    last_used: u64,
+}
+
+struct Engine<'m> {
+    model: &'m Model,
+    format: ChatFormat,
+    specials: SpecialTokens,
+    slots: Vec<Slot<'m>>,
+    pending: VecDeque<Admitted>,
+    metrics: Arc<Metrics>,
+    n_ubatch: usize,
+    clock: u64,
+}
+
+impl<'m> Engine<'m> {
+    fn new(model: &'m Model, cfg: &EngineConfig, metrics: Arc<Metrics>) -> Result<Engine<'m>, ServerError> {
+        if cfg.parallel == 0 || cfg.parallel > 256 {
+            return Err(ServerError::Config {
+                what: "--parallel",
+                value: cfg.parallel.to_string(),
+                why: "must be 1 to 256",
+            });
+        }
+        let mut slots = Vec::with_capacity(cfg.parallel);
+        for _ in 0..cfg.parallel {
+            let session = Session::new(model, cfg.session)?;
+            slots.push(Slot { session, cached: Vec::new(), run: None, last_used: 0 });
+        }
+        metrics.kv_cells_total.store(cfg.parallel * cfg.session.n_ctx as usize, Relaxed);
+        Ok(Engine {
+            model,
+            format: ChatFormat::from_gguf(model.gguf())?,
+            specials: SpecialTokens::from_tokenizer(model.tokenizer()),
+            slots,
+            pending: VecDeque::new(),
+            metrics,
+            n_ubatch: cfg.session.n_ubatch.max(1) as usize,
+            clock: 0,
+        })
+    }
+
+    /// Serves jobs until every sender is gone and the last job has finished.
+    fn run(mut self, jobs: Receiver<Job>) {
+        let mut open = true;
+        loop {
+            let idle = self.pending.is_empty() && self.slots.iter().all(|s| s.run.is_none());
+            if idle {
+                if !open {
+                    break;
+                }
+                match jobs.recv() {
+                    Ok(job) => self.admit(job),
+                    Err(_) => break,
+                }
+            }
+            loop {
+                match jobs.try_recv() {
+                    Ok(job) => self.admit(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            self.assign();
+            let start = Instant::now();
+            self.round();
+            self.metrics.busy_ns.fetch_add(start.elapsed().as_nanos() as u64, Relaxed);
+            let used = self.slots.iter().map(|s| s.session.n_past() as usize).sum();
+            self.metrics.kv_cells_used.store(used, Relaxed);
+        }
+    }
+
+    /// Tokenizes a job's input and checks it fits; answers `Accepted` or `Failed` at once.
+    fn admit(&mut self, job: Job) {
+        let ready = self.tokenize(&job.input).and_then(|p| Ok((p, Sampler::new(job.params.sampler)?)));
+        match ready {
+            Ok((prompt, sampler)) => {
+                let _ = job.events.send(Event::Accepted { prompt_tokens: prompt.len() });
+                self.pending.push_back(Admitted { job, prompt, sampler });
+            }
+            Err(e) => {
+                self.metrics.queued.fetch_sub(1, Relaxed);
+                let _ = job.events.send(Event::Failed(e));
+            }
+        }
+    }
+
+    fn tokenize(&self, input: &Input) -> Result<Vec<u32>, ApiError> {
+        let tok = self.model.tokenizer();
+        let prompt = match input {
+            Input::Chat(messages) => encode_pieces(&self.format.format(messages, true, &self.specials)?, tok)?,
+            Input::Text(text) => tok.encode(text, tok.adds_bos()),
+        };
+        let n_ctx = self.slots[0].session.n_ctx();
+        if prompt.is_empty() {
+            return Err(ApiError::bad("prompt", "prompt: the prompt is empty"));
+        }
+        if prompt.len() >= n_ctx as usize {
+            return Err(ApiError::PromptTooLong { prompt_tokens: prompt.len(), n_ctx });
+        }
+        Ok(prompt)
+    }
+
+    /// Gives waiting jobs to free sequences, first come first served; drops those whose
+    /// client left or whose time ran out while waiting.
+    fn assign(&mut self) {
+        let now = Instant::now();
+        let before = self.pending.len();
+        self.pending.retain(|a| {
+            if a.job.events.is_closed() {
+                return false;
+            }
+            if now >= a.job.deadline {
+                let _ = a.job.events.send(Event::Failed(ApiError::Timeout { limit: a.job.timeout }));
+                return false;
+            }
+            true
+        });
+        self.metrics.queued.fetch_sub(before - self.pending.len(), Relaxed);
+        while self.slots.iter().any(|s| s.run.is_none()) {
+            let Some(a) = self.pending.pop_front() else { break };
+            self.metrics.queued.fetch_sub(1, Relaxed);
+            let (i, reuse) = pick_slot(&self.slots, &a.prompt);
+            self.clock += 1;
+            let slot = &mut self.slots[i];
+            slot.last_used = self.clock;
+            if reuse == 0 && !slot.cached.is_empty() {
+                slot.session.reset();
+                slot.cached.clear();
+            }
+            let run = start_run(self.model, a, reuse, slot.session.n_ctx());
+            self.metrics.prompt_tokens.fetch_add(run.usage.prompt_tokens as u64, Relaxed);
+            self.metrics.cached_tokens.fetch_add(reuse as u64, Relaxed);
+            self.metrics.active.fetch_add(1, Relaxed);
+            slot.run = Some(run);
+        }
+    }
+
+    /// One step of every busy sequence.
+    fn round(&mut self) {
+        let tok = self.model.tokenizer();
+        for slot in &mut self.slots {
+            let Some(run) = slot.run.as_mut() else { continue };
+            if run.job.events.is_closed() {
+                // The client went away: free the sequence now (its cache stays reusable).
+                self.metrics.cancelled.fetch_add(1, Relaxed);
+                self.metrics.active.fetch_sub(1, Relaxed);
+                slot.run = None;
+                continue;
+            }
+            if Instant::now() >= run.job.deadline {
+                let _ = run.job.events.send(Event::Failed(ApiError::Timeout { limit: run.job.timeout }));
+                self.metrics.active.fetch_sub(1, Relaxed);
+                slot.run = None;
+                continue;
+            }
+            match step(slot, self.n_ubatch, tok, &self.metrics) {
+                Ok(None) => {}
+                Ok(Some(finish)) => {
+                    let run = slot.run.take().expect("a running slot");
+                    finish_run(run, finish);
+                    self.metrics.active.fetch_sub(1, Relaxed);
+                }
+                Err(e) => {
+                    let run = slot.run.take().expect("a running slot");
+                    let _ = run.job.events.send(Event::Failed(ApiError::Internal { message: e.to_string() }));
+                    self.metrics.active.fetch_sub(1, Relaxed);
+                    slot.session.reset();
+                    slot.cached.clear();
+                }
+            }
+        }
+    }
+}
+
+/// The free slot whose cache is the longest prefix of `prompt` (and the tokens reused), else
+/// the least recently used free slot (0 reused).
+fn pick_slot(slots: &[Slot<'_>], prompt: &[u32]) -> (usize, usize) {
+    let free = || slots.iter().enumerate().filter(|(_, s)| s.run.is_none());
+    let reuse = |s: &Slot<'_>| match prompt.starts_with(&s.cached) && prompt.len() > s.cached.len() {
+        true => s.cached.len(),
+        false => 0,
+    };
+    match free().map(|(i, s)| (i, reuse(s))).max_by_key(|&(_, r)| r) {
+        Some((i, r)) if r > 0 => (i, r),
+        _ => free().min_by_key(|(_, s)| s.last_used).map_or((0, 0), |(i, _)| (i, 0)),
+    }
+}
+
+fn start_run<'m>(model: &'m Model, a: Admitted, reuse: usize, n_ctx: u32) -> Running<'m> {
+    let mut sampler = a.sampler;
+    for &t in &a.prompt {
+        sampler.accept(t);
+    }
+    let room = n_ctx as usize - a.prompt.len();
+    let max_tokens = a.job.params.max_tokens.map_or(room, |m| (m as usize).min(room));
+    let stop = StopFilter::new(a.job.params.stops.clone());
+    let usage = Usage { prompt_tokens: a.prompt.len(), cached_tokens: reuse, completion_tokens: 0 };
+    Running {
+        sampler,
+        decoder: model.tokenizer().decoder(),
+        feed: a.prompt[reuse..].to_vec(),
+        fed: 0,
+        logits: Vec::with_capacity(model.n_vocab() as usize),
+        max_tokens,
+        generated: 0,
+        stop,
+        usage,
+        job: a.job,
+    }
+}
+
+/// One step of one sequence: a micro-batch of its prompt, or one token sampled (and fed, if
+/// generation goes on). The same order of calls as `gemma_gguf::generate::generate`, so a
+/// greedy request gives the tokens `generate` gives.
+fn step(
+    slot: &mut Slot<'_>,
+    n_ubatch: usize,
+    tok: &gemma_gguf::tokenizer::Tokenizer,
+    metrics: &Metrics,
+) -> gemma_gguf::Result<Option<Finish>> {
+    let run = slot.run.as_mut().expect("a running slot");
+    if run.fed < run.feed.len() {
+        let end = (run.fed + n_ubatch).min(run.feed.len());
+        slot.session.decode_into(&run.feed[run.fed..end], Outputs::Last, &mut run.logits)?;
+        slot.cached.extend_from_slice(&run.feed[run.fed..end]);
+        run.fed = end;
+        if run.fed < run.feed.len() {
+            return Ok(None);
+        }
+    }
+    let t = run.sampler.sample(&run.logits)?;
+    if tok.is_end_of_generation(t) {
+        return Ok(Some(Finish::Stop));
+    }
+    run.sampler.accept(t);
+    run.generated += 1;
+    run.usage.completion_tokens += 1;
+    metrics.completion_tokens.fetch_add(1, Relaxed);
+    let (text, stopped) = run.stop.push(&run.decoder.push(t));
+    if !text.is_empty() {
+        let _ = run.job.events.send(Event::Text(text));
+    }
+    if stopped {
+        return Ok(Some(Finish::Stop));
+    }
+    if run.generated >= run.max_tokens || slot.session.n_past() >= slot.session.n_ctx() {
+        return Ok(Some(Finish::Length));
+    }
+    slot.session.decode_into(&[t], Outputs::Last, &mut run.logits)?;
+    slot.cached.push(t);
+    Ok(None)
+}
+
+/// Sends what the decoder and the stop filter still hold, then `Done`.
+fn finish_run(mut run: Running<'_>, finish: Finish) {
+    let (mut text, stopped) = run.stop.push(&run.decoder.finish());
+    text.push_str(&run.stop.finish());
+    if !text.is_empty() {
+        let _ = run.job.events.send(Event::Text(text));
+    }
+    let finish = if stopped { Finish::Stop } else { finish };
+    let _ = run.job.events.send(Event::Done { finish, usage: run.usage });
+}
