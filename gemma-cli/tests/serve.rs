@@ -1,36 +1,23 @@
 //! `gemma serve` end to end on the real 270M model, over loopback HTTP: answers against the
 //! library's own greedy generation, streaming, and each bad input or limit with its status.
 //! Tests of this file run one at a time (each starts its own server; the machine has 2 cores).
-use gemma_gguf::generate::generate;
 use gemma_gguf::model::{LoadOptions, Model};
-use gemma_gguf::sampler::{Sampler, SamplerParams};
-use gemma_gguf::session::{Session, SessionOptions};
-use gemma_tests::serve::{open_stream, request, ServeProcess};
+use gemma_tests::serve::{greedy, open_stream, request, setup, ServeProcess};
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn gemma() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gemma"))
 }
 
-/// The library's greedy text for a completion prompt: what the server must answer.
+/// The library's greedy text for a completion prompt (what the server must answer), and
+/// the prompt's token count.
 fn reference(model: &Model, n_ctx: u32, prompt: &str, max_tokens: usize) -> (String, usize) {
     let tok = model.tokenizer();
     let ids = tok.encode(prompt, tok.adds_bos());
-    let mut session = Session::new(model, SessionOptions { n_ctx, ..SessionOptions::default() }).unwrap();
-    let mut sampler = Sampler::new(SamplerParams::greedy()).unwrap();
-    let mut text = String::new();
-    generate(&mut session, &mut sampler, &ids, max_tokens, |t| {
-        text.push_str(t);
-        true
-    })
-    .unwrap();
-    (text, ids.len())
+    (greedy(model, n_ctx, &ids, max_tokens), ids.len())
 }
 
 fn completion(prompt: &str, max_tokens: u32) -> Value {
@@ -52,8 +39,7 @@ fn streamed_text(events: &[String]) -> (String, Vec<Value>) {
 
 #[test]
 fn serve_completion_equals_the_library_greedy_generation() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let server = ServeProcess::start(&gemma(), &path, &["-c", "512"]);
     let prompt = "The capital of France is";
@@ -86,8 +72,7 @@ fn serve_completion_equals_the_library_greedy_generation() {
 
 #[test]
 fn serve_chat_streams_the_same_reply_as_whole_and_stops_at_a_stop_string() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let server = ServeProcess::start(&gemma(), &path, &["-c", "512"]);
     let chat = json!({
         "model": "gemma-3-270m-q4_k_m",
@@ -129,8 +114,7 @@ fn serve_chat_streams_the_same_reply_as_whole_and_stops_at_a_stop_string() {
 
 #[test]
 fn serve_health_models_and_metrics() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let server = ServeProcess::start(&gemma(), &path, &["-c", "256", "--parallel", "2"]);
     assert_eq!(server.get("/health").json(), json!({"status": "ok"}));
     let models = server.get("/v1/models").json();
@@ -162,8 +146,7 @@ type BadCase = (&'static str, &'static str, Vec<u8>, u16, Option<&'static str>);
 
 #[test]
 fn serve_refuses_each_bad_request_with_its_status_and_field() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let server = ServeProcess::start(&gemma(), &path, &["-c", "64", "--max-body", "4096"]);
     let raw =
         |path: &str, body: &[u8]| request(server.addr, "POST", path, &[("Content-Type", "application/json")], body);
@@ -225,6 +208,7 @@ fn serve_refuses_each_bad_request_with_its_status_and_field() {
         msg.strip_prefix("the prompt has ").and_then(|m| m.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
     assert!(n > 100 && msg.contains("the context holds 64"), "{msg}");
     assert_eq!(r.json()["error"]["code"], "context_length_exceeded");
+    assert_eq!(r.json()["error"]["param"], "prompt");
     assert_eq!(server.metric("gemma_errors_total{kind=\"invalid_request\"}"), 6.0);
     assert_eq!(server.metric("gemma_errors_total{kind=\"payload_too_large\"}"), 1.0);
     // The server still works.
@@ -233,8 +217,7 @@ fn serve_refuses_each_bad_request_with_its_status_and_field() {
 
 #[test]
 fn serve_requires_the_api_key_when_one_is_set() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let server = ServeProcess::start(&gemma(), &path, &["-c", "128", "--api-key", "s3cret"]);
     let body = completion("Hi", 2).to_string();
     let post = |headers: &[(&str, &str)]| request(server.addr, "POST", "/v1/completions", headers, body.as_bytes());
@@ -257,8 +240,7 @@ fn serve_requires_the_api_key_when_one_is_set() {
 
 #[test]
 fn serve_client_disconnect_mid_stream_frees_the_sequence() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let server = ServeProcess::start(&gemma(), &path, &["-c", "2048", "--parallel", "1", "--api-key", "k"]);
     let auth = [("Authorization", "Bearer k")];
     let metric = |name: &str| {
@@ -294,8 +276,7 @@ fn serve_client_disconnect_mid_stream_frees_the_sequence() {
 
 #[test]
 fn serve_queue_limit_answers_503_with_retry_after() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let server = ServeProcess::start(&gemma(), &path, &["-c", "2048", "--parallel", "1", "--queue", "1"]);
     let mut long = completion("Once upon a time", 1500);
     long["stream"] = json!(true);
@@ -323,8 +304,7 @@ fn serve_queue_limit_answers_503_with_retry_after() {
 
 #[test]
 fn serve_request_timeout_answers_504() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let server = ServeProcess::start(&gemma(), &path, &["-c", "2048", "--timeout", "0.5"]);
     let start = Instant::now();
     let r = server.post("/v1/completions", &completion("Once upon a time", 1500));
@@ -338,8 +318,7 @@ fn serve_request_timeout_answers_504() {
 
 #[test]
 fn serve_sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let mut server = ServeProcess::start(&gemma(), &path, &["-c", "512"]);
     let (want, _) = reference(&model, 512, "The capital of France is", 48);

@@ -7,29 +7,13 @@ use gemma_gguf::generate::{generate, StopReason};
 use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::sampler::{Sampler, SamplerParams};
 use gemma_gguf::session::{Session, SessionOptions};
-use gemma_tests::serve::ServeProcess;
+use gemma_tests::serve::{greedy, setup, ServeProcess};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn gemma() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gemma"))
-}
-
-/// The library's greedy continuation of `ids`: what the server must answer for them.
-fn greedy(model: &Model, n_ctx: u32, ids: &[u32], max_tokens: usize) -> String {
-    let mut session = Session::new(model, SessionOptions { n_ctx, ..SessionOptions::default() }).unwrap();
-    let mut sampler = Sampler::new(SamplerParams::greedy()).unwrap();
-    let mut text = String::new();
-    generate(&mut session, &mut sampler, ids, max_tokens, |t| {
-        text.push_str(t);
-        true
-    })
-    .unwrap();
-    text
 }
 
 fn text_ids(model: &Model, prompt: &str) -> Vec<u32> {
@@ -65,8 +49,7 @@ const PROMPTS: [&str; 6] = [
 
 #[test]
 fn serve_parallel_requests_each_equal_the_request_run_alone() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let server = ServeProcess::start(&gemma(), &path, &["-c", "256", "--parallel", "4"]);
     let want: Vec<String> = PROMPTS.iter().map(|p| greedy(&model, 256, &text_ids(&model, p), 20)).collect();
@@ -90,8 +73,7 @@ fn serve_parallel_requests_each_equal_the_request_run_alone() {
 
 #[test]
 fn serve_reuses_the_cached_prefix_of_a_chat_s_next_turn() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let server = ServeProcess::start(&gemma(), &path, &["-c", "512", "--parallel", "2"]);
     let turn1 = [Message::user("Name one colour of the rainbow.")];
@@ -132,8 +114,7 @@ fn serve_reuses_the_cached_prefix_of_a_chat_s_next_turn() {
 
 #[test]
 fn serve_answers_curl() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     if Command::new("curl").arg("--version").output().is_err() {
         assert!(!gemma_tests::in_ci(), "CI=true: curl is missing");
         return eprintln!("notice: no curl; skipping");
@@ -174,8 +155,7 @@ fn serve_answers_curl() {
 
 #[test]
 fn serve_answers_the_openai_python_client() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let Some(py) = python_with_openai() else { return };
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let server = ServeProcess::start(&gemma(), &path, &["-c", "512", "--api-key", "sk-test"]);
@@ -200,8 +180,7 @@ fn serve_answers_the_openai_python_client() {
 
 #[test]
 fn serve_load_test_many_clients_each_answer_equals_its_reference() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(path) = gemma_tests::test_model() else { return };
+    let Some((_one, path)) = setup() else { return };
     let Some(py) = python_with_openai() else { return };
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let refs: Vec<Value> = PROMPTS

@@ -250,7 +250,8 @@ impl<'m> Engine<'m> {
             return Err(ApiError::bad("prompt", "prompt: the prompt is empty"));
         }
         if prompt.len() >= n_ctx as usize {
-            return Err(ApiError::PromptTooLong { prompt_tokens: prompt.len(), n_ctx });
+            let param = if matches!(input, Input::Chat(_)) { "messages" } else { "prompt" };
+            return Err(ApiError::PromptTooLong { prompt_tokens: prompt.len(), n_ctx, param });
         }
         Ok(prompt)
     }

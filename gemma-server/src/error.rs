@@ -29,8 +29,8 @@ pub enum ServerError {
 pub enum ApiError {
     /// Invalid JSON, a field of the wrong type or out of range; `param` names the field.
     BadRequest { message: String, param: Option<String> },
-    /// The prompt does not fit the context.
-    PromptTooLong { prompt_tokens: usize, n_ctx: u32 },
+    /// The prompt does not fit the context; `param` is `messages` or `prompt`.
+    PromptTooLong { prompt_tokens: usize, n_ctx: u32, param: &'static str },
     /// The body is larger than the server accepts.
     PayloadTooLarge { limit: usize },
     /// No API key, or the wrong one, while the server has one.
@@ -85,7 +85,7 @@ impl ApiError {
     pub fn message(&self) -> String {
         match self {
             ApiError::BadRequest { message, .. } | ApiError::Internal { message } => message.clone(),
-            ApiError::PromptTooLong { prompt_tokens, n_ctx } => format!(
+            ApiError::PromptTooLong { prompt_tokens, n_ctx, .. } => format!(
                 "the prompt has {prompt_tokens} tokens but the context holds {n_ctx} (the prompt and at least \
                  one generated token must fit): shorten the prompt or start the server with a larger -c"
             ),
@@ -104,7 +104,7 @@ impl ApiError {
     fn param(&self) -> Option<&str> {
         match self {
             ApiError::BadRequest { param, .. } => param.as_deref(),
-            ApiError::PromptTooLong { .. } => Some("messages"),
+            ApiError::PromptTooLong { param, .. } => Some(param),
             ApiError::ModelNotFound { .. } => Some("model"),
             _ => None,
         }

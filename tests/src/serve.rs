@@ -1,11 +1,38 @@
 //! Helpers for the `gemma serve` tests: start the binary on a free loopback port, and a
 //! minimal HTTP/1.1 client over `TcpStream` (whole answers, chunked bodies, server-sent
 //! events), so a test can also drop a connection in the middle of a stream.
+use gemma_gguf::generate::generate;
+use gemma_gguf::model::Model;
+use gemma_gguf::sampler::{Sampler, SamplerParams};
+use gemma_gguf::session::{Session, SessionOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// For a server test: a guard that runs the test binary's server tests one at a time (each
+/// starts a server; the machine may have 2 cores), and the real model; `None`: skip.
+pub fn setup() -> Option<(MutexGuard<'static, ()>, PathBuf)> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    Some((one, crate::test_model()?))
+}
+
+/// The library's greedy continuation of `ids` from an empty cache of `n_ctx` tokens: what
+/// the server must answer for the same prompt.
+pub fn greedy(model: &Model, n_ctx: u32, ids: &[u32], max_tokens: usize) -> String {
+    let mut session = Session::new(model, SessionOptions { n_ctx, ..SessionOptions::default() }).unwrap();
+    let mut sampler = Sampler::new(SamplerParams::greedy()).unwrap();
+    let mut text = String::new();
+    generate(&mut session, &mut sampler, ids, max_tokens, |t| {
+        text.push_str(t);
+        true
+    })
+    .unwrap();
+    text
+}
 
 /// A running `gemma serve`, killed when dropped.
 pub struct ServeProcess {
