@@ -18,6 +18,12 @@ pub struct Args {
     /// Requests generated at once, each in its own sequence of -c tokens.
     #[arg(long = "parallel", short = 'P', default_value_t = 1)]
     pub parallel: usize,
+    /// Continuous batching: the --parallel sequences share one KV cache (-c × --parallel
+    /// cells) and every step decodes a token of each in one graph: more tokens per second in
+    /// all; a greedy answer may differ from the same request alone where two tokens nearly
+    /// tie (ggml rounds a batch of rows differently from one row).
+    #[arg(long = "batching")]
+    pub batching: bool,
     /// Requests that may wait for a free sequence; more get 503 with Retry-After.
     #[arg(long = "queue", default_value_t = 64)]
     pub queue: usize,
@@ -49,6 +55,7 @@ pub fn run(args: Args) -> Result<()> {
     cfg.host = args.host.clone();
     cfg.port = args.port;
     cfg.parallel = args.parallel;
+    cfg.batching = args.batching;
     cfg.queue = args.queue;
     cfg.api_key = args.api_key.clone().or_else(|| std::env::var("GEMMA_API_KEY").ok().filter(|k| !k.is_empty()));
     cfg.max_body = args.max_body;

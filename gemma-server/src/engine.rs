@@ -2,9 +2,9 @@
 //! handlers over a channel and sends each job's text back over the job's own channel.
 //!
 //! A ggml [`Session`] is neither async nor `Send`, so the model is loaded on this thread and
-//! never leaves it. Each sequence is its own session (its own KV cache). The thread serves
-//! the busy sequences in turn, one step each (a prompt micro-batch, or one generated token),
-//! so requests join and leave between steps and none waits for another to finish.
+//! never leaves it. Each step serves every busy sequence (a prompt micro-batch, or one
+//! generated token: `step.rs`), so requests join and leave between steps and none
+//! waits for another to finish.
 //! A request whose prompt starts with everything a free sequence's cache holds (a chat's next
 //! turn, a repeated prefix) goes to that sequence and feeds only the rest.
 #![forbid(unsafe_code)]
@@ -12,11 +12,12 @@
 use crate::api::{GenParams, Input};
 use crate::error::{ApiError, ServerError};
 use crate::metrics::Metrics;
+use crate::step::Sessions;
 use crate::stop::StopFilter;
 use gemma_gguf::chat::{encode_pieces, ChatFormat, SpecialTokens};
 use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::sampler::Sampler;
-use gemma_gguf::session::{Outputs, Session, SessionOptions};
+use gemma_gguf::session::{Session, SessionOptions};
 use gemma_gguf::tokenizer::Decoder;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -86,6 +87,8 @@ pub struct EngineConfig {
     pub load: LoadOptions,
     pub session: SessionOptions,
     pub parallel: usize,
+    /// One shared session, all sequences in one graph per step (see `step.rs`).
+    pub batching: bool,
 }
 
 /// Starts the inference thread and waits until the model is loaded.
@@ -130,25 +133,26 @@ struct Admitted {
 }
 
 /// A request being generated.
-struct Running<'m> {
-    job: Job,
-    sampler: Sampler,
-    decoder: Decoder<'m>,
-    /// Prompt tokens not yet in the cache.
-    feed: Vec<u32>,
-    fed: usize,
-    logits: Vec<f32>,
-    max_tokens: usize,
-    generated: usize,
-    stop: StopFilter,
-    usage: Usage,
+pub(crate) struct Running<'m> {
+    pub job: Job,
+    pub sampler: Sampler,
+    pub decoder: Decoder<'m>,
+    /// The prompt tokens after those reused from the cache; `fed` of them are in it.
+    pub feed: Vec<u32>,
+    pub fed: usize,
+    /// The token sampled last, to feed at the next step.
+    pub pending: Option<u32>,
+    pub max_tokens: usize,
+    pub generated: usize,
+    pub stop: StopFilter,
+    pub usage: Usage,
 }
 
-struct Slot<'m> {
-    session: Session<'m>,
-    /// The tokens the session's cache holds, in order.
-    cached: Vec<u32>,
-    run: Option<Running<'m>>,
+/// One sequence.
+pub(crate) struct Slot<'m> {
+    /// The tokens the sequence's cache holds, in order.
+    pub cached: Vec<u32>,
+    pub run: Option<Running<'m>>,
     /// When the slot last took a job (least recently used goes first).
     last_used: u64,
 }
@@ -158,6 +162,8 @@ struct Engine<'m> {
     format: ChatFormat,
     specials: SpecialTokens,
     slots: Vec<Slot<'m>>,
+    sessions: Sessions<'m>,
+    logits: Vec<f32>,
     pending: VecDeque<Admitted>,
     metrics: Arc<Metrics>,
     n_ubatch: usize,
@@ -173,17 +179,26 @@ impl<'m> Engine<'m> {
                 why: "must be 1 to 256",
             });
         }
-        let mut slots = Vec::with_capacity(cfg.parallel);
-        for _ in 0..cfg.parallel {
-            let session = Session::new(model, cfg.session)?;
-            slots.push(Slot { session, cached: Vec::new(), run: None, last_used: 0 });
-        }
+        let slots = (0..cfg.parallel).map(|_| Slot { cached: Vec::new(), run: None, last_used: 0 }).collect();
+        let sessions = if cfg.batching {
+            let n_ctx = cfg.session.n_ctx.checked_mul(cfg.parallel as u32).ok_or(ServerError::Config {
+                what: "-c × --parallel",
+                value: format!("{} × {}", cfg.session.n_ctx, cfg.parallel),
+                why: "too many cells",
+            })?;
+            let opts = SessionOptions { n_ctx, ..cfg.session };
+            Sessions::Shared(Box::new(Session::with_sequences(model, opts, cfg.parallel as u32)?))
+        } else {
+            Sessions::Own((0..cfg.parallel).map(|_| Session::new(model, cfg.session)).collect::<Result<_, _>>()?)
+        };
         metrics.kv_cells_total.store(cfg.parallel * cfg.session.n_ctx as usize, Relaxed);
         Ok(Engine {
             model,
             format: ChatFormat::from_gguf(model.gguf())?,
             specials: SpecialTokens::from_tokenizer(model.tokenizer()),
             slots,
+            sessions,
+            logits: Vec::with_capacity(model.n_vocab() as usize * cfg.parallel),
             pending: VecDeque::new(),
             metrics,
             n_ubatch: cfg.session.n_ubatch.max(1) as usize,
@@ -219,8 +234,7 @@ impl<'m> Engine<'m> {
             let start = Instant::now();
             self.round();
             self.metrics.busy_ns.fetch_add(start.elapsed().as_nanos() as u64, Relaxed);
-            let used = self.slots.iter().map(|s| s.session.n_past() as usize).sum();
-            self.metrics.kv_cells_used.store(used, Relaxed);
+            self.metrics.kv_cells_used.store(self.sessions.cells_used(), Relaxed);
         }
     }
 
@@ -245,7 +259,7 @@ impl<'m> Engine<'m> {
             Input::Chat(messages) => encode_pieces(&self.format.format(messages, true, &self.specials)?, tok)?,
             Input::Text(text) => tok.encode(text, tok.adds_bos()),
         };
-        let n_ctx = self.slots[0].session.n_ctx();
+        let n_ctx = self.sessions.n_ctx();
         if prompt.is_empty() {
             return Err(ApiError::bad("prompt", "prompt: the prompt is empty"));
         }
@@ -280,10 +294,10 @@ impl<'m> Engine<'m> {
             let slot = &mut self.slots[i];
             slot.last_used = self.clock;
             if reuse == 0 && !slot.cached.is_empty() {
-                slot.session.reset();
+                self.sessions.clear(i);
                 slot.cached.clear();
             }
-            let run = start_run(self.model, a, reuse, slot.session.n_ctx());
+            let run = start_run(self.model, a, reuse, self.sessions.n_ctx());
             self.metrics.prompt_tokens.fetch_add(run.usage.prompt_tokens as u64, Relaxed);
             self.metrics.cached_tokens.fetch_add(reuse as u64, Relaxed);
             self.metrics.active.fetch_add(1, Relaxed);
@@ -291,37 +305,41 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// One step of every busy sequence.
+    /// One step of every busy sequence; first frees those whose client left or whose time
+    /// ran out.
     fn round(&mut self) {
-        let tok = self.model.tokenizer();
+        let now = Instant::now();
         for slot in &mut self.slots {
-            let Some(run) = slot.run.as_mut() else { continue };
+            let Some(run) = slot.run.as_ref() else { continue };
             if run.job.events.is_closed() {
                 // The client went away: free the sequence now (its cache stays reusable).
                 self.metrics.cancelled.fetch_add(1, Relaxed);
-                self.metrics.active.fetch_sub(1, Relaxed);
-                slot.run = None;
-                continue;
-            }
-            if Instant::now() >= run.job.deadline {
+            } else if now >= run.job.deadline {
                 let _ = run.job.events.send(Event::Failed(ApiError::Timeout { limit: run.job.timeout }));
-                self.metrics.active.fetch_sub(1, Relaxed);
-                slot.run = None;
+            } else {
                 continue;
             }
-            match step(slot, self.n_ubatch, tok, &self.metrics) {
-                Ok(None) => {}
-                Ok(Some(finish)) => {
-                    let run = slot.run.take().expect("a running slot");
-                    finish_run(run, finish);
-                    self.metrics.active.fetch_sub(1, Relaxed);
-                }
-                Err(e) => {
-                    let run = slot.run.take().expect("a running slot");
-                    let _ = run.job.events.send(Event::Failed(ApiError::Internal { message: e.to_string() }));
-                    self.metrics.active.fetch_sub(1, Relaxed);
-                    slot.session.reset();
-                    slot.cached.clear();
+            self.metrics.active.fetch_sub(1, Relaxed);
+            slot.run = None;
+        }
+        let tok = self.model.tokenizer();
+        let n_vocab = self.model.n_vocab() as usize;
+        let ended = crate::step::round(
+            &mut self.sessions,
+            &mut self.slots,
+            self.n_ubatch,
+            n_vocab,
+            &mut self.logits,
+            tok,
+            &self.metrics,
+        );
+        for (i, result) in ended {
+            let Some(run) = self.slots[i].run.take() else { continue };
+            self.metrics.active.fetch_sub(1, Relaxed);
+            match result {
+                Ok(finish) => finish_run(run, finish),
+                Err(message) => {
+                    let _ = run.job.events.send(Event::Failed(ApiError::Internal { message }));
                 }
             }
         }
@@ -356,55 +374,13 @@ fn start_run<'m>(model: &'m Model, a: Admitted, reuse: usize, n_ctx: u32) -> Run
         decoder: model.tokenizer().decoder(),
         feed: a.prompt[reuse..].to_vec(),
         fed: 0,
-        logits: Vec::with_capacity(model.n_vocab() as usize),
+        pending: None,
         max_tokens,
         generated: 0,
         stop,
         usage,
         job: a.job,
     }
-}
-
-/// One step of one sequence: a micro-batch of its prompt, or one token sampled (and fed, if
-/// generation goes on). The same order of calls as `gemma_gguf::generate::generate`, so a
-/// greedy request gives the tokens `generate` gives.
-fn step(
-    slot: &mut Slot<'_>,
-    n_ubatch: usize,
-    tok: &gemma_gguf::tokenizer::Tokenizer,
-    metrics: &Metrics,
-) -> gemma_gguf::Result<Option<Finish>> {
-    let run = slot.run.as_mut().expect("a running slot");
-    if run.fed < run.feed.len() {
-        let end = (run.fed + n_ubatch).min(run.feed.len());
-        slot.session.decode_into(&run.feed[run.fed..end], Outputs::Last, &mut run.logits)?;
-        slot.cached.extend_from_slice(&run.feed[run.fed..end]);
-        run.fed = end;
-        if run.fed < run.feed.len() {
-            return Ok(None);
-        }
-    }
-    let t = run.sampler.sample(&run.logits)?;
-    if tok.is_end_of_generation(t) {
-        return Ok(Some(Finish::Stop));
-    }
-    run.sampler.accept(t);
-    run.generated += 1;
-    run.usage.completion_tokens += 1;
-    metrics.completion_tokens.fetch_add(1, Relaxed);
-    let (text, stopped) = run.stop.push(&run.decoder.push(t));
-    if !text.is_empty() {
-        let _ = run.job.events.send(Event::Text(text));
-    }
-    if stopped {
-        return Ok(Some(Finish::Stop));
-    }
-    if run.generated >= run.max_tokens || slot.session.n_past() >= slot.session.n_ctx() {
-        return Ok(Some(Finish::Length));
-    }
-    slot.session.decode_into(&[t], Outputs::Last, &mut run.logits)?;
-    slot.cached.push(t);
-    Ok(None)
 }
 
 /// Sends what the decoder and the stop filter still hold, then `Done`.

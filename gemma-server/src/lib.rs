@@ -20,6 +20,7 @@ pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod routes;
+pub(crate) mod step;
 pub mod stop;
 
 pub use error::{ApiError, ServerError};
@@ -45,6 +46,9 @@ pub struct ServerConfig {
     pub port: u16,
     /// Sequences generating at once.
     pub parallel: usize,
+    /// All sequences in one shared cache and one graph per step (continuous batching),
+    /// instead of a session each decoded in turn (`step.rs` says what each gives).
+    pub batching: bool,
     /// Requests that may wait for a free sequence; more are answered 503 with Retry-After.
     pub queue: usize,
     pub api_key: Option<String>,
@@ -67,6 +71,7 @@ impl ServerConfig {
             host: "127.0.0.1".into(),
             port: 8080,
             parallel: 1,
+            batching: false,
             queue: 64,
             api_key: None,
             max_body: 1 << 20,
@@ -95,6 +100,7 @@ impl Server {
             load: cfg.load.clone(),
             session: cfg.session,
             parallel: cfg.parallel,
+            batching: cfg.batching,
         };
         let m = metrics.clone();
         let (info, engine) = tokio::task::spawn_blocking(move || engine::start(engine_cfg, rx, m))
