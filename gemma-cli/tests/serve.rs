@@ -305,7 +305,10 @@ fn serve_queue_limit_answers_503_with_retry_after() {
 #[test]
 fn serve_request_timeout_answers_504() {
     let Some((_one, path)) = setup() else { return };
+    // The first request pays for the first graph and the first read of the weights: out of
+    // the timed part.
     let server = ServeProcess::start(&gemma(), &path, &["-c", "2048", "--timeout", "0.5"]);
+    assert_eq!(server.post("/v1/completions", &completion("Hi", 1)).status, 200);
     let start = Instant::now();
     let r = server.post("/v1/completions", &completion("Once upon a time", 1500));
     let took = start.elapsed();
@@ -314,6 +317,16 @@ fn serve_request_timeout_answers_504() {
     assert!(took < Duration::from_secs(3), "answered after {took:?}");
     assert_eq!(server.wait_metric("gemma_sequences_active", 0.0), 0.0);
     assert_eq!(server.metric("gemma_errors_total{kind=\"timeout\"}"), 1.0);
+    // Streamed, the answer has begun (200): it ends with an error event, not [DONE].
+    let mut body = completion("Once upon a time", 1500);
+    body["stream"] = json!(true);
+    let r = server.post("/v1/completions", &body);
+    assert_eq!(r.status, 200);
+    let events = r.events();
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "timeout", "{events:?}");
+    assert!(events.len() > 2, "text came before the timeout: {events:?}");
+    assert_eq!(server.metric("gemma_errors_total{kind=\"timeout\"}"), 2.0);
 }
 
 #[test]

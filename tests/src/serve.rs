@@ -43,12 +43,17 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Starts `gemma serve -m MODEL --port 0 ARGS…` and waits for its address (60 s at most).
+    /// Starts `gemma serve -m MODEL --port 0 ARGS…` and waits for its address. One compute
+    /// thread unless ARGS say `-t`: on a shared 2-core machine ggml's second thread spins at a
+    /// barrier whenever another process holds a core, and a step then takes several times
+    /// longer (measured: 6 instead of 27 tokens/s), which would make the timings flaky.
     pub fn start(gemma: &Path, model: &Path, args: &[&str]) -> ServeProcess {
+        let threads: &[&str] = if args.contains(&"-t") { &[] } else { &["-t", "1"] };
         let mut child = Command::new(gemma)
             .args(["serve", "-m"])
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(threads)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
