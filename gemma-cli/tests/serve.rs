@@ -1,7 +1,7 @@
 //! `gemma serve` end to end on the real 270M model, over loopback HTTP: answers against the
 //! library's own greedy generation, streaming, and each bad input or limit with its status.
 //! Tests of this file run one at a time (each starts its own server; the machine has 2 cores).
-use gemma_gguf::model::{LoadOptions, Model};
+use gemma_gguf::model::Model;
 use gemma_tests::serve::{greedy, open_stream, request, setup, ServeProcess};
 use serde_json::{json, Value};
 use std::io::BufRead;
@@ -40,7 +40,7 @@ fn streamed_text(events: &[String]) -> (String, Vec<Value>) {
 #[test]
 fn serve_completion_equals_the_library_greedy_generation() {
     let Some((_one, path)) = setup() else { return };
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
     let server = ServeProcess::start(&gemma(), &path, &["-c", "512"]);
     let prompt = "The capital of France is";
     let (want, n_prompt) = reference(&model, 512, prompt, 24);
@@ -332,7 +332,7 @@ fn serve_request_timeout_answers_504() {
 #[test]
 fn serve_sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
     let Some((_one, path)) = setup() else { return };
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
     let mut server = ServeProcess::start(&gemma(), &path, &["-c", "512"]);
     let (want, _) = reference(&model, 512, "The capital of France is", 48);
     let addr = server.addr;

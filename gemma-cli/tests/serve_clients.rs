@@ -4,7 +4,7 @@
 //! load test (scripts/serve_load.py) that prints latency and throughput.
 use gemma_gguf::chat::{encode_pieces, ChatFormat, Message, SpecialTokens};
 use gemma_gguf::generate::{generate, StopReason};
-use gemma_gguf::model::{LoadOptions, Model};
+use gemma_gguf::model::Model;
 use gemma_gguf::sampler::{Sampler, SamplerParams};
 use gemma_gguf::session::{Session, SessionOptions};
 use gemma_tests::serve::{greedy, setup, ServeProcess};
@@ -50,7 +50,7 @@ const PROMPTS: [&str; 6] = [
 #[test]
 fn serve_parallel_requests_each_equal_the_request_run_alone() {
     let Some((_one, path)) = setup() else { return };
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
     let server = ServeProcess::start(&gemma(), &path, &["-c", "256", "--parallel", "4"]);
     let want: Vec<String> = PROMPTS.iter().map(|p| greedy(&model, 256, &text_ids(&model, p), 20)).collect();
     let addr = server.addr;
@@ -74,7 +74,7 @@ fn serve_parallel_requests_each_equal_the_request_run_alone() {
 #[test]
 fn serve_reuses_the_cached_prefix_of_a_chat_s_next_turn() {
     let Some((_one, path)) = setup() else { return };
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
     let server = ServeProcess::start(&gemma(), &path, &["-c", "512", "--parallel", "2"]);
     let turn1 = [Message::user("Name one colour of the rainbow.")];
     let ask = |messages: &[Message]| {
@@ -119,7 +119,7 @@ fn serve_answers_curl() {
         assert!(!gemma_tests::in_ci(), "CI=true: curl is missing");
         return eprintln!("notice: no curl; skipping");
     }
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
     let server = ServeProcess::start(&gemma(), &path, &["-c", "256", "--api-key", "k"]);
     let url = format!("http://{}/v1/completions", server.addr);
     let curl_as = |key: &str, body: &Value, extra: &[&str]| {
@@ -157,7 +157,7 @@ fn serve_answers_curl() {
 fn serve_answers_the_openai_python_client() {
     let Some((_one, path)) = setup() else { return };
     let Some(py) = python_with_openai() else { return };
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
     let server = ServeProcess::start(&gemma(), &path, &["-c", "512", "--api-key", "sk-test"]);
     let prompt = "Write one sentence about the sea.";
     let script = gemma_tests::workspace_root().join("scripts/serve_openai_check.py");
@@ -182,7 +182,7 @@ fn serve_answers_the_openai_python_client() {
 fn serve_load_test_many_clients_each_answer_equals_its_reference() {
     let Some((_one, path)) = setup() else { return };
     let Some(py) = python_with_openai() else { return };
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
     let refs: Vec<Value> = PROMPTS
         .iter()
         .enumerate()
@@ -225,7 +225,7 @@ fn serve_load_test_many_clients_each_answer_equals_its_reference() {
 #[test]
 fn serve_batching_decodes_every_sequence_in_one_graph_per_step() {
     let Some((_one, path)) = setup() else { return };
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
     let server = ServeProcess::start(&gemma(), &path, &["-c", "256", "--parallel", "4", "--batching"]);
     assert_eq!(server.metric("gemma_kv_cells_total"), 1024.0);
     // Alone in the shared cache, a request is bit-identical to the library's lone run.

@@ -20,6 +20,12 @@ pub fn setup() -> Option<(MutexGuard<'static, ()>, PathBuf)> {
     Some((one, crate::test_model()?))
 }
 
+/// Load options for a reference model in a test: one compute thread, as the test servers run
+/// (see [`ServeProcess::start`]; ggml's results do not depend on the thread count).
+pub fn one_thread() -> gemma_gguf::model::LoadOptions {
+    gemma_gguf::model::LoadOptions { threads: Some(1), ..Default::default() }
+}
+
 /// The library's greedy continuation of `ids` from an empty cache of `n_ctx` tokens: what
 /// the server must answer for the same prompt.
 pub fn greedy(model: &Model, n_ctx: u32, ids: &[u32], max_tokens: usize) -> String {

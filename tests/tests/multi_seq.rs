@@ -10,7 +10,7 @@
 //! step (the rule of scripts/compare_greedy.py); the sequence is then not followed further.
 //! A multi-sequence session used by one sequence at a time is bit-identical to a lone one.
 use gemma_gguf::generate::generate_observed;
-use gemma_gguf::model::{LoadOptions, Model};
+use gemma_gguf::model::Model;
 use gemma_gguf::sampler::{Sampler, SamplerParams};
 use gemma_gguf::session::{SeqTokens, Session, SessionOptions};
 
@@ -45,7 +45,7 @@ fn same_or_near_tie(want_row: &[f32], got_row: &[f32], want: u32, got: u32) -> b
 #[test]
 fn sequences_decoded_together_generate_what_each_generates_alone() {
     let Some(path) = gemma_tests::test_model() else { return };
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
     let tok = model.tokenizer();
     let ids: Vec<Vec<u32>> = PROMPTS.iter().map(|p| tok.encode(p, true)).collect();
     let refs: Vec<(Vec<u32>, Vec<Vec<f32>>)> = ids.iter().map(|p| alone(&model, p)).collect();
