@@ -201,7 +201,8 @@ impl<'m> Engine<'m> {
             logits: Vec::with_capacity(model.n_vocab() as usize * cfg.parallel),
             pending: VecDeque::new(),
             metrics,
-            n_ubatch: cfg.session.n_ubatch.max(1) as usize,
+            // At most what a session takes in one graph (it clamps n_ubatch to its context).
+            n_ubatch: cfg.session.n_ubatch.clamp(1, cfg.session.n_ctx.max(1)) as usize,
             clock: 0,
         })
     }
