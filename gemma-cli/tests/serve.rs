@@ -331,6 +331,16 @@ fn serve_request_timeout_answers_504() {
 
 #[test]
 fn serve_sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
+    stop_with("-TERM");
+}
+
+#[test]
+fn serve_ctrl_c_finishes_the_request_in_flight_and_exits_cleanly() {
+    stop_with("-INT");
+}
+
+/// Sends `signal` while a request runs: it must be answered in full, then the server exits 0.
+fn stop_with(signal: &str) {
     let Some((_one, path)) = setup() else { return };
     let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
     let mut server = ServeProcess::start(&gemma(), &path, &["-c", "512"]);
@@ -341,7 +351,7 @@ fn serve_sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
     // Wait until it runs, then ask the server to stop.
     assert_eq!(server.wait_metric("gemma_sequences_active", 1.0), 1.0);
     let pid = server.child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success());
     let r = in_flight.join().unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["choices"][0]["text"].as_str(), Some(want.as_str()), "finished, not cut");

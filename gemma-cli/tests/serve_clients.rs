@@ -254,3 +254,23 @@ fn serve_batching_decodes_every_sequence_in_one_graph_per_step() {
     }
     assert_eq!(server.wait_metric("gemma_sequences_active", 0.0), 0.0);
 }
+
+#[test]
+fn serve_batching_with_a_small_context_splits_prompts_across_steps() {
+    let Some((_one, path)) = setup() else { return };
+    // Two 40-token prompts and a 64-token context per sequence: a step holds at most 64.
+    let server = ServeProcess::start(&gemma(), &path, &["-c", "64", "--parallel", "2", "--batching"]);
+    let prompt = "one two three four five six seven eight nine ten ".repeat(4);
+    let addr = server.addr;
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let b = json!({ "prompt": prompt, "max_tokens": 8, "temperature": 0 }).to_string();
+            std::thread::spawn(move || gemma_tests::serve::request(addr, "POST", "/v1/completions", &[], b.as_bytes()))
+        })
+        .collect();
+    for t in threads {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["usage"]["completion_tokens"], 8);
+    }
+}
