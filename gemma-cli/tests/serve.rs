@@ -368,3 +368,27 @@ fn stop_with(signal: &str) {
     assert!(server.log.lock().unwrap().contains("gemma serve: stopped"));
     assert!(std::net::TcpStream::connect(addr).is_err(), "no longer listening");
 }
+
+#[test]
+fn serve_refuses_bad_flags_naming_them() {
+    let Some((_one, path)) = setup() else { return };
+    let model = path.to_str().unwrap();
+    for (args, named) in [
+        (vec!["--parallel", "0"], "--parallel"),
+        (vec!["--queue", "0"], "--queue"),
+        (vec!["--timeout", "0"], "--timeout"),
+        (vec!["--timeout", "NaN"], "--timeout"),
+        (vec!["--api-key", ""], "--api-key"),
+        (vec!["--host", "256.0.0.1"], "listening on"),
+        (vec!["-c", "0"], "context size"),
+    ] {
+        let out = std::process::Command::new(gemma())
+            .args(["serve", "-m", model, "--port", "0", "-t", "1"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.lines().any(|l| l.starts_with("error:") && l.contains(named)), "{args:?}: {err}");
+    }
+}

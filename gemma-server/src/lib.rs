@@ -90,6 +90,10 @@ pub struct Server {
 impl Server {
     /// Loads the model (on the inference thread) and binds the socket.
     pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
+        if cfg.queue == 0 {
+            // Every request waits in the queue, however briefly, before a sequence takes it.
+            return Err(ServerError::Config { what: "--queue", value: "0".into(), why: "must be at least 1" });
+        }
         if cfg.api_key.as_deref() == Some("") {
             return Err(ServerError::Config { what: "--api-key", value: "\"\"".into(), why: "an empty key" });
         }
