@@ -274,3 +274,34 @@ fn serve_batching_with_a_small_context_splits_prompts_across_steps() {
         assert_eq!(r.json()["usage"]["completion_tokens"], 8);
     }
 }
+
+#[test]
+fn serve_reuses_a_shared_system_prompt_and_answers_as_from_an_empty_cache() {
+    let Some((_one, path)) = setup() else { return };
+    let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
+    let server = ServeProcess::start(&gemma(), &path, &["-c", "512", "--parallel", "1"]);
+    let system = "You are a helpful assistant for a museum of natural history. Answer visitors' \
+                  questions about the exhibits in one or two short sentences.";
+    let turn = |q: &str| [Message::system(system), Message::user(q)];
+    let ask = |q: &str| {
+        let body = json!({ "messages": [{"role": "system", "content": system}, {"role": "user", "content": q}],
+                           "max_tokens": 24, "temperature": 0 });
+        let r = server.post("/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    let (q1, q2) = ("Where are the dinosaurs?", "When does the museum open?");
+    ask(q1);
+    let (ids1, ids2) = (chat_ids(&model, &turn(q1)), chat_ids(&model, &turn(q2)));
+    let common = ids1.iter().zip(&ids2).take_while(|(a, b)| a == b).count();
+    assert!(common >= 16, "the premise: both prompts share the system prompt ({common} tokens)");
+    let a2 = ask(q2);
+    assert_eq!(a2["usage"]["prompt_tokens_details"]["cached_tokens"], common, "the shared start is reused");
+    let want = greedy(&model, 512, &ids2, 24);
+    assert_eq!(
+        a2["choices"][0]["message"]["content"].as_str(),
+        Some(want.as_str()),
+        "same reply as from an empty cache"
+    );
+    println!("reused {common} of {} prompt tokens: {want:?}", ids2.len());
+}

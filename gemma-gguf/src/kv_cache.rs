@@ -209,6 +209,35 @@ impl KvCache {
         }
     }
 
+    /// Keeps only the first `n` positions of sequence `seq`, when the cells still hold every
+    /// position that the token at position `n` attends to (a local layer's ring may have
+    /// dropped those older than its window); `false`, changing nothing, when not. The search
+    /// for free cells restarts at the first cell freed, where a fresh run would write next.
+    pub fn truncate_seq(&mut self, seq: u16, n: u32) -> bool {
+        let n = n as i32;
+        let complete = |c: &Cells| {
+            let lo = c.window.map_or(0, |w| (n - w as i32 + 1).max(0));
+            let held = c.pos.iter().zip(&c.seq).filter(|(&p, &s)| s == seq && p >= lo && p < n).count();
+            held == (n - lo).max(0) as usize
+        };
+        if !self.cells.iter().flatten().all(complete) {
+            return false;
+        }
+        for c in self.cells.iter_mut().flatten() {
+            let mut first = None;
+            for (i, (p, &s)) in c.pos.iter_mut().zip(&c.seq).enumerate() {
+                if s == seq && *p >= n {
+                    *p = -1;
+                    first = first.or(Some(i as u32));
+                }
+            }
+            if let Some(f) = first {
+                c.head = f;
+            }
+        }
+        true
+    }
+
     /// Cells holding a token, in the global layers (or the local ones when there are none).
     pub fn cells_used(&self) -> usize {
         self.cells.iter().flatten().next().map_or(0, |c| c.pos.iter().filter(|&&p| p >= 0).count())

@@ -5,8 +5,8 @@
 //! never leaves it. Each step serves every busy sequence (a prompt micro-batch, or one
 //! generated token: `step.rs`), so requests join and leave between steps and none
 //! waits for another to finish.
-//! A request whose prompt starts with everything a free sequence's cache holds (a chat's next
-//! turn, a repeated prefix) goes to that sequence and feeds only the rest.
+//! A request whose prompt starts with what a free sequence's cache holds (a chat's next turn,
+//! a shared system prompt) goes to that sequence and feeds only the rest.
 #![forbid(unsafe_code)]
 
 use crate::api::{GenParams, Input};
@@ -290,13 +290,18 @@ impl<'m> Engine<'m> {
         while self.slots.iter().any(|s| s.run.is_none()) {
             let Some(a) = self.pending.pop_front() else { break };
             self.metrics.queued.fetch_sub(1, Relaxed);
-            let (i, reuse) = pick_slot(&self.slots, &a.prompt);
+            let (i, mut reuse) = pick_slot(&self.slots, &a.prompt);
             self.clock += 1;
             let slot = &mut self.slots[i];
             slot.last_used = self.clock;
-            if reuse == 0 && !slot.cached.is_empty() {
-                self.sessions.clear(i);
-                slot.cached.clear();
+            if reuse < slot.cached.len() {
+                if reuse > 0 && self.sessions.truncate(i, reuse) {
+                    slot.cached.truncate(reuse);
+                } else {
+                    self.sessions.clear(i);
+                    slot.cached.clear();
+                    reuse = 0;
+                }
             }
             let run = start_run(self.model, a, reuse, self.sessions.n_ctx());
             self.metrics.prompt_tokens.fetch_add(run.usage.prompt_tokens as u64, Relaxed);
@@ -347,13 +352,23 @@ impl<'m> Engine<'m> {
     }
 }
 
-/// The free slot whose cache is the longest prefix of `prompt` (and the tokens reused), else
-/// the least recently used free slot (0 reused).
+/// Shorter shared starts are not worth dropping the rest of a sequence's cache for (every
+/// chat prompt starts with the same few tokens of the turn format).
+const MIN_PARTIAL_REUSE: usize = 16;
+
+/// The free slot whose cache shares the longest start with `prompt`, and how many tokens of
+/// it to reuse (at least one prompt token is left to feed); else the least recently used
+/// free slot, reusing nothing. A cache held whole is reused at any length; a part of one only
+/// from [`MIN_PARTIAL_REUSE`] tokens.
 fn pick_slot(slots: &[Slot<'_>], prompt: &[u32]) -> (usize, usize) {
     let free = || slots.iter().enumerate().filter(|(_, s)| s.run.is_none());
-    let reuse = |s: &Slot<'_>| match prompt.starts_with(&s.cached) && prompt.len() > s.cached.len() {
-        true => s.cached.len(),
-        false => 0,
+    let reuse = |s: &Slot<'_>| {
+        let common = s.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+        if common == s.cached.len() || common >= MIN_PARTIAL_REUSE {
+            common
+        } else {
+            0
+        }
     };
     match free().map(|(i, s)| (i, reuse(s))).max_by_key(|&(_, r)| r) {
         Some((i, r)) if r > 0 => (i, r),

@@ -39,6 +39,15 @@ impl Sessions<'_> {
         }
     }
 
+    /// Keeps the first `n` tokens of the slot's sequence; `false` (nothing changed) when the
+    /// cache cannot (see `Session::truncate_seq`).
+    pub fn truncate(&mut self, slot: usize, n: usize) -> bool {
+        match self {
+            Sessions::Own(v) => v[slot].truncate_seq(0, n as u32),
+            Sessions::Shared(s) => s.truncate_seq(slot as u16, n as u32),
+        }
+    }
+
     pub fn clear(&mut self, slot: usize) {
         match self {
             Sessions::Own(v) => v[slot].reset(),

@@ -120,6 +120,15 @@ fn sequences_decoded_together_generate_what_each_generates_alone() {
     assert_eq!(s.n_past_seq(1), 0);
     s.decode_seqs(&[SeqTokens { seq: 1, tokens: &ids[1] }], &mut logits).unwrap();
     assert_eq!(argmax(&logits), want[1][0]);
+    // Truncated back to its prompt, a sequence goes on exactly as a fresh run does.
+    let mut t = Session::new(&model, SessionOptions { n_ctx: 256, ..SessionOptions::default() }).unwrap();
+    t.decode(&ids[0], gemma_gguf::session::Outputs::Last).unwrap();
+    t.decode(&want[0][..4], gemma_gguf::session::Outputs::Last).unwrap();
+    assert!(!t.truncate_seq(0, 10_000), "nothing past what it holds");
+    assert!(t.truncate_seq(0, ids[0].len() as u32));
+    assert_eq!(t.n_past() as usize, ids[0].len());
+    let after = t.decode(&want[0][..1], gemma_gguf::session::Outputs::Last).unwrap();
+    assert_eq!(after, refs[0].1[1], "the step after the prompt, bit-identical to the lone run");
     // Misuse is an error, not an abort.
     assert!(s.decode_seqs(&[SeqTokens { seq: 3, tokens: &[1] }], &mut logits).is_err());
     assert!(s

@@ -15,6 +15,20 @@ pub struct SeqTokens<'a> {
 }
 
 impl Session<'_> {
+    /// Keeps the first `n` tokens of sequence `seq` and forgets the rest, so a prompt that
+    /// shares only its start with what the sequence holds can reuse that start. `false`
+    /// (nothing changed) when `n` is not below what the sequence holds, or when the cache no
+    /// longer holds everything the next token would attend to.
+    pub fn truncate_seq(&mut self, seq: u16, n: u32) -> bool {
+        match self.n_past.get(seq as usize) {
+            Some(&past) if n < past && self.kv.truncate_seq(seq, n) => {
+                self.n_past[seq as usize] = n;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Feeds each entry's tokens after what its sequence holds, all in one graph (at most
     /// n_ubatch tokens together, each sequence at most once). `logits` (cleared first) gets
     /// one row of `n_vocab` per entry, in order: the logits after the entry's last token.
