@@ -12,7 +12,7 @@
 use crate::api::{GenParams, Input};
 use crate::error::{ApiError, ServerError};
 use crate::metrics::Metrics;
-use crate::step::Sessions;
+use crate::step::{finish_run, pick_slot, Sessions};
 use crate::stop::StopFilter;
 use gemma_gguf::chat::{encode_pieces, ChatFormat, SpecialTokens};
 use gemma_gguf::model::{LoadOptions, Model};
@@ -154,7 +154,7 @@ pub(crate) struct Slot<'m> {
     pub cached: Vec<u32>,
     pub run: Option<Running<'m>>,
     /// When the slot last took a job (least recently used goes first).
-    last_used: u64,
+    pub last_used: u64,
 }
 
 struct Engine<'m> {
@@ -352,30 +352,6 @@ impl<'m> Engine<'m> {
     }
 }
 
-/// Shorter shared starts are not worth dropping the rest of a sequence's cache for (every
-/// chat prompt starts with the same few tokens of the turn format).
-const MIN_PARTIAL_REUSE: usize = 16;
-
-/// The free slot whose cache shares the longest start with `prompt`, and how many tokens of
-/// it to reuse (at least one prompt token is left to feed); else the least recently used
-/// free slot, reusing nothing. A cache held whole is reused at any length; a part of one only
-/// from [`MIN_PARTIAL_REUSE`] tokens.
-fn pick_slot(slots: &[Slot<'_>], prompt: &[u32]) -> (usize, usize) {
-    let free = || slots.iter().enumerate().filter(|(_, s)| s.run.is_none());
-    let reuse = |s: &Slot<'_>| {
-        let common = s.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
-        if common == s.cached.len() || common >= MIN_PARTIAL_REUSE {
-            common
-        } else {
-            0
-        }
-    };
-    match free().map(|(i, s)| (i, reuse(s))).max_by_key(|&(_, r)| r) {
-        Some((i, r)) if r > 0 => (i, r),
-        _ => free().min_by_key(|(_, s)| s.last_used).map_or((0, 0), |(i, _)| (i, 0)),
-    }
-}
-
 fn start_run<'m>(model: &'m Model, a: Admitted, reuse: usize, n_ctx: u32) -> Running<'m> {
     let mut sampler = a.sampler;
     for &t in &a.prompt {
@@ -397,15 +373,4 @@ fn start_run<'m>(model: &'m Model, a: Admitted, reuse: usize, n_ctx: u32) -> Run
         usage,
         job: a.job,
     }
-}
-
-/// Sends what the decoder and the stop filter still hold, then `Done`.
-fn finish_run(mut run: Running<'_>, finish: Finish) {
-    let (mut text, stopped) = run.stop.push(&run.decoder.finish());
-    text.push_str(&run.stop.finish());
-    if !text.is_empty() {
-        let _ = run.job.events.send(Event::Text(text));
-    }
-    let finish = if stopped { Finish::Stop } else { finish };
-    let _ = run.job.events.send(Event::Done { finish, usage: run.usage });
 }

@@ -9,7 +9,7 @@
 //! from one over a single row, so a near-tie may fall the other way).
 #![forbid(unsafe_code)]
 
-use crate::engine::{Finish, Running, Slot};
+use crate::engine::{Event, Finish, Running, Slot};
 use crate::metrics::Metrics;
 use gemma_gguf::session::{Outputs, SeqTokens, Session};
 use gemma_gguf::tokenizer::Tokenizer;
@@ -176,7 +176,7 @@ fn after(
     metrics.completion_tokens.fetch_add(1, Relaxed);
     let (text, stopped) = run.stop.push(&run.decoder.push(t));
     if !text.is_empty() {
-        let _ = run.job.events.send(crate::engine::Event::Text(text));
+        let _ = run.job.events.send(Event::Text(text));
     }
     if stopped {
         return Ok(Some(Finish::Stop));
@@ -186,4 +186,39 @@ fn after(
     }
     run.pending = Some(t);
     Ok(None)
+}
+
+/// Shorter shared starts are not worth dropping the rest of a sequence's cache for (every
+/// chat prompt starts with the same few tokens of the turn format).
+const MIN_PARTIAL_REUSE: usize = 16;
+
+/// The free slot whose cache shares the longest start with `prompt`, and how many tokens of
+/// it to reuse (at least one prompt token is left to feed); else the least recently used
+/// free slot, reusing nothing. A cache held whole is reused at any length; a part of one only
+/// from [`MIN_PARTIAL_REUSE`] tokens.
+pub(crate) fn pick_slot(slots: &[Slot<'_>], prompt: &[u32]) -> (usize, usize) {
+    let free = || slots.iter().enumerate().filter(|(_, s)| s.run.is_none());
+    let reuse = |s: &Slot<'_>| {
+        let common = s.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+        if common == s.cached.len() || common >= MIN_PARTIAL_REUSE {
+            common
+        } else {
+            0
+        }
+    };
+    match free().map(|(i, s)| (i, reuse(s))).max_by_key(|&(_, r)| r) {
+        Some((i, r)) if r > 0 => (i, r),
+        _ => free().min_by_key(|(_, s)| s.last_used).map_or((0, 0), |(i, _)| (i, 0)),
+    }
+}
+
+/// Sends what the decoder and the stop filter still hold, then `Done`.
+pub(crate) fn finish_run(mut run: Running<'_>, finish: Finish) {
+    let (mut text, stopped) = run.stop.push(&run.decoder.finish());
+    text.push_str(&run.stop.finish());
+    if !text.is_empty() {
+        let _ = run.job.events.send(Event::Text(text));
+    }
+    let finish = if stopped { Finish::Stop } else { finish };
+    let _ = run.job.events.send(Event::Done { finish, usage: run.usage });
 }
