@@ -11,6 +11,7 @@ mod convert;
 mod info;
 mod perplexity;
 mod run;
+mod serve;
 mod sweep;
 mod system;
 
@@ -66,6 +67,10 @@ enum Command {
     /// OUT.gguf --type q4_k_m`. One pass, bounded memory, a summary of the type chosen for
     /// each tensor and why.
     Convert(convert::ConvertArgs),
+    /// Serve the model over HTTP with OpenAI's API: /v1/chat/completions, /v1/completions
+    /// (streaming too), /v1/models, /health, /metrics. Loopback only unless --host says
+    /// otherwise; --parallel N requests at once; --api-key to require a key.
+    Serve(serve::Args),
     /// Requantise a GGUF to another type or mix: `gemma quantize IN.gguf OUT.gguf --type q8_0`.
     Quantize(convert::QuantizeArgs),
 }
@@ -94,6 +99,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Perplexity(args) => perplexity::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Convert(args) => convert::run_convert(args),
         Command::Quantize(args) => convert::run_quantize(args),
     }

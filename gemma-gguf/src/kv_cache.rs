@@ -23,7 +23,11 @@ pub const N_KV_PAD: u32 = 256;
 /// How the cache is laid out.
 #[derive(Debug, Clone, Copy)]
 pub struct KvOptions {
+    /// Cells of the global layers, shared by every sequence.
     pub n_ctx: u32,
+    /// Sequences the cache holds at once (each cell is tagged with its sequence); each has
+    /// its own sliding window in the local layers.
+    pub n_seq: u32,
     /// Largest batch fed in one graph.
     pub n_ubatch: u32,
     /// f16 (default) or q8_0 (needs flash attention, as in llama.cpp).
@@ -36,6 +40,8 @@ pub struct KvOptions {
 struct Cells {
     /// Position held by each cell, −1 when empty.
     pos: Vec<i32>,
+    /// The sequence of each cell (meaningless while it is empty).
+    seq: Vec<u16>,
     /// Sliding window (local layers), `None` for global layers.
     window: Option<u32>,
     /// Where the search for free cells starts.
@@ -93,6 +99,7 @@ pub(crate) struct KindPlan {
     /// `[n_kv, n_tokens]`, 0 or −∞.
     pub mask: Vec<f32>,
     new_pos: Vec<i32>,
+    new_seq: Vec<u16>,
     new_head: u32,
 }
 
@@ -119,9 +126,10 @@ pub fn kv_bytes(kv_dim: u64, is_local: &[bool], window: Option<u32>, o: &KvOptio
 }
 
 pub(crate) fn local_cells(window: Option<u32>, o: &KvOptions) -> u32 {
-    // llama-kv-cache-iswa.cpp: GGML_PAD(min(n_ctx, n_swa + n_ubatch), 256), at most n_ctx.
+    // llama-kv-cache-iswa.cpp: GGML_PAD(min(n_ctx, n_swa·n_seq + n_ubatch), 256), at most
+    // n_ctx: every sequence keeps its own window.
     window.map_or(o.n_ctx, |w| {
-        let n = o.n_ctx.min(w.saturating_add(o.n_ubatch));
+        let n = o.n_ctx.min(w.saturating_mul(o.n_seq.max(1)).saturating_add(o.n_ubatch));
         n.div_ceil(N_KV_PAD).saturating_mul(N_KV_PAD).min(o.n_ctx)
     })
 }
@@ -166,7 +174,7 @@ impl KvCache {
             layers.push((ctx.id_of(k)?, ctx.id_of(v)?, local));
         }
         ctx.alloc_tensors(backend)?;
-        let cells = |n: u32, window| Cells { pos: vec![-1; n as usize], window, head: 0 };
+        let cells = |n: u32, window| Cells { pos: vec![-1; n as usize], seq: vec![0; n as usize], window, head: 0 };
         let has = |l: bool| is_local.contains(&l);
         Ok(KvCache {
             ctx,
@@ -194,10 +202,52 @@ impl KvCache {
         }
     }
 
-    /// Plans writing `positions` (one batch) into every kind of cell; an error when no cells
-    /// are free (cannot happen while the session keeps within n_ctx).
-    pub(crate) fn plan(&self, positions: &[i32]) -> Result<KvPlan> {
-        let plan = |k: usize| self.cells[k].as_ref().map(|c| plan_kind(c, positions)).transpose();
+    /// Forgets the positions of sequence `seq`.
+    pub fn clear_seq(&mut self, seq: u16) {
+        for c in self.cells.iter_mut().flatten() {
+            c.pos.iter_mut().zip(&c.seq).filter(|(_, &s)| s == seq).for_each(|(p, _)| *p = -1);
+        }
+    }
+
+    /// Keeps only the first `n` positions of sequence `seq`, when the cells still hold every
+    /// position that the token at position `n` attends to (a local layer's ring may have
+    /// dropped those older than its window); `false`, changing nothing, when not. The search
+    /// for free cells restarts at the first cell freed, where a fresh run would write next.
+    pub fn truncate_seq(&mut self, seq: u16, n: u32) -> bool {
+        let n = n as i32;
+        let complete = |c: &Cells| {
+            let lo = c.window.map_or(0, |w| (n - w as i32 + 1).max(0));
+            let held = c.pos.iter().zip(&c.seq).filter(|(&p, &s)| s == seq && p >= lo && p < n).count();
+            held == (n - lo).max(0) as usize
+        };
+        if !self.cells.iter().flatten().all(complete) {
+            return false;
+        }
+        for c in self.cells.iter_mut().flatten() {
+            let mut first = None;
+            for (i, (p, &s)) in c.pos.iter_mut().zip(&c.seq).enumerate() {
+                if s == seq && *p >= n {
+                    *p = -1;
+                    first = first.or(Some(i as u32));
+                }
+            }
+            if let Some(f) = first {
+                c.head = f;
+            }
+        }
+        true
+    }
+
+    /// Cells holding a token, in the global layers (or the local ones when there are none).
+    pub fn cells_used(&self) -> usize {
+        self.cells.iter().flatten().next().map_or(0, |c| c.pos.iter().filter(|&&p| p >= 0).count())
+    }
+
+    /// Plans writing a batch, token `i` at `positions[i]` of sequence `seqs[i]`, into every
+    /// kind of cell; an error when no cells are free (cannot happen while the session keeps
+    /// within n_ctx).
+    pub(crate) fn plan(&self, positions: &[i32], seqs: &[u16]) -> Result<KvPlan> {
+        let plan = |k: usize| self.cells[k].as_ref().map(|c| plan_kind(c, positions, seqs)).transpose();
         Ok(KvPlan { kinds: [plan(GLOBAL)?, plan(LOCAL)?] })
     }
 
@@ -206,6 +256,7 @@ impl KvCache {
         for (cells, p) in self.cells.iter_mut().zip(plan.kinds) {
             if let (Some(c), Some(p)) = (cells, p) {
                 c.pos = p.new_pos;
+                c.seq = p.new_seq;
                 c.head = p.new_head;
             }
         }
@@ -237,15 +288,15 @@ impl KvCache {
 }
 
 /// Cells for the batch, the number of cells to attend over, and the mask.
-fn plan_kind(c: &Cells, positions: &[i32]) -> Result<KindPlan> {
-    let (rows, new_pos, new_head) = place(c, positions)?;
+fn plan_kind(c: &Cells, positions: &[i32], seqs: &[u16]) -> Result<KindPlan> {
+    let Placed { rows, pos: new_pos, seq: new_seq, head: new_head } = place(c, positions, seqs)?;
     // Attend over the used cells, rounded up to 256 (llama.cpp's `get_n_kv`).
     let used_max_p1 = new_pos.iter().rposition(|&p| p >= 0).map_or(0, |i| i as u32 + 1);
     let n_kv = used_max_p1.div_ceil(N_KV_PAD).saturating_mul(N_KV_PAD).max(N_KV_PAD).min(c.n());
     let mut mask = Vec::with_capacity(n_kv as usize * positions.len());
-    for &q in positions {
-        mask.extend(new_pos[..n_kv as usize].iter().map(|&p| {
-            let visible = p >= 0 && p <= q && c.window.is_none_or(|w| ((q - p) as u32) < w);
+    for (&q, &s) in positions.iter().zip(seqs) {
+        mask.extend(new_pos[..n_kv as usize].iter().zip(&new_seq).map(|(&p, &cs)| {
+            let visible = p >= 0 && cs == s && p <= q && c.window.is_none_or(|w| ((q - p) as u32) < w);
             if visible {
                 0.0
             } else {
@@ -253,17 +304,35 @@ fn plan_kind(c: &Cells, positions: &[i32]) -> Result<KindPlan> {
             }
         }));
     }
-    Ok(KindPlan { rows, n_kv, mask, new_pos, new_head })
+    Ok(KindPlan { rows, n_kv, mask, new_pos, new_seq, new_head })
 }
 
-/// Chooses a cell for each position and returns (cells, new cell positions, new head).
-fn place(c: &Cells, positions: &[i32]) -> Result<(Vec<i64>, Vec<i32>, u32)> {
+/// Where a batch goes: a cell for each token, and the cells' positions, sequences and head
+/// after writing it.
+struct Placed {
+    rows: Vec<i64>,
+    pos: Vec<i32>,
+    seq: Vec<u16>,
+    head: u32,
+}
+
+/// Chooses a cell for each token.
+fn place(c: &Cells, positions: &[i32], seqs: &[u16]) -> Result<Placed> {
     let n = c.n();
     let n_tokens = positions.len() as u32;
     let used = c.pos.iter().filter(|&&p| p >= 0).count() as u32;
-    let seq_max = c.pos.iter().copied().max().unwrap_or(-1);
-    // Cells whose position has slid out of the window of the next position are reusable.
-    let reusable = |p: i32| p < 0 || c.window.is_some_and(|w| (seq_max + 1 - p) as i64 >= w as i64);
+    // The last position of each sequence.
+    let n_seq = c.seq.iter().chain(seqs).map(|&s| s as usize + 1).max().unwrap_or(1);
+    let mut seq_max = vec![-1i32; n_seq];
+    for (&p, &s) in c.pos.iter().zip(&c.seq).filter(|(&p, _)| p >= 0) {
+        seq_max[s as usize] = seq_max[s as usize].max(p);
+    }
+    // Cells whose position has slid out of the window of their sequence's next position are
+    // reusable.
+    let reusable = |i: usize| {
+        let p = c.pos[i];
+        p < 0 || c.window.is_some_and(|w| (seq_max[c.seq[i] as usize] + 1 - p) as i64 >= w as i64)
+    };
     let mut head = if c.head > used.saturating_add(2 * n_tokens) { 0 } else { c.head };
     let (mut rows, mut tested) = (Vec::with_capacity(positions.len()), 0u32);
     while rows.len() < positions.len() {
@@ -274,7 +343,7 @@ fn place(c: &Cells, positions: &[i32]) -> Result<(Vec<i64>, Vec<i32>, u32)> {
         let idx = head;
         head += 1;
         tested += 1;
-        if reusable(c.pos[idx as usize]) {
+        if reusable(idx as usize) {
             rows.push(idx as i64);
         }
         if rows.len() < positions.len() && tested >= n {
@@ -285,17 +354,29 @@ fn place(c: &Cells, positions: &[i32]) -> Result<(Vec<i64>, Vec<i32>, u32)> {
             });
         }
     }
-    // Write, then purge every position older than one that was overwritten, so the cache
-    // always holds a contiguous range of positions.
-    let mut new_pos = c.pos.clone();
-    let mut max_overwritten = -1;
-    for (&r, &p) in rows.iter().zip(positions) {
-        max_overwritten = max_overwritten.max(new_pos[r as usize]);
-        new_pos[r as usize] = p;
+    // Write, then purge every position of a sequence older than one of its positions that
+    // was overwritten, so the cache always holds a contiguous range of each sequence.
+    let (mut new_pos, mut new_seq) = (c.pos.clone(), c.seq.clone());
+    let mut max_overwritten = vec![-1i32; n_seq];
+    for ((&r, &p), &s) in rows.iter().zip(positions).zip(seqs) {
+        let r = r as usize;
+        if new_pos[r] >= 0 {
+            let old = &mut max_overwritten[new_seq[r] as usize];
+            *old = (*old).max(new_pos[r]);
+        }
+        new_pos[r] = p;
+        new_seq[r] = s;
     }
-    if max_overwritten >= 0 {
-        new_pos.iter_mut().filter(|p| (0..=max_overwritten).contains(*p)).for_each(|p| *p = -1);
+    let written: Vec<bool> = {
+        let mut w = vec![false; n as usize];
+        rows.iter().for_each(|&r| w[r as usize] = true);
+        w
+    };
+    for i in 0..n as usize {
+        if !written[i] && new_pos[i] >= 0 && new_pos[i] <= max_overwritten[new_seq[i] as usize] {
+            new_pos[i] = -1;
+        }
     }
     let new_head = rows.last().map_or(head, |&r| r as u32 + 1);
-    Ok((rows, new_pos, new_head))
+    Ok(Placed { rows, pos: new_pos, seq: new_seq, head: new_head })
 }

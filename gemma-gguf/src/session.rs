@@ -9,8 +9,12 @@
 use crate::arch::{gemma, gemma2, gemma3, Pass};
 use crate::error::{Error, Result};
 use crate::ggml::{Context, GraphId, TensorId, Type};
-use crate::kv_cache::{kv_bytes, v_trans_indices, BatchInputs, KindPlan, KvCache, KvInput, KvOptions, KvPlan};
+use crate::kv_cache::{v_trans_indices, BatchInputs, KindPlan, KvCache, KvInput, KvOptions, KvPlan};
 use crate::model::{Arch, Model};
+
+mod memory;
+mod seqs;
+pub use seqs::SeqTokens;
 
 /// Largest batch fed in one graph by default (llama.cpp's default `n_ubatch`).
 pub const DEFAULT_UBATCH: u32 = 512;
@@ -76,7 +80,8 @@ struct GraphIds {
 pub struct Session<'m> {
     model: &'m Model,
     kv: KvCache,
-    n_past: u32,
+    /// Tokens in the cache, per sequence.
+    n_past: Vec<u32>,
     opts: SessionOptions,
     graph: Option<BuiltGraph>,
     /// Graph nodes to keep and read after each batch (debugging against llama.cpp's names).
@@ -102,7 +107,22 @@ impl<'m> Session<'m> {
     /// A session with an empty cache. `n_ctx` is checked against the model and against free
     /// memory before anything is allocated.
     pub fn new(model: &'m Model, opts: SessionOptions) -> Result<Session<'m>> {
-        if opts.n_ctx == 0 || opts.n_ctx > model.n_ctx_train() {
+        Session::with_sequences(model, opts, 1)
+    }
+
+    /// A session whose cache holds `n_seq` sequences at once, each of up to `n_ctx / n_seq`
+    /// tokens, fed together by [`decode_seqs`](Self::decode_seqs) (llama.cpp's unified KV
+    /// cache: cells are shared, each tagged with its sequence, and a token attends only to
+    /// its own sequence's cells).
+    pub fn with_sequences(model: &'m Model, opts: SessionOptions, n_seq: u32) -> Result<Session<'m>> {
+        if n_seq == 0 || n_seq > u16::MAX as u32 || opts.n_ctx < n_seq {
+            return Err(Error::OutOfRange {
+                what: "sequences",
+                value: n_seq.to_string(),
+                why: "must be 1 to 65535, and at most the context size",
+            });
+        }
+        if opts.n_ctx == 0 || opts.n_ctx / n_seq > model.n_ctx_train() {
             return Err(Error::OutOfRange {
                 what: "context size",
                 value: opts.n_ctx.to_string(),
@@ -115,12 +135,7 @@ impl<'m> Session<'m> {
                 what: "a KV cache without flash attention (as in llama.cpp)",
             });
         }
-        let kv_opts = KvOptions {
-            n_ctx: opts.n_ctx,
-            n_ubatch: opts.n_ubatch.clamp(1, opts.n_ctx),
-            type_k: opts.kv_type,
-            type_v: opts.kv_type,
-        };
+        let kv_opts = kv_options(&SessionOptions { n_ubatch: opts.n_ubatch.clamp(1, opts.n_ctx), ..opts }, n_seq);
         let l = model.arch.kv_layout();
         // The cache and the largest step's scratch, together, before either is allocated.
         let kv_opts_bytes = SessionOptions { n_ubatch: kv_opts.n_ubatch, ..opts };
@@ -144,7 +159,7 @@ impl<'m> Session<'m> {
         Ok(Session {
             model,
             kv,
-            n_past: 0,
+            n_past: vec![0; n_seq as usize],
             opts: SessionOptions { n_ubatch: kv_opts.n_ubatch, ..opts },
             graph: None,
             capture: Vec::new(),
@@ -153,62 +168,28 @@ impl<'m> Session<'m> {
         })
     }
 
-    /// Bytes the KV cache of a session with `opts` would take on `model`.
-    pub fn kv_bytes_for(model: &Model, opts: &SessionOptions) -> Option<u64> {
-        let l = model.arch.kv_layout();
-        let o = KvOptions { n_ctx: opts.n_ctx, n_ubatch: opts.n_ubatch, type_k: opts.kv_type, type_v: opts.kv_type };
-        kv_bytes(l.kv_dim, &l.is_local, l.window, &o)
-    }
-
-    /// An estimate of the compute buffer of the largest step a session with `opts` takes: a
-    /// full micro-batch (`n_ubatch` tokens) against a full cache. ggml's graph allocator reuses
-    /// memory (softmax, GELU and the gating product run in place; the attention block's
-    /// intermediates are free before the feed-forward block's exist), so the peak is
-    /// - the masks, inputs that live through the whole graph, one per kind of layer:
-    ///   `n_kv × n_ubatch`, f32 (f16 with flash attention);
-    /// - plus the larger of: the attention scores of a global layer without flash attention,
-    ///   `n_head × n_ctx × n_ubatch` f32 (the term that makes a long context fail: 512 MiB
-    ///   for Gemma 3 270M at 32 768 tokens, n_ubatch 512), and the feed-forward block's gate
-    ///   and up projections, `2 × n_ff × n_ubatch` f32;
-    /// - plus the rows around them: queries and attention output (`n_head × head_dim`), keys
-    ///   and values, two residual rows (`n_embd`), each `n_ubatch` f32 rows.
-    ///
-    /// `tests/tests/memory_estimate.rs` compares it with the buffer ggml actually allocates.
-    pub fn scratch_bytes_for(model: &Model, opts: &SessionOptions) -> Option<u64> {
-        let d = model.arch.dims();
-        let l = model.arch.kv_layout();
-        let n_ub = opts.n_ubatch.clamp(1, opts.n_ctx.max(1)) as u64;
-        let n_ctx = opts.n_ctx as u64;
-        let kv = KvOptions { n_ctx: opts.n_ctx, n_ubatch: opts.n_ubatch, type_k: opts.kv_type, type_v: opts.kv_type };
-        let local = crate::kv_cache::local_cells(l.window, &kv) as u64;
-        let has = |local_layer: bool| l.is_local.contains(&local_layer);
-        let mask_cells = [(has(false), n_ctx), (has(true), local)]
-            .iter()
-            .filter(|(present, _)| *present)
-            .try_fold(0u64, |acc, &(_, cells)| acc.checked_add(cells.checked_mul(n_ub)?))?;
-        let mask = mask_cells.checked_mul(if opts.flash_attn { 2 } else { 4 })?;
-        let widest = if has(false) { n_ctx } else { local };
-        let scores = match opts.flash_attn {
-            true => 0,
-            false => (d.n_head as u64).checked_mul(widest)?.checked_mul(n_ub)?.checked_mul(4)?,
-        };
-        let ffn = (d.n_ff as u64).checked_mul(n_ub)?.checked_mul(2 * 4)?;
-        let q_dim = d.n_head as u64 * d.head_dim as u64;
-        let rows = (2 * q_dim + 2 * l.kv_dim + 2 * d.n_embd as u64).checked_mul(n_ub)?.checked_mul(4)?;
-        mask.checked_add(scores.max(ffn))?.checked_add(rows)
-    }
-
     pub fn model(&self) -> &'m Model {
         self.model
     }
 
-    /// Tokens in the cache.
+    /// Tokens in the cache (of sequence 0).
     pub fn n_past(&self) -> u32 {
-        self.n_past
+        self.n_past[0]
     }
 
+    /// Tokens of sequence `seq` in the cache (0 for a sequence the session does not have).
+    pub fn n_past_seq(&self, seq: u16) -> u32 {
+        self.n_past.get(seq as usize).copied().unwrap_or(0)
+    }
+
+    /// The context of one sequence: the cells divided among the sequences.
     pub fn n_ctx(&self) -> u32 {
-        self.opts.n_ctx
+        self.opts.n_ctx / self.n_past.len() as u32
+    }
+
+    /// Sequences the session holds.
+    pub fn n_seq(&self) -> u16 {
+        self.n_past.len() as u16
     }
 
     /// The largest compute buffer (intermediate tensors of one graph) used so far, in bytes;
@@ -224,7 +205,15 @@ impl<'m> Session<'m> {
     /// Empties the cache.
     pub fn reset(&mut self) {
         self.kv.clear();
-        self.n_past = 0;
+        self.n_past.fill(0);
+    }
+
+    /// Empties sequence `seq`'s part of the cache.
+    pub fn clear_seq(&mut self, seq: u16) {
+        if let Some(n) = self.n_past.get_mut(seq as usize) {
+            self.kv.clear_seq(seq);
+            *n = 0;
+        }
     }
 
     /// Feeds `tokens` after what the cache holds and returns logits, `n_vocab` per output
@@ -250,8 +239,8 @@ impl<'m> Session<'m> {
                 why: "give at least one token",
             });
         }
-        if self.n_past as usize + tokens.len() > self.opts.n_ctx as usize {
-            return Err(Error::ContextOverflow { n_past: self.n_past, n_new: tokens.len(), n_ctx: self.opts.n_ctx });
+        if self.n_past[0] as usize + tokens.len() > self.n_ctx() as usize {
+            return Err(Error::ContextOverflow { n_past: self.n_past[0], n_new: tokens.len(), n_ctx: self.n_ctx() });
         }
         let n_chunks = tokens.len().div_ceil(self.opts.n_ubatch as usize);
         for (i, chunk) in tokens.chunks(self.opts.n_ubatch as usize).enumerate() {
@@ -265,11 +254,28 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    /// One graph: `tokens` (at most n_ubatch) at the next positions.
+    /// One graph: `tokens` (at most n_ubatch) of sequence 0 at its next positions.
     fn decode_ubatch(&mut self, tokens: &[u32], all: bool, logits: &mut Vec<f32>) -> Result<()> {
-        let positions: Vec<i32> = (0..tokens.len() as i32).map(|i| self.n_past as i32 + i).collect();
-        let plan = self.kv.plan(&positions)?;
-        let n_out = if all { tokens.len() as u32 } else { 1 };
+        let positions: Vec<i32> = (0..tokens.len() as i32).map(|i| self.n_past[0] as i32 + i).collect();
+        let last = [tokens.len() as i32 - 1];
+        self.run_ubatch(tokens, &positions, &vec![0; tokens.len()], if all { None } else { Some(&last) }, logits)?;
+        self.n_past[0] += tokens.len() as u32;
+        Ok(())
+    }
+
+    /// One graph: token `i` at `positions[i]` of sequence `seqs[i]`; logits of the rows
+    /// `out` (every row when `None`) appended to `logits`.
+    fn run_ubatch(
+        &mut self,
+        tokens: &[u32],
+        positions: &[i32],
+        seqs: &[u16],
+        out: Option<&[i32]>,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        let plan = self.kv.plan(positions, seqs)?;
+        let out = out.filter(|o| o.len() < tokens.len());
+        let n_out = out.map_or(tokens.len(), |o| o.len()) as u32;
         let key = GraphKey {
             n_tokens: tokens.len() as u32,
             n_out,
@@ -284,7 +290,7 @@ impl<'m> Session<'m> {
             self.graph = Some(BuiltGraph { ctx, ids });
         }
         let BuiltGraph { ctx, ids } = self.graph.as_ref().expect("built above");
-        set_inputs(ctx, ids, tokens, &positions, &plan, self.opts.flash_attn)?;
+        set_inputs(ctx, ids, tokens, positions, out, &plan, self.opts.flash_attn)?;
         self.model.backend.compute(&ctx.graph(ids.graph)?)?;
         ctx.tensor(ids.logits)?.append_f32(logits)?;
         self.captured.clear();
@@ -292,7 +298,6 @@ impl<'m> Session<'m> {
             self.captured.push((name.clone(), ctx.tensor(*id)?.get_f32()?));
         }
         self.kv.commit(plan);
-        self.n_past += tokens.len() as u32;
         Ok(())
     }
 
@@ -363,14 +368,15 @@ fn set_inputs(
     g: &GraphIds,
     tokens: &[u32],
     positions: &[i32],
+    out: Option<&[i32]>,
     plan: &KvPlan,
     flash: bool,
 ) -> Result<()> {
     let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
     ctx.tensor(g.tokens)?.set_i32(&ids)?;
     ctx.tensor(g.pos)?.set_i32(positions)?;
-    if let Some(out) = g.out_ids {
-        ctx.tensor(out)?.set_i32(&[tokens.len() as i32 - 1])?;
+    if let (Some(id), Some(rows)) = (g.out_ids, out) {
+        ctx.tensor(id)?.set_i32(rows)?;
     }
     for ((slot, kind), &(kv_dim, n_cells)) in g.kv.iter().zip(&plan.kinds).zip(&g.kv_shape) {
         if let (Some((idx, mask, v_idx)), Some(KindPlan { rows, mask: m, .. })) = (slot, kind) {
@@ -387,4 +393,9 @@ fn set_inputs(
         }
     }
     Ok(())
+}
+
+/// The cache layout of a session with `opts` and `n_seq` sequences.
+fn kv_options(opts: &SessionOptions, n_seq: u32) -> KvOptions {
+    KvOptions { n_ctx: opts.n_ctx, n_seq, n_ubatch: opts.n_ubatch, type_k: opts.kv_type, type_v: opts.kv_type }
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 pub mod llama_logits;
 pub mod llama_quantize;
 pub mod llama_ref;
+pub mod serve;
 pub mod tiny_model;
 
 /// The workspace root (the folder of the top-level Cargo.toml).

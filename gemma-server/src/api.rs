@@ -1,0 +1,294 @@
+//! Request bodies of `/v1/chat/completions` and `/v1/completions`, as OpenAI's API defines
+//! them, parsed and checked into what the engine runs. Unknown fields are ignored (clients
+//! send many optional ones); a known field of the wrong type or out of range is a 400 that
+//! names it.
+#![forbid(unsafe_code)]
+
+use crate::error::ApiError;
+use gemma_gguf::chat::{Message, Role};
+use gemma_gguf::sampler::SamplerParams;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Stop strings accepted per request (OpenAI allows 4).
+pub const MAX_STOPS: usize = 16;
+
+/// What to generate from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A conversation, formatted with the model's chat template.
+    Chat(Vec<Message>),
+    /// A raw text prompt (BOS added as the model's tokenizer says).
+    Text(String),
+}
+
+/// How to generate: checked parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenParams {
+    /// At most this many tokens; `None`: until the context is full.
+    pub max_tokens: Option<u32>,
+    pub sampler: SamplerParams,
+    pub stops: Vec<String>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub model: Option<String>,
+    pub input: Input,
+    pub params: GenParams,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// The fields both endpoints share.
+#[derive(Deserialize)]
+struct Common {
+    model: Option<String>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<u32>,
+    min_p: Option<f32>,
+    repeat_penalty: Option<f32>,
+    stop: Option<OneOrMany>,
+    seed: Option<u64>,
+    n: Option<u32>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    ty: String,
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChatMessage {
+    role: String,
+    content: Option<Content>,
+}
+
+#[derive(Deserialize)]
+struct ChatFields {
+    messages: Vec<ChatMessage>,
+}
+
+#[derive(Deserialize)]
+struct CompletionFields {
+    prompt: OneOrMany,
+}
+
+/// Deserializes `T` from `v`, naming the field of the first error.
+fn typed<'de, T: Deserialize<'de>>(v: &'de Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // A missing field is reported at its parent ("." for the body): name the field.
+        let missing = inner.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+        let param = match (path.as_str(), missing) {
+            (".", Some(field)) => field.to_string(),
+            (parent, Some(field)) => format!("{parent}.{field}"),
+            _ => path,
+        };
+        ApiError::bad(param.clone(), format!("{param}: {inner}"))
+    })
+}
+
+fn object(body: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest { message: format!("the body is not valid JSON: {e}"), param: None })?;
+    if !v.is_object() {
+        return Err(ApiError::BadRequest { message: "the body must be a JSON object".into(), param: None });
+    }
+    Ok(v)
+}
+
+/// A `/v1/chat/completions` body.
+pub fn parse_chat(body: &[u8]) -> Result<Request, ApiError> {
+    let v = object(body)?;
+    let common: Common = typed(&v)?;
+    let fields: ChatFields = typed(&v)?;
+    if fields.messages.is_empty() {
+        return Err(ApiError::bad("messages", "messages: give at least one message"));
+    }
+    let mut messages = Vec::with_capacity(fields.messages.len());
+    for (i, m) in fields.messages.into_iter().enumerate() {
+        let role: Role = m
+            .role
+            .parse()
+            .map_err(|e: gemma_gguf::Error| ApiError::bad(format!("messages[{i}].role"), e.to_string()))?;
+        let content = match m.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t,
+            Some(Content::Parts(parts)) => {
+                let mut text = String::new();
+                for (j, p) in parts.into_iter().enumerate() {
+                    match (p.ty.as_str(), p.text) {
+                        ("text", Some(t)) => text.push_str(&t),
+                        (ty, _) => {
+                            return Err(ApiError::bad(
+                                format!("messages[{i}].content[{j}]"),
+                                format!(
+                                    "content parts of type {ty:?} are not supported: only text with a `text` field"
+                                ),
+                            ))
+                        }
+                    }
+                }
+                text
+            }
+        };
+        messages.push(Message::new(role, content));
+    }
+    Ok(Request { model: common.model.clone(), input: Input::Chat(messages), params: params(common)? })
+}
+
+/// A `/v1/completions` body.
+pub fn parse_completion(body: &[u8]) -> Result<Request, ApiError> {
+    let v = object(body)?;
+    let common: Common = typed(&v)?;
+    let fields: CompletionFields = typed(&v)?;
+    let prompt = match fields.prompt {
+        OneOrMany::One(p) => p,
+        OneOrMany::Many(mut v) if v.len() == 1 => v.remove(0),
+        OneOrMany::Many(v) => {
+            return Err(ApiError::bad(
+                "prompt",
+                format!("prompt: {} prompts given; one per request is served", v.len()),
+            ))
+        }
+    };
+    Ok(Request { model: common.model.clone(), input: Input::Text(prompt), params: params(common)? })
+}
+
+/// Checks the shared fields. Sampling defaults are the library's (llama.cpp's): temperature
+/// 0.8, top-k 40, top-p 0.95, min-p 0.05, no repeat penalty; the seed is drawn when absent.
+fn params(c: Common) -> Result<GenParams, ApiError> {
+    if let Some(n) = c.n.filter(|&n| n != 1) {
+        return Err(ApiError::bad("n", format!("n = {n}: only one choice per request (n = 1) is served")));
+    }
+    let max_tokens = c.max_completion_tokens.or(c.max_tokens);
+    if max_tokens == Some(0) {
+        let field = if c.max_completion_tokens.is_some() { "max_completion_tokens" } else { "max_tokens" };
+        return Err(ApiError::bad(field, format!("{field} = 0: ask for at least one token")));
+    }
+    let stops = match c.stop {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    };
+    if stops.len() > MAX_STOPS {
+        return Err(ApiError::bad("stop", format!("stop: {} strings given, at most {MAX_STOPS}", stops.len())));
+    }
+    if stops.iter().any(String::is_empty) {
+        return Err(ApiError::bad("stop", "stop: an empty stop string would stop at once"));
+    }
+    let d = SamplerParams::default();
+    let sampler = SamplerParams {
+        temperature: c.temperature.unwrap_or(d.temperature),
+        top_k: c.top_k.unwrap_or(d.top_k),
+        top_p: c.top_p.unwrap_or(d.top_p),
+        min_p: c.min_p.unwrap_or(d.min_p),
+        repeat_penalty: c.repeat_penalty.unwrap_or(d.repeat_penalty),
+        repeat_last_n: d.repeat_last_n,
+        seed: c.seed.unwrap_or_else(clock_seed),
+    };
+    sampler.validate()?;
+    let stream = c.stream.unwrap_or(false);
+    let include_usage = c.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+    Ok(GenParams { max_tokens, sampler, stops, stream, include_usage })
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param_of(r: Result<Request, ApiError>) -> Option<String> {
+        match r {
+            Err(ApiError::BadRequest { param, .. }) => param,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_chat_request_parses_with_openai_fields() {
+        let body = br#"{"model":"m","messages":[{"role":"system","content":"Be brief."},
+            {"role":"user","content":[{"type":"text","text":"Hi"}]}],"max_tokens":8,"temperature":0,
+            "stop":"\n","seed":3,"stream":true,"stream_options":{"include_usage":true},"user":"ignored"}"#;
+        let r = parse_chat(body).unwrap();
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert_eq!(r.input, Input::Chat(vec![Message::system("Be brief."), Message::user("Hi")]));
+        assert_eq!(r.params.max_tokens, Some(8));
+        assert_eq!(r.params.sampler.temperature, 0.0);
+        assert_eq!(r.params.sampler.seed, 3);
+        assert_eq!(r.params.stops, vec!["\n".to_string()]);
+        assert!(r.params.stream && r.params.include_usage);
+    }
+
+    #[test]
+    fn max_completion_tokens_wins_over_max_tokens() {
+        let r = parse_completion(br#"{"prompt":["x"],"max_tokens":5,"max_completion_tokens":7}"#).unwrap();
+        assert_eq!(r.params.max_tokens, Some(7));
+        assert_eq!(r.input, Input::Text("x".into()));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(param_of(parse_chat(br#"{"messages":[],"temperature":"hot"}"#)).as_deref(), Some("temperature"));
+        assert_eq!(param_of(parse_chat(br#"{"messages":[]}"#)).as_deref(), Some("messages"));
+        assert_eq!(
+            param_of(parse_chat(br#"{"messages":[{"role":"robot","content":"x"}]}"#)).as_deref(),
+            Some("messages[0].role")
+        );
+        assert_eq!(
+            param_of(parse_chat(br#"{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#)).as_deref(),
+            Some("messages[0].content[0]")
+        );
+        assert_eq!(param_of(parse_completion(br#"{"prompt":"x","n":2}"#)).as_deref(), Some("n"));
+        assert_eq!(param_of(parse_completion(br#"{"prompt":"x","top_p":1.5}"#)).as_deref(), Some("top_p"));
+        assert_eq!(param_of(parse_completion(br#"{"prompt":"x","max_tokens":-1}"#)).as_deref(), Some("max_tokens"));
+        assert_eq!(param_of(parse_completion(br#"{"prompt":"x","max_tokens":0}"#)).as_deref(), Some("max_tokens"));
+        assert_eq!(param_of(parse_completion(br#"{"prompt":"x","stop":[""]}"#)).as_deref(), Some("stop"));
+        assert_eq!(param_of(parse_completion(br#"{"prompt":["a","b"]}"#)).as_deref(), Some("prompt"));
+        assert_eq!(param_of(parse_completion(br#"{"prompt":"x","seed":-4}"#)).as_deref(), Some("seed"));
+        assert_eq!(param_of(parse_completion(br#"{"max_tokens":3}"#)).as_deref(), Some("prompt"));
+        assert_eq!(
+            param_of(parse_completion(br#"{"prompt":"x","repeat_penalty":0}"#)).as_deref(),
+            Some("repeat_penalty")
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_json_object_is_refused() {
+        for body in [&b"{"[..], b"[1]", b"\xff\xfe", b""] {
+            assert!(matches!(parse_chat(body), Err(ApiError::BadRequest { param: None, .. })), "{body:?}");
+        }
+    }
+}

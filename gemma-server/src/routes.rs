@@ -1,0 +1,294 @@
+//! The HTTP side: routes, the API key check, and the answers (whole JSON or server-sent
+//! events in OpenAI's chunk shapes).
+#![forbid(unsafe_code)]
+
+use crate::api::{parse_chat, parse_completion, GenParams, Request};
+use crate::engine::{Event, Finish, Job, ModelInfo, Usage};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::Stream;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+/// What every handler shares.
+pub struct App {
+    /// `None` once shutdown began.
+    pub jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    pub metrics: Arc<Metrics>,
+    pub model_id: String,
+    pub info: ModelInfo,
+    pub api_key: Option<String>,
+    pub queue: usize,
+    pub timeout: Duration,
+    pub max_body: usize,
+    pub created: u64,
+}
+
+/// The router: `/v1/*` and `/metrics` behind the API key when one is set; `/health` open.
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.max_body;
+    let protected = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), auth));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app)
+}
+
+async fn auth(State(app): State<Arc<App>>, req: axum::extract::Request, next: Next) -> Response {
+    if let Some(key) = &app.api_key {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = given.and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        // Constant time over the bytes (a length difference is still visible, as it must be).
+        if !bool::from(token.as_bytes().ct_eq(key.as_bytes())) {
+            return fail(&app, ApiError::Unauthorized);
+        }
+    }
+    next.run(req).await
+}
+
+fn fail(app: &App, e: ApiError) -> Response {
+    app.metrics.error(e.kind());
+    e.into_response()
+}
+
+async fn not_found(State(app): State<Arc<App>>, uri: Uri) -> Response {
+    fail(&app, ApiError::NotFound { path: uri.path().to_string() })
+}
+
+async fn health(State(app): State<Arc<App>>) -> Json<Value> {
+    app.metrics.request("health");
+    Json(json!({ "status": "ok" }))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    app.metrics.request("metrics");
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+async fn models(State(app): State<Arc<App>>) -> Json<Value> {
+    app.metrics.request("models");
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": app.model_id, "object": "model", "created": app.created, "owned_by": "gemma-gguf",
+            "meta": { "n_ctx": app.info.n_ctx, "n_vocab": app.info.n_vocab, "arch": app.info.arch },
+        }],
+    }))
+}
+
+/// Which endpoint, for the response shapes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+async fn chat(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    app.metrics.request("chat_completions");
+    handle(app, Kind::Chat, body).await
+}
+
+async fn completions(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    app.metrics.request("completions");
+    handle(app, Kind::Completion, body).await
+}
+
+async fn handle(app: Arc<App>, kind: Kind, body: Result<Bytes, BytesRejection>) -> Response {
+    match answer(&app, kind, body).await {
+        Ok(r) => r,
+        Err(e) => fail(&app, e),
+    }
+}
+
+async fn answer(app: &Arc<App>, kind: Kind, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: app.max_body },
+        _ => ApiError::BadRequest { message: format!("could not read the body: {r}"), param: None },
+    })?;
+    let req = match kind {
+        Kind::Chat => parse_chat(&body)?,
+        Kind::Completion => parse_completion(&body)?,
+    };
+    if let Some(model) = req.model.as_deref().filter(|m| *m != app.model_id) {
+        return Err(ApiError::ModelNotFound { model: model.to_string() });
+    }
+    let Request { input, params, .. } = req;
+    let (tx, mut rx) = unbounded_channel();
+    if app.metrics.queued.fetch_add(1, Relaxed) >= app.queue {
+        app.metrics.queued.fetch_sub(1, Relaxed);
+        return Err(ApiError::QueueFull { retry_after: Duration::from_secs(1) });
+    }
+    let job =
+        Job { input, params: params.clone(), events: tx, deadline: Instant::now() + app.timeout, timeout: app.timeout };
+    let sent = app.jobs.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|j| j.send(job).is_ok());
+    if sent != Some(true) {
+        app.metrics.queued.fetch_sub(1, Relaxed);
+        return Err(ApiError::ShuttingDown);
+    }
+    match rx.recv().await {
+        Some(Event::Accepted { .. }) => {}
+        Some(Event::Failed(e)) => return Err(e),
+        _ => return Err(ApiError::Internal { message: "the inference thread dropped the request".into() }),
+    }
+    let meta = Meta { kind, id: new_id(kind), created: now(), model: app.model_id.clone() };
+    if params.stream {
+        return Ok(Sse::new(stream(app.clone(), meta, params, rx)).into_response());
+    }
+    let mut text = String::new();
+    loop {
+        match rx.recv().await {
+            Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Done { finish, usage }) => return Ok(Json(meta.whole(&text, finish, usage)).into_response()),
+            Some(Event::Failed(e)) => return Err(e),
+            Some(Event::Accepted { .. }) | None => {
+                return Err(ApiError::Internal { message: "the inference thread dropped the request".into() })
+            }
+        }
+    }
+}
+
+/// The fields every object of one answer shares.
+struct Meta {
+    kind: Kind,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Meta {
+    fn usage(u: Usage) -> Value {
+        json!({
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "total_tokens": u.prompt_tokens + u.completion_tokens,
+            "prompt_tokens_details": { "cached_tokens": u.cached_tokens },
+        })
+    }
+
+    fn whole(&self, text: &str, finish: Finish, usage: Usage) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => json!({
+                "index": 0, "message": { "role": "assistant", "content": text },
+                "logprobs": null, "finish_reason": finish.as_str(),
+            }),
+            Kind::Completion => json!({ "index": 0, "text": text, "logprobs": null, "finish_reason": finish.as_str() }),
+        };
+        let object = if self.kind == Kind::Chat { "chat.completion" } else { "text_completion" };
+        json!({
+            "id": self.id, "object": object, "created": self.created, "model": self.model,
+            "choices": [choice], "usage": Meta::usage(usage),
+        })
+    }
+
+    /// One streamed chunk: `text` (with the role on the first chat chunk), or the finish.
+    fn chunk(&self, text: Option<&str>, first: bool, finish: Option<Finish>) -> Value {
+        let finish = finish.map(Finish::as_str);
+        let choice = match self.kind {
+            Kind::Chat => {
+                let mut delta = serde_json::Map::new();
+                if first {
+                    delta.insert("role".into(), "assistant".into());
+                }
+                if let Some(t) = text {
+                    delta.insert("content".into(), t.into());
+                }
+                json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish })
+            }
+            Kind::Completion => {
+                json!({ "index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish })
+            }
+        };
+        self.object(vec![choice], None)
+    }
+
+    fn object(&self, choices: Vec<Value>, usage: Option<Usage>) -> Value {
+        let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+        let mut v = json!({ "id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices });
+        if let Some(u) = usage {
+            v["usage"] = Meta::usage(u);
+        }
+        v
+    }
+}
+
+/// The events of a streamed answer, ending `data: [DONE]`. Dropped when the client goes
+/// away, which closes the job's channel: the engine then frees the sequence at its next step.
+fn stream(
+    app: Arc<App>,
+    meta: Meta,
+    params: GenParams,
+    rx: UnboundedReceiver<Event>,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let data = |v: Value| SseEvent::default().data(v.to_string());
+    let mut out = VecDeque::new();
+    if meta.kind == Kind::Chat {
+        out.push_back(data(meta.chunk(Some(""), true, None)));
+    }
+    let state = (rx, out, false, app, meta, params.include_usage);
+    futures_util::stream::unfold(state, move |(mut rx, mut out, mut done, app, meta, include_usage)| async move {
+        loop {
+            if let Some(e) = out.pop_front() {
+                return Some((Ok(e), (rx, out, done, app, meta, include_usage)));
+            }
+            if done {
+                return None;
+            }
+            match rx.recv().await {
+                Some(Event::Text(t)) => out.push_back(data(meta.chunk(Some(&t), false, None))),
+                Some(Event::Done { finish, usage }) => {
+                    out.push_back(data(meta.chunk(None, false, Some(finish))));
+                    if include_usage {
+                        out.push_back(data(meta.object(Vec::new(), Some(usage))));
+                    }
+                    out.push_back(SseEvent::default().data("[DONE]"));
+                    done = true;
+                }
+                Some(Event::Failed(e)) => {
+                    app.metrics.error(e.kind());
+                    out.push_back(data(e.body()));
+                    done = true;
+                }
+                Some(Event::Accepted { .. }) | None => {
+                    let e = ApiError::Internal { message: "the inference thread dropped the request".into() };
+                    app.metrics.error(e.kind());
+                    out.push_back(data(e.body()));
+                    done = true;
+                }
+            }
+        }
+    })
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `chatcmpl-…` / `cmpl-…`, unique within a run (a counter and the start time).
+fn new_id(kind: Kind) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Relaxed);
+    let prefix = if kind == Kind::Chat { "chatcmpl" } else { "cmpl" };
+    format!("{prefix}-{:x}{n:06x}", now())
+}
