@@ -7,7 +7,8 @@
 #   - libclang, the C library that bindgen loads through clang-sys (a libclang.so*, a
 #     libclang-N.so* or $LIBCLANG_PATH, exporting clang_createIndex). libclang-cpp.so.N, the
 #     C++ interface library, is not it and does not count;
-#   - a python3 that can make a virtual environment with pip in it (python3-venv on Debian).
+#   - a python3 that can make a virtual environment with pip in it (python3-venv on Debian);
+#   - curl, a client we did not write, which the server's tests talk to it with.
 # Nothing is installed into the system Python (PEP 668): packages go into .venv/.
 # Does nothing when everything is already there.
 #
@@ -96,6 +97,7 @@ need=()
 command -v make >/dev/null 2>&1 || need+=(make)
 cmake_works || need+=(cmake)
 find_libclang >/dev/null || need+=(libclang-dev)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if ! command -v python3 >/dev/null 2>&1; then
   need+=(python3 python3-venv)
 elif ! venv_works; then
