@@ -115,6 +115,15 @@ impl<'m> Session<'m> {
     /// cache: cells are shared, each tagged with its sequence, and a token attends only to
     /// its own sequence's cells).
     pub fn with_sequences(model: &'m Model, opts: SessionOptions, n_seq: u32) -> Result<Session<'m>> {
+        let bad_ctx = || Error::OutOfRange {
+            what: "context size",
+            value: opts.n_ctx.to_string(),
+            why: "must be 1 to the model's training context",
+        };
+        // The context first: n_ctx 0 is a bad context, whatever the sequence count.
+        if opts.n_ctx == 0 {
+            return Err(bad_ctx());
+        }
         if n_seq == 0 || n_seq > u16::MAX as u32 || opts.n_ctx < n_seq {
             return Err(Error::OutOfRange {
                 what: "sequences",
@@ -122,12 +131,8 @@ impl<'m> Session<'m> {
                 why: "must be 1 to 65535, and at most the context size",
             });
         }
-        if opts.n_ctx == 0 || opts.n_ctx / n_seq > model.n_ctx_train() {
-            return Err(Error::OutOfRange {
-                what: "context size",
-                value: opts.n_ctx.to_string(),
-                why: "must be 1 to the model's training context",
-            });
+        if opts.n_ctx / n_seq > model.n_ctx_train() {
+            return Err(bad_ctx());
         }
         if opts.kv_type != Type::F16 && !opts.flash_attn {
             return Err(Error::TypeNotUsable {
