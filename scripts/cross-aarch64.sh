@@ -27,7 +27,10 @@
 # 270M model: 16 greedy tokens compared with the host build's for the same prompt. They must be
 # equal, except that a first difference is accepted at a near-tie that the rounding differences
 # between the builds' kernels explain (scripts/compare_greedy.py says how it measures that).
-# For pi4: the kernel tests, `gemma system` and `gemma run`. The gemma-cli integration tests
+# Then `gemma serve` under emulation: started on a free loopback port, one greedy
+# /v1/completions answered (checked for its `choices`), stopped with SIGTERM, which it must
+# exit 0 on; every wait is bounded (SERVE_WAIT_S, default 120 s each), so CI cannot hang.
+# For pi4: the kernel tests, `gemma system`, `gemma run` and `gemma serve`. The gemma-cli integration tests
 # stay host-only (they start the Arm `gemma` directly, which needs binfmt_misc).
 # With --ci, pi4 runs the kernel tests alone (they print ggml's CPU features, as `gemma system`
 # does), which spares CI a second build of `gemma` and all its dependencies for Cortex-A72
@@ -37,6 +40,7 @@
 #   CROSS_TARGET_DIR  cargo target directory base (default: target/cross; one folder per profile)
 #   GEMMA_TEST_MODEL  the real model (default: scripts/fetch-model.sh fetches it)
 #   CROSS_RUST        `debian`: build with Debian's rustc-web even when rustup could do it
+#   SERVE_WAIT_S      the longest wait for the emulated server to listen, answer, or stop (120)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -139,13 +143,63 @@ export GEMMA_TEST_MODEL
 # The host build's greedy run: the reference for the Arm builds (text, and each step's five
 # highest logits for scripts/compare_greedy.py).
 logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+serve_pid=""
+# An emulated server left running by a failed check is stopped with the script.
+trap '[ -z "$serve_pid" ] || kill -KILL "$serve_pid" 2>/dev/null; rm -rf "$logs"' EXIT
 RUN=(run -m "$GEMMA_TEST_MODEL" -p "$PROMPT" -n $N_TOKENS --temp 0 -t 1 --show-top 5)
 cargo build -q -p gemma-cli --bin gemma
 py=$(scripts/venv.sh)
 host_dir=$(cargo metadata --format-version 1 --no-deps | "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 want=$("$host_dir/debug/gemma" "${RUN[@]}" 2>"$logs/host")
 say "x86-64 host: $want"
+
+# serve_check PROFILE: `gemma serve` of that profile's build under qemu answers one request
+# and stops on SIGTERM (see the header). The binary is started through the profile's qemu
+# runner (read from its .cargo file) rather than `cargo run`, so that the signal reaches it.
+SERVE_WAIT_S=${SERVE_WAIT_S:-120}
+serve_check() {
+  local p=$1 log="$logs/$1-serve" t0 addr="" answer status=0 runner
+  mapfile -t runner < <("$py" -c 'import sys, tomllib
+print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["target"][sys.argv[2]]["runner"]))' ".cargo/aarch64-$p.toml" "$TRIPLE")
+  t0=$(date +%s)
+  "${runner[@]}" "$base/$p/$TRIPLE/debug/gemma" serve -m "$GEMMA_TEST_MODEL" --host 127.0.0.1 --port 0 -t 1 -c 256 \
+    2>"$log" &
+  serve_pid=$!
+  until addr=$(sed -n 's|^listening on http://||p' "$log") && [ -n "$addr" ]; do
+    if ! kill -0 "$serve_pid" 2>/dev/null || [ $(($(date +%s) - t0)) -ge "$SERVE_WAIT_S" ]; then
+      cat "$log" >&2
+      say "$p: FAILED: gemma serve did not start listening within ${SERVE_WAIT_S} s"
+      return 1
+    fi
+    sleep 1
+  done
+  curl -sSf --max-time "$SERVE_WAIT_S" "http://$addr/health" >/dev/null || { say "$p: FAILED: /health"; return 1; }
+  answer=$(curl -sSf --max-time "$SERVE_WAIT_S" -H 'Content-Type: application/json' \
+    -d "{\"prompt\": \"$PROMPT\", \"max_tokens\": 4, \"temperature\": 0}" "http://$addr/v1/completions") || {
+    cat "$log" >&2
+    say "$p: FAILED: POST /v1/completions"
+    return 1
+  }
+  "$py" -c 'import json, sys; v = json.loads(sys.argv[1]); assert v["choices"][0]["text"], v' "$answer" || {
+    say "$p: FAILED: the answer has no choices: $answer"
+    return 1
+  }
+  local t1
+  t1=$(date +%s)
+  kill -TERM "$serve_pid"
+  until ! kill -0 "$serve_pid" 2>/dev/null; do
+    if [ $(($(date +%s) - t1)) -ge "$SERVE_WAIT_S" ]; then
+      say "$p: FAILED: gemma serve still running ${SERVE_WAIT_S} s after SIGTERM"
+      return 1
+    fi
+    sleep 1
+  done
+  wait "$serve_pid" || status=$?
+  serve_pid=""
+  [ "$status" -eq 0 ] || { cat "$log" >&2; say "$p: FAILED: gemma serve exited $status after SIGTERM"; return 1; }
+  say "$p: gemma serve on $addr answered $answer"
+  say "$p: gemma serve: listening and answering $((t1 - t0)) s, stopped $(($(date +%s) - t1)) s after SIGTERM"
+}
 
 fail=0
 for p in "${profiles[@]}"; do
@@ -186,5 +240,6 @@ for p in "${profiles[@]}"; do
   # differences (see the script's header); anything else fails.
   "$py" scripts/compare_greedy.py "$logs/host" "$logs/$p" || { say "$p: FAILED the greedy comparison"; fail=1; }
   say "$p: build $((t1 - t0)) s, emulated tests $((t2 - t1)) s, gemma system + run $((t3 - t2)) s"
+  serve_check "$p" || fail=1
 done
 exit $fail

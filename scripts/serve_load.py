@@ -1,15 +1,16 @@
 """A bounded load test of a running `gemma serve` with the `openai` async client
-(gemma-cli/tests/serve_clients.rs).
+(gemma-cli/tests/serve_load.rs).
 
-    python scripts/serve_load.py BASE_URL REFS.json REQUESTS CONCURRENCY CANCEL_EVERY
+    python scripts/serve_load.py BASE_URL REFS.json REQUESTS CONCURRENCY CANCEL_EVERY [SEED]
 
 REFS.json: [{"prompt": ..., "max_tokens": N, "text": greedy reference}, ...]. Request i uses
-reference i % len(refs), streamed when i is odd; every CANCEL_EVERY-th request is streamed
-and abandoned after its first chunk. Prints one JSON object: counts, mismatches, errors,
+a reference drawn at random (seeded by SEED, default 0, so a run can be repeated), streamed
+when i is odd; every CANCEL_EVERY-th request is streamed and abandoned after its first chunk. Prints one JSON object: counts, mismatches, errors,
 latency p50/p99 (ms) of the completed requests, generated tokens per second overall.
 """
 import asyncio
 import json
+import random
 import sys
 import time
 
@@ -52,7 +53,10 @@ async def one(client, i, ref, cancel, out):
 async def main():
     base_url, refs_path = sys.argv[1], sys.argv[2]
     n, concurrency, cancel_every = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    seed = int(sys.argv[6]) if len(sys.argv) > 6 else 0
     refs = json.load(open(refs_path))
+    rng = random.Random(seed)
+    picks = [refs[rng.randrange(len(refs))] for _ in range(n)]
     client = openai.AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=120)
     out = {"model": (await client.models.list()).data[0].id, "ok": 0, "cancelled": 0, "tokens": 0,
            "latencies": [], "mismatches": [], "errors": []}
@@ -60,7 +64,7 @@ async def main():
 
     async def bounded(i):
         async with gate:
-            await one(client, i, refs[i % len(refs)], cancel_every > 0 and i % cancel_every == cancel_every - 1, out)
+            await one(client, i, picks[i], cancel_every > 0 and i % cancel_every == cancel_every - 1, out)
 
     start = time.perf_counter()
     await asyncio.gather(*(bounded(i) for i in range(n)))

@@ -1,13 +1,13 @@
 //! `gemma serve` with real clients and real concurrency, on the real 270M model: the
 //! official `openai` Python package (scripts/serve_openai_check.py), `curl`, parallel
-//! requests and a cached prefix against each request's own greedy reference, and a bounded
-//! load test (scripts/serve_load.py) that prints latency and throughput.
+//! requests and a cached prefix against each request's own greedy reference. The load test
+//! and the prefix-reuse bench are in serve_load.rs.
 use gemma_gguf::chat::{encode_pieces, ChatFormat, Message, SpecialTokens};
 use gemma_gguf::generate::{generate, StopReason};
 use gemma_gguf::model::Model;
 use gemma_gguf::sampler::{Sampler, SamplerParams};
 use gemma_gguf::session::{Session, SessionOptions};
-use gemma_tests::serve::{greedy, setup, ServeProcess};
+use gemma_tests::serve::{greedy, python_with_openai, setup, text_ids, ServeProcess, PROMPTS};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,36 +16,11 @@ fn gemma() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gemma"))
 }
 
-fn text_ids(model: &Model, prompt: &str) -> Vec<u32> {
-    let tok = model.tokenizer();
-    tok.encode(prompt, tok.adds_bos())
-}
-
 fn chat_ids(model: &Model, messages: &[Message]) -> Vec<u32> {
     let format = ChatFormat::from_gguf(model.gguf()).unwrap();
     let specials = SpecialTokens::from_tokenizer(model.tokenizer());
     encode_pieces(&format.format(messages, true, &specials).unwrap(), model.tokenizer()).unwrap()
 }
-
-/// The project's Python with the `openai` package, or `None` (a notice; under CI a failure).
-fn python_with_openai() -> Option<PathBuf> {
-    let py = gemma_tests::python()
-        .filter(|p| Command::new(p).args(["-c", "import openai"]).status().is_ok_and(|s| s.success()));
-    if py.is_none() {
-        assert!(!gemma_tests::in_ci(), "CI=true: no Python with `openai` (python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements.txt)");
-        eprintln!("notice: no Python with the openai package (.venv or $GEMMA_PYTHON); skipping");
-    }
-    py
-}
-
-const PROMPTS: [&str; 6] = [
-    "The capital of France is",
-    "Water boils at a temperature of",
-    "def fibonacci(n):",
-    "The three primary colours are",
-    "Once upon a time, in a small village,",
-    "The largest planet in the solar system is",
-];
 
 #[test]
 fn serve_parallel_requests_each_equal_the_request_run_alone() {
@@ -176,50 +151,6 @@ fn serve_answers_the_openai_python_client() {
     assert_eq!(v["completion"]["text"].as_str(), Some(text.as_str()));
     assert_eq!(v["completion_stream"]["text"], v["completion"]["text"]);
     assert_eq!(v["unknown_model"], 404);
-}
-
-#[test]
-fn serve_load_test_many_clients_each_answer_equals_its_reference() {
-    let Some((_one, path)) = setup() else { return };
-    let Some(py) = python_with_openai() else { return };
-    let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
-    let refs: Vec<Value> = PROMPTS
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let max_tokens = 6 + 2 * i;
-            json!({ "prompt": p, "max_tokens": max_tokens, "text": greedy(&model, 256, &text_ids(&model, p), max_tokens) })
-        })
-        .collect();
-    drop(model);
-    let dir = tempfile::tempdir().unwrap();
-    let refs_path = dir.path().join("refs.json");
-    std::fs::write(&refs_path, serde_json::to_string(&refs).unwrap()).unwrap();
-    let server = ServeProcess::start(&gemma(), &path, &["-c", "256", "--parallel", "4", "--queue", "64"]);
-    let script = gemma_tests::workspace_root().join("scripts/serve_load.py");
-    let base = format!("http://{}/v1", server.addr);
-    let (n, concurrency, cancel_every) = (48, 12, 8);
-    let out = Command::new(&py)
-        .arg(&script)
-        .args([&base, refs_path.to_str().unwrap(), &n.to_string(), &concurrency.to_string(), &cancel_every.to_string()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    println!(
-        "load: {n} requests, {concurrency} clients, {} cancelled: {:.1} s, p50 {:.0} ms, p99 {:.0} ms, {:.1} generated tokens/s",
-        v["cancelled"], v["wall_s"].as_f64().unwrap(), v["p50_ms"].as_f64().unwrap(), v["p99_ms"].as_f64().unwrap(),
-        v["tokens_per_s"].as_f64().unwrap()
-    );
-    assert_eq!(v["errors"], json!([]));
-    assert_eq!(v["mismatches"], json!([]));
-    assert_eq!(v["cancelled"], n / cancel_every);
-    assert_eq!(v["ok"], n - n / cancel_every);
-    assert!(v["wall_s"].as_f64().unwrap() < 60.0);
-    // Every sequence is free again, and nothing waits.
-    assert_eq!(server.wait_metric("gemma_sequences_active", 0.0), 0.0);
-    assert_eq!(server.metric("gemma_queue_length"), 0.0);
-    assert!(server.metric("gemma_errors_total{kind=\"internal\"}").is_nan(), "no internal error was counted");
 }
 
 #[test]

@@ -14,12 +14,10 @@
 //! The ratio column is the median of the per-repetition ratios (each pair ran back to back).
 use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::session::{Outputs, Session, SessionOptions};
+use gemma_tests::bench::{mean_sd, median, settle};
 use gemma_tests::llama_logits::{LlamaOptions, LlamaRunner};
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// The pause before each timed run, in milliseconds (see the run loop).
-const SETTLE_MS: u64 = 500;
 
 struct Opts {
     model: PathBuf,
@@ -118,22 +116,6 @@ fn timed(rt: &mut dyn Runtime, prompt: &[u32], gen: &[u32]) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64 } else { 0.0 };
-    (m, var.sqrt())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn load_ours(o: &Opts) -> Model {
     let lo = LoadOptions { threads: Some(o.threads), ..Default::default() };
     Model::load(&o.model, &lo).expect("our runtime loads the model")
@@ -224,12 +206,8 @@ fn main() {
         for rep in 0..=o.reps {
             let prompt = if n_prompt > 0 { tokens(&mut rng, n_prompt) } else { vec![] };
             let gen = if n_gen > 0 { tokens(&mut rng, if rep == 0 { 1 } else { n_gen }) } else { vec![] };
-            // Alternate who goes first, so a load change favours neither. Before each run, a
-            // pause: after a graph, ggml's pool workers poll for new work (about 0.2 s at the
-            // default poll level) before they sleep, and on a 2-core machine a spinning worker
-            // of the runtime that just finished slows the next one (without the pause, the
-            // second runtime of each pair was 13% slower here, whichever it was).
-            let settle = || std::thread::sleep(std::time::Duration::from_millis(SETTLE_MS));
+            // Alternate who goes first, so a load change favours neither; before each run, a
+            // pause (gemma_tests::bench::SETTLE_MS says why).
             let (a, b) = if rep % 2 == 0 {
                 settle();
                 let a = timed(&mut ours, &prompt, &gen);

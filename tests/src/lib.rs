@@ -1,6 +1,7 @@
 //! Shared helpers for the cross-crate tests.
 use std::path::{Path, PathBuf};
 
+pub mod bench;
 pub mod llama_logits;
 pub mod llama_quantize;
 pub mod llama_ref;

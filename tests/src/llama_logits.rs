@@ -13,7 +13,8 @@ pub struct LlamaRunner {
     model: *mut ll::llama_model,
     ctx: *mut ll::llama_context,
     n_vocab: usize,
-    n_past: i32,
+    /// Tokens in the cache, per sequence.
+    n_past: Vec<i32>,
     /// A persistent CPU thread pool attached to the context (null: ggml's per-graph one).
     threadpool: *mut ll::ggml_threadpool,
 }
@@ -60,6 +61,14 @@ extern "C" fn quiet(_level: ll::ggml_log_level, _text: *const std::os::raw::c_ch
 
 impl LlamaRunner {
     pub fn load(path: &Path, o: LlamaOptions) -> LlamaRunner {
+        LlamaRunner::with_sequences(path, o, 1)
+    }
+
+    /// A context holding `n_seq` sequences in one unified cache of `n_ctx` cells (llama-server
+    /// `-np N --kv-unified`, the layout of our `Session::with_sequences`), fed together by
+    /// [`decode_seqs`](Self::decode_seqs).
+    pub fn with_sequences(path: &Path, o: LlamaOptions, n_seq: u32) -> LlamaRunner {
+        assert!(n_seq >= 1 && o.n_ctx >= n_seq, "1 to n_ctx sequences");
         let c = CString::new(path.to_str().expect("utf-8 path")).unwrap();
         // SAFETY: plain libllama initialisation; the callback is a static no-op.
         unsafe {
@@ -74,6 +83,9 @@ impl LlamaRunner {
             cp.n_batch = o.n_ctx;
             cp.n_ubatch = 512;
             cp.n_threads = o.n_threads;
+            cp.n_seq_max = n_seq;
+            // One cache for every sequence, as ours; a lone sequence keeps libllama's default.
+            cp.kv_unified = n_seq > 1;
             // A window-sized cache for the sliding-window layers, as ours (llama.cpp's default
             // keeps full-size caches for them).
             cp.swa_full = false;
@@ -89,7 +101,8 @@ impl LlamaRunner {
             let ctx = ll::llama_init_from_model(model, cp);
             assert!(!ctx.is_null(), "libllama could not create a context");
             let n_vocab = ll::llama_vocab_n_tokens(ll::llama_model_get_vocab(model)) as usize;
-            LlamaRunner { capture, model, ctx, n_vocab, n_past: 0, threadpool: std::ptr::null_mut() }
+            let n_past = vec![0; n_seq as usize];
+            LlamaRunner { capture, model, ctx, n_vocab, n_past, threadpool: std::ptr::null_mut() }
         }
     }
 
@@ -121,7 +134,43 @@ impl LlamaRunner {
             assert_eq!(rc, 0, "llama_decode failed");
             ll::llama_synchronize(self.ctx);
         }
-        self.n_past += tokens.len() as i32;
+        self.n_past[0] += tokens.len() as i32;
+    }
+
+    /// Feeds each `(seq, tokens)` after what that sequence holds, all in one `llama_batch`
+    /// (llama-server's way of decoding its slots together); returns the logits after each
+    /// entry's last token, one row of n_vocab per entry, in order.
+    pub fn decode_seqs(&mut self, entries: &[(usize, &[u32])]) -> Vec<f32> {
+        let n: usize = entries.iter().map(|(_, t)| t.len()).sum();
+        let mut rows = Vec::with_capacity(entries.len());
+        // SAFETY: the batch is sized for n tokens with one sequence id each; libllama reads
+        // the filled entries only; logits rows are read for the positions flagged as outputs.
+        unsafe {
+            let mut batch = ll::llama_batch_init(n as i32, 0, 1);
+            let mut i = 0;
+            for &(seq, tokens) in entries {
+                for (k, &t) in tokens.iter().enumerate() {
+                    *batch.token.add(i) = t as i32;
+                    *batch.pos.add(i) = self.n_past[seq] + k as i32;
+                    *batch.n_seq_id.add(i) = 1;
+                    *(*batch.seq_id.add(i)) = seq as i32;
+                    *batch.logits.add(i) = (k + 1 == tokens.len()) as i8;
+                    i += 1;
+                }
+                self.n_past[seq] += tokens.len() as i32;
+                rows.push(i as i32 - 1);
+            }
+            batch.n_tokens = n as i32;
+            let rc = ll::llama_decode(self.ctx, batch);
+            ll::llama_batch_free(batch);
+            assert_eq!(rc, 0, "llama_decode failed");
+            let mut out = Vec::with_capacity(rows.len() * self.n_vocab);
+            for r in rows {
+                let p = ll::llama_get_logits_ith(self.ctx, r);
+                out.extend_from_slice(std::slice::from_raw_parts(p, self.n_vocab));
+            }
+            out
+        }
     }
 
     /// Activations captured since the last call (name, values).
@@ -137,7 +186,7 @@ impl LlamaRunner {
     pub fn clear(&mut self) {
         // SAFETY: live context.
         unsafe { ll::llama_memory_clear(ll::llama_get_memory(self.ctx), true) };
-        self.n_past = 0;
+        self.n_past.fill(0);
     }
 
     /// Feeds `tokens` after the cache; returns logits for every token (`all`) or the last.
@@ -149,7 +198,7 @@ impl LlamaRunner {
             let mut batch = ll::llama_batch_init(n as i32, 0, 1);
             for (i, &t) in tokens.iter().enumerate() {
                 *batch.token.add(i) = t as i32;
-                *batch.pos.add(i) = self.n_past + i as i32;
+                *batch.pos.add(i) = self.n_past[0] + i as i32;
                 *batch.n_seq_id.add(i) = 1;
                 *(*batch.seq_id.add(i)) = 0;
                 *batch.logits.add(i) = (all || i + 1 == n) as i8;
@@ -158,7 +207,7 @@ impl LlamaRunner {
             let rc = ll::llama_decode(self.ctx, batch);
             ll::llama_batch_free(batch);
             assert_eq!(rc, 0, "llama_decode failed");
-            self.n_past += n as i32;
+            self.n_past[0] += n as i32;
             let rows: Vec<i32> = if all { (0..n as i32).collect() } else { vec![n as i32 - 1] };
             let mut out = Vec::with_capacity(rows.len() * self.n_vocab);
             for r in rows {

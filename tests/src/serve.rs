@@ -26,6 +26,22 @@ pub fn one_thread() -> gemma_gguf::model::LoadOptions {
     gemma_gguf::model::LoadOptions { threads: Some(1), ..Default::default() }
 }
 
+/// Short text prompts of the server tests, each with a clear greedy continuation.
+pub const PROMPTS: [&str; 6] = [
+    "The capital of France is",
+    "Water boils at a temperature of",
+    "def fibonacci(n):",
+    "The three primary colours are",
+    "Once upon a time, in a small village,",
+    "The largest planet in the solar system is",
+];
+
+/// A text prompt's tokens as the server makes them (BOS where the model adds one).
+pub fn text_ids(model: &Model, prompt: &str) -> Vec<u32> {
+    let tok = model.tokenizer();
+    tok.encode(prompt, tok.adds_bos())
+}
+
 /// The library's greedy continuation of `ids` from an empty cache of `n_ctx` tokens: what
 /// the server must answer for the same prompt.
 pub fn greedy(model: &Model, n_ctx: u32, ids: &[u32], max_tokens: usize) -> String {
@@ -38,6 +54,18 @@ pub fn greedy(model: &Model, n_ctx: u32, ids: &[u32], max_tokens: usize) -> Stri
     })
     .unwrap();
     text
+}
+
+/// The project's Python with the `openai` package (for the client scripts), or `None` with
+/// a notice; under CI a failure.
+pub fn python_with_openai() -> Option<PathBuf> {
+    let py =
+        crate::python().filter(|p| Command::new(p).args(["-c", "import openai"]).status().is_ok_and(|s| s.success()));
+    if py.is_none() {
+        assert!(!crate::in_ci(), "CI=true: no Python with `openai` (python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements.txt)");
+        eprintln!("notice: no Python with the openai package (.venv or $GEMMA_PYTHON); skipping");
+    }
+    py
 }
 
 /// A running `gemma serve`, killed when dropped.
@@ -109,6 +137,14 @@ impl ServeProcess {
             .filter(|l| !l.starts_with('#'))
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or(f64::NAN)
+    }
+
+    /// The server process's resident memory (`VmRSS` of /proc/PID/status) in KiB; `None`
+    /// where /proc is missing or the process has ended.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// Polls `name` until it equals `want` (5 s at most); returns the last value seen.
