@@ -35,6 +35,65 @@ pub struct KvOptions {
     pub type_v: Type,
 }
 
+/// How an architecture's KV cache is laid out, layer by layer.
+#[derive(Debug, Clone)]
+pub struct KvLayout {
+    /// Row length of a K or V cell of each layer: head_dim · n_head_kv. Equal across the
+    /// layers of one kind (local or global), which share one set of row indices.
+    pub kv_dim: Vec<u64>,
+    /// `true` for sliding-window (local) layers, one entry per layer.
+    pub is_local: Vec<bool>,
+    /// The sliding window of local layers, `None` when there are none.
+    pub window: Option<u32>,
+    /// A layer that keeps no cache of its own reads this earlier layer's (Gemma 4's shared
+    /// KV layers); `None` for a layer with its own cache.
+    pub shared_from: Vec<Option<usize>>,
+}
+
+impl KvLayout {
+    /// Every layer with its own cache of rows `kv_dim` (Gemma 1–3).
+    pub fn uniform(kv_dim: u64, is_local: Vec<bool>, window: Option<u32>) -> KvLayout {
+        let n = is_local.len();
+        KvLayout { kv_dim: vec![kv_dim; n], is_local, window, shared_from: vec![None; n] }
+    }
+
+    /// The layers that hold a cache of their own.
+    pub fn own_layers(&self) -> impl Iterator<Item = usize> + '_ {
+        self.shared_from.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(il, _)| il)
+    }
+
+    /// The widest cell row, for scratch estimates.
+    pub fn max_kv_dim(&self) -> u64 {
+        self.kv_dim.iter().copied().max().unwrap_or(0)
+    }
+
+    /// One entry per layer everywhere; a shared layer reads an earlier layer of its kind that
+    /// has its own cache, with the same row length; one row length per kind.
+    fn check(&self) -> Result<()> {
+        let n = self.is_local.len();
+        let bad = |why: &'static str| Error::OutOfRange { what: "KV cache layout", value: format!("{n} layers"), why };
+        if self.kv_dim.len() != n || self.shared_from.len() != n || self.kv_dim.contains(&0) {
+            return Err(bad("needs a row length > 0 and a sharing entry per layer"));
+        }
+        for (il, src) in self.shared_from.iter().enumerate() {
+            if let Some(s) = *src {
+                if s >= il || self.shared_from[s].is_some() || self.is_local[s] != self.is_local[il] {
+                    return Err(bad("a shared layer must read an earlier layer of its kind with its own cache"));
+                }
+            }
+        }
+        for kind in [false, true] {
+            let mut dims = (0..n).filter(|&il| self.is_local[il] == kind).map(|il| self.kv_dim[il]);
+            if let Some(first) = dims.next() {
+                if dims.any(|d| d != first) {
+                    return Err(bad("layers of one kind must have one K/V row length"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Cell bookkeeping for one kind of layer.
 #[derive(Debug, Clone)]
 struct Cells {
@@ -115,13 +174,15 @@ pub struct KvCache {
 const GLOBAL: usize = 0;
 const LOCAL: usize = 1;
 
-/// Bytes the cache will take, with checked arithmetic (`None` on overflow).
-pub fn kv_bytes(kv_dim: u64, is_local: &[bool], window: Option<u32>, o: &KvOptions) -> Option<u64> {
-    let row = |t: Type| t.row_size(kv_dim as i64).ok().map(|r| r as u64);
-    let per_cell = row(o.type_k)?.checked_add(row(o.type_v)?)?;
-    let local_cells = local_cells(window, o) as u64;
-    is_local.iter().try_fold(0u64, |acc, &l| {
-        acc.checked_add(per_cell.checked_mul(if l { local_cells } else { o.n_ctx as u64 })?)
+/// Bytes the cache will take, with checked arithmetic (`None` on overflow). Layers that read
+/// another layer's cache take none.
+pub fn kv_bytes(layout: &KvLayout, o: &KvOptions) -> Option<u64> {
+    let row = |t: Type, kv_dim: u64| t.row_size(kv_dim as i64).ok().map(|r| r as u64);
+    let local_cells = local_cells(layout.window, o) as u64;
+    layout.own_layers().try_fold(0u64, |acc, il| {
+        let kv_dim = layout.kv_dim[il];
+        let per_cell = row(o.type_k, kv_dim)?.checked_add(row(o.type_v, kv_dim)?)?;
+        acc.checked_add(per_cell.checked_mul(if layout.is_local[il] { local_cells } else { o.n_ctx as u64 })?)
     })
 }
 
@@ -135,15 +196,9 @@ pub(crate) fn local_cells(window: Option<u32>, o: &KvOptions) -> u32 {
 }
 
 impl KvCache {
-    /// A zeroed cache for `is_local.len()` layers with rows of `kv_dim`, on `backend`.
-    /// Refused before allocating when it would not fit the device's free memory.
-    pub fn new(
-        kv_dim: u64,
-        is_local: &[bool],
-        window: Option<u32>,
-        opts: KvOptions,
-        backend: &Backend,
-    ) -> Result<KvCache> {
+    /// A zeroed cache for the layers of `layout`, on `backend`. Refused before allocating
+    /// when it would not fit the device's free memory.
+    pub fn new(layout: &KvLayout, opts: KvOptions, backend: &Backend) -> Result<KvCache> {
         if opts.n_ctx == 0 || opts.n_ubatch == 0 {
             return Err(Error::OutOfRange {
                 what: "context size",
@@ -151,7 +206,8 @@ impl KvCache {
                 why: "must be at least 1",
             });
         }
-        let need = kv_bytes(kv_dim, is_local, window, &opts).ok_or(Error::OutOfRange {
+        layout.check()?;
+        let need = kv_bytes(layout, &opts).ok_or(Error::OutOfRange {
             what: "context size",
             value: opts.n_ctx.to_string(),
             why: "KV cache size overflows",
@@ -164,13 +220,20 @@ impl KvCache {
                 available: free as u64,
             });
         }
+        let is_local = &layout.is_local;
         let ctx = Context::new(2 * is_local.len(), 0)?;
-        let n_local = local_cells(window, &opts);
-        let mut layers = Vec::new();
+        let n_local = local_cells(layout.window, &opts);
+        let mut layers: Vec<(TensorId, TensorId, bool)> = Vec::with_capacity(is_local.len());
         for (il, &local) in is_local.iter().enumerate() {
+            if let Some(src) = layout.shared_from[il] {
+                // Checked by `layout.check`: an earlier layer of the same kind with its own cache.
+                layers.push(layers[src]);
+                continue;
+            }
             let n_cells = if local { n_local } else { opts.n_ctx } as i64;
-            let k = ctx.new_tensor(opts.type_k, &[kv_dim as i64, n_cells])?.set_name(&format!("cache_k_l{il}"))?;
-            let v = ctx.new_tensor(opts.type_v, &[kv_dim as i64, n_cells])?.set_name(&format!("cache_v_l{il}"))?;
+            let kv_dim = layout.kv_dim[il] as i64;
+            let k = ctx.new_tensor(opts.type_k, &[kv_dim, n_cells])?.set_name(&format!("cache_k_l{il}"))?;
+            let v = ctx.new_tensor(opts.type_v, &[kv_dim, n_cells])?.set_name(&format!("cache_v_l{il}"))?;
             layers.push((ctx.id_of(k)?, ctx.id_of(v)?, local));
         }
         ctx.alloc_tensors(backend)?;
@@ -179,7 +242,7 @@ impl KvCache {
         Ok(KvCache {
             ctx,
             layers,
-            cells: [has(false).then(|| cells(opts.n_ctx, None)), has(true).then(|| cells(n_local, window))],
+            cells: [has(false).then(|| cells(opts.n_ctx, None)), has(true).then(|| cells(n_local, layout.window))],
             bytes: need as usize,
             opts,
         })

@@ -2,10 +2,11 @@
 //! declare its weights and back them with the mapped file (CPU) or copies (other devices).
 #![forbid(unsafe_code)]
 
-use crate::arch::{gemma, gemma2, gemma3, names, WeightDecl};
+use crate::arch::{gemma, gemma2, gemma3, gemma4, names, WeightDecl};
 use crate::error::{Error, Result};
 use crate::ggml::{default_threads, Backend, BufferType, Context, Device, TensorId};
 use crate::gguf::GgufFile;
+pub use crate::kv_cache::KvLayout;
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
@@ -30,17 +31,7 @@ pub enum Arch {
     Gemma { hp: gemma::Hparams, weights: gemma::Weights },
     Gemma2 { hp: gemma2::Hparams, weights: gemma2::Weights },
     Gemma3 { hp: gemma3::Hparams, weights: gemma3::Weights },
-}
-
-/// How an architecture's KV cache is laid out.
-#[derive(Debug, Clone)]
-pub struct KvLayout {
-    /// Row length of a K or V cell: head_dim · n_head_kv.
-    pub kv_dim: u64,
-    /// `true` for sliding-window (local) layers, one entry per layer.
-    pub is_local: Vec<bool>,
-    /// The sliding window of local layers, `None` when there are none.
-    pub window: Option<u32>,
+    Gemma4 { hp: gemma4::Hparams, weights: gemma4::Weights },
 }
 
 impl Arch {
@@ -59,6 +50,10 @@ impl Arch {
                 let hp = gemma3::Hparams::from_gguf(gguf)?;
                 Arch::Gemma3 { weights: gemma3::Weights::declare(decl, &hp)?, hp }
             }
+            "gemma4" => {
+                let hp = gemma4::Hparams::from_gguf(gguf)?;
+                Arch::Gemma4 { weights: gemma4::Weights::declare(decl, &hp)?, hp }
+            }
             _ => return Err(Error::UnsupportedArch { arch: name.into() }),
         })
     }
@@ -69,6 +64,7 @@ impl Arch {
             Arch::Gemma { .. } => "gemma",
             Arch::Gemma2 { .. } => "gemma2",
             Arch::Gemma3 { .. } => "gemma3",
+            Arch::Gemma4 { .. } => "gemma4",
         }
     }
 
@@ -78,6 +74,7 @@ impl Arch {
             Arch::Gemma { hp, .. } => hp.dims.n_vocab,
             Arch::Gemma2 { hp, .. } => hp.dims.n_vocab,
             Arch::Gemma3 { hp, .. } => hp.dims.n_vocab,
+            Arch::Gemma4 { hp, .. } => hp.dims.n_vocab,
         }
     }
 
@@ -87,6 +84,7 @@ impl Arch {
             Arch::Gemma { hp, .. } => &hp.dims,
             Arch::Gemma2 { hp, .. } => &hp.dims,
             Arch::Gemma3 { hp, .. } => &hp.dims,
+            Arch::Gemma4 { hp, .. } => &hp.dims,
         }
     }
 
@@ -96,25 +94,24 @@ impl Arch {
             Arch::Gemma { hp, .. } => hp.dims.n_ctx_train,
             Arch::Gemma2 { hp, .. } => hp.dims.n_ctx_train,
             Arch::Gemma3 { hp, .. } => hp.dims.n_ctx_train,
+            Arch::Gemma4 { hp, .. } => hp.dims.n_ctx_train,
         }
     }
 
     /// The KV cache the architecture needs: which layers are local, and their window.
     pub fn kv_layout(&self) -> KvLayout {
-        let kv_dim = |n_head_kv: u32, head_dim: u32| (n_head_kv * head_dim) as u64;
+        let kv_dim = |d: &crate::arch::Dims| (d.n_head_kv * d.head_dim) as u64;
         match self {
-            Arch::Gemma { hp, .. } => {
-                KvLayout { kv_dim: kv_dim(hp.dims.n_head_kv, hp.dims.head_dim), is_local: hp.is_local(), window: None }
+            Arch::Gemma { hp, .. } => KvLayout::uniform(kv_dim(&hp.dims), hp.is_local(), None),
+            Arch::Gemma2 { hp, .. } => {
+                KvLayout::uniform(kv_dim(&hp.dims), hp.is_local.clone(), Some(hp.sliding_window))
             }
-            Arch::Gemma2 { hp, .. } => KvLayout {
-                kv_dim: kv_dim(hp.dims.n_head_kv, hp.dims.head_dim),
-                is_local: hp.is_local.clone(),
+            Arch::Gemma3 { hp, .. } => KvLayout::uniform(kv_dim(&hp.dims), hp.is_local.clone(), hp.sliding_window),
+            Arch::Gemma4 { hp, .. } => KvLayout {
+                kv_dim: hp.layers.iter().map(|l| (l.heads.n_head_kv * l.heads.head_dim) as u64).collect(),
+                is_local: hp.layers.iter().map(|l| l.local).collect(),
                 window: Some(hp.sliding_window),
-            },
-            Arch::Gemma3 { hp, .. } => KvLayout {
-                kv_dim: kv_dim(hp.dims.n_head_kv, hp.dims.head_dim),
-                is_local: hp.is_local.clone(),
-                window: hp.sliding_window,
+                shared_from: hp.layers.iter().map(|l| l.shared_from).collect(),
             },
         }
     }
@@ -125,6 +122,7 @@ impl Arch {
             Arch::Gemma { weights: w, .. } => (&mut w.output, w.token_embd),
             Arch::Gemma2 { weights: w, .. } => (&mut w.output, w.token_embd),
             Arch::Gemma3 { weights: w, .. } => (&mut w.output, w.token_embd),
+            Arch::Gemma4 { weights: w, .. } => (&mut w.output, w.token_embd),
         }
     }
 }
@@ -167,8 +165,9 @@ impl Model {
                 // (llama.cpp duplicates it the same way).
                 *output = decl.duplicate(&names::tensor::global(names::tensor::TOKEN_EMBD), "output.weight")?;
             }
-            (arch, decl.declared)
+            (arch, (decl.declared, decl.gathered))
         };
+        let (declared, gathered) = declared;
         // The tokenizer has its own copy of the vocabulary: the file's parsed arrays (about
         // 10 MB for Gemma's 262 144 tokens) are not needed any more.
         for key in
@@ -181,7 +180,7 @@ impl Model {
             declared.iter().map(|(_, id)| wctx.tensor(*id).map(|t| t.nbytes())).sum::<Result<usize>>()?;
         let mapped = backend.is_cpu();
         let (repacked, repacked_bytes) = if mapped {
-            load_mapped(&wctx, &gguf, &declared, &backend, opts.no_repack)?
+            load_mapped(&wctx, &gguf, &declared, &gathered, &backend, opts.no_repack)?
         } else {
             (load_copied(&wctx, &gguf, &declared, &backend)?, 0)
         };
@@ -262,6 +261,7 @@ fn load_mapped(
     wctx: &Context,
     gguf: &Arc<GgufFile>,
     declared: &[(String, TensorId)],
+    gathered: &[TensorId],
     backend: &Backend,
     no_repack: bool,
 ) -> Result<(usize, usize)> {
@@ -271,8 +271,9 @@ fn load_mapped(
     for (source, id) in declared {
         let t = wctx.tensor(*id)?;
         let ne = t.ne();
-        // token_embd itself is read by get_rows, which repacked layouts do not serve.
-        let is_matmul = ne[1] > 1 && t.name() != names::tensor::global(names::tensor::TOKEN_EMBD);
+        // Tables read by get_rows (token_embd, Gemma 4's per-layer embeddings): repacked
+        // layouts do not serve it, and they stay mapped.
+        let is_matmul = ne[1] > 1 && !gathered.contains(id);
         match repack {
             Some(b) if is_matmul && b.supports_mul_mat_weight(backend.device(), t.ty(), ne[0], ne[1]) => {
                 packed.push((source, t))

@@ -6,7 +6,7 @@
 //! allocate nothing per token.
 #![forbid(unsafe_code)]
 
-use crate::arch::{gemma, gemma2, gemma3, Pass};
+use crate::arch::{gemma, gemma2, gemma3, gemma4, Pass};
 use crate::error::{Error, Result};
 use crate::ggml::{Context, GraphId, TensorId, Type};
 use crate::kv_cache::{v_trans_indices, BatchInputs, KindPlan, KvCache, KvInput, KvOptions, KvPlan};
@@ -160,7 +160,7 @@ impl<'m> Session<'m> {
                 });
             }
         }
-        let kv = KvCache::new(l.kv_dim, &l.is_local, l.window, kv_opts, &model.backend)?;
+        let kv = KvCache::new(&l, kv_opts, &model.backend)?;
         Ok(Session {
             model,
             kv,
@@ -338,6 +338,7 @@ impl<'m> Session<'m> {
             Arch::Gemma { hp, weights: w } => gemma::Forward { pass, w, hp }.build(&mut gf)?,
             Arch::Gemma2 { hp, weights: w } => gemma2::Forward { pass, w, hp }.build(&mut gf)?,
             Arch::Gemma3 { hp, weights: w } => gemma3::Forward { pass, w, hp }.build(&mut gf)?,
+            Arch::Gemma4 { hp, weights: w } => gemma4::Forward { pass, w, hp }.build(&mut gf)?,
         };
         let logits = logits.set_output();
         gf.expand(logits)?;

@@ -11,7 +11,7 @@
 //! Weights are uniform noise from a seeded generator, so a file is the same on every run.
 
 use gemma_gguf::ggml::{quantize_rows, Type};
-use gemma_gguf::gguf::{GgmlType, GgufValue, GgufWriter};
+use gemma_gguf::gguf::{GgmlType, GgufArray, GgufValue, GgufWriter};
 use gemma_gguf::names::{arch_key, general, llm, tensor, tokenizer};
 use gemma_gguf::Result;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,9 @@ pub enum TinyArch {
     Gemma2,
     /// Gemma 3: post-norms, QK-norm, a window with an explicit pattern, two rope bases.
     Gemma3,
+    /// Gemma 4: per-layer head sizes, shared KV layers, per-layer embeddings, optional
+    /// experts and K = V ([`Gemma4Shape`]).
+    Gemma4,
 }
 
 impl TinyArch {
@@ -43,6 +46,7 @@ impl TinyArch {
             TinyArch::Gemma => "gemma",
             TinyArch::Gemma2 => "gemma2",
             TinyArch::Gemma3 => "gemma3",
+            TinyArch::Gemma4 => "gemma4",
         }
     }
 }
@@ -114,6 +118,46 @@ pub struct TinyConfig {
     /// Type of `token_embd` and the projections; norms stay F32.
     pub weight_type: GgmlType,
     pub seed: u64,
+    /// What only Gemma 4 files have.
+    pub gemma4: Gemma4Shape,
+}
+
+/// The Gemma 4 parts of a tiny file. `head_dim` of [`TinyConfig`] is the full layers'.
+#[derive(Debug, Clone)]
+pub struct Gemma4Shape {
+    /// `true` for sliding layers, one per layer (llama.cpp needs layer n_kv − 1 full and
+    /// n_kv − 2 sliding when layers are shared, n_kv = n_layer − n_shared_kv).
+    pub swa_layers: Vec<bool>,
+    pub head_dim_swa: u32,
+    /// KV heads of the full layers (the sliding ones have `n_head_kv`), written as a per-layer
+    /// array when they differ.
+    pub n_head_kv_full: u32,
+    pub n_shared_kv: u32,
+    /// Per-layer embedding width (0: none).
+    pub n_embd_per_layer: u32,
+    /// Experts on every layer (0: none), used per token, and their FFN width.
+    pub n_expert: u32,
+    pub n_expert_used: u32,
+    pub n_ff_exp: u32,
+    /// Full layers have no `attn_v` (V = K).
+    pub k_eq_v_full: bool,
+}
+
+impl Default for Gemma4Shape {
+    /// E2B-like: per-layer embeddings and two shared layers over S F S F, dense.
+    fn default() -> Self {
+        Gemma4Shape {
+            swa_layers: vec![true, false, true, false, true, false],
+            head_dim_swa: 32,
+            n_head_kv_full: 1,
+            n_shared_kv: 2,
+            n_embd_per_layer: 32,
+            n_expert: 0,
+            n_expert_used: 0,
+            n_ff_exp: 0,
+            k_eq_v_full: false,
+        }
+    }
 }
 
 impl Default for TinyConfig {
@@ -134,6 +178,7 @@ impl Default for TinyConfig {
             final_softcap: 30.0,
             weight_type: GgmlType::F32,
             seed: 0x0067_656d_6d61, // "gemma" in ASCII
+            gemma4: Gemma4Shape::default(),
         }
     }
 }
@@ -154,6 +199,32 @@ impl TinyConfig {
             final_softcap: 0.5,
             ..TinyConfig::gemma()
         }
+    }
+}
+
+impl TinyConfig {
+    /// Gemma 4 shaped like E2B: 6 layers (S F S F, then a shared S and F), 2 heads over 1 KV
+    /// head of 32 (sliding) or 64 (full), per-layer embeddings of 32, an 8-token window.
+    pub fn gemma4() -> Self {
+        TinyConfig { arch: TinyArch::Gemma4, n_layer: 6, head_dim: 64, final_softcap: 1.0, ..Default::default() }
+    }
+
+    /// Gemma 4 shaped like 26B-A4B: 4 experts (2 used) beside the dense FFN on every layer,
+    /// K = V and one KV head on full layers, two on sliding ones, no per-layer embeddings or
+    /// shared layers.
+    pub fn gemma4_moe() -> Self {
+        let g4 = Gemma4Shape {
+            swa_layers: vec![true, true, false, true],
+            n_head_kv_full: 1,
+            n_shared_kv: 0,
+            n_embd_per_layer: 0,
+            n_expert: 4,
+            n_expert_used: 2,
+            n_ff_exp: 32,
+            k_eq_v_full: true,
+            ..Default::default()
+        };
+        TinyConfig { n_layer: 4, n_head: 4, n_head_kv: 2, gemma4: g4, ..TinyConfig::gemma4() }
     }
 }
 
@@ -219,8 +290,15 @@ impl TinyModel {
                 (key(llm::SLIDING_WINDOW), cfg.sliding_window.into()),
                 (key(llm::SLIDING_WINDOW_PATTERN), cfg.swa_period.into()),
             ],
+            TinyArch::Gemma4 => gemma4_keys(&cfg),
         };
-        kvs.extend(extra);
+        for (k, v) in extra {
+            // A generation's own form of a generic key (Gemma 4's per-layer KV heads) replaces it.
+            match kvs.iter_mut().find(|(have, _)| *have == k) {
+                Some(kv) => kv.1 = v,
+                None => kvs.push((k, v)),
+            }
+        }
         let (e, ff, hd) = (cfg.n_embd as u64, cfg.n_ff as u64, cfg.head_dim as u64);
         let (q, kv) = (cfg.n_head as u64 * hd, cfg.n_head_kv as u64 * hd);
         let (w, norm) = (cfg.weight_type, GgmlType::F32);
@@ -230,13 +308,17 @@ impl TinyModel {
             spec(tensor::global(tensor::OUTPUT_NORM), &[e], norm),
         ];
         // Gemma 1 lacks the post-norms, Gemma 1 and 2 the QK-norms.
+        if arch == TinyArch::Gemma4 {
+            tensors.extend(gemma4_tensors(&cfg, n_vocab));
+            return TinyModel { cfg, kvs, tensors };
+        }
         let wanted = |name: &str| match arch {
             TinyArch::Gemma => {
                 ![tensor::ATTN_Q_NORM, tensor::ATTN_K_NORM, tensor::POST_ATTENTION_NORM, tensor::POST_FFW_NORM]
                     .contains(&name)
             }
             TinyArch::Gemma2 => ![tensor::ATTN_Q_NORM, tensor::ATTN_K_NORM].contains(&name),
-            TinyArch::Gemma3 => true,
+            TinyArch::Gemma3 | TinyArch::Gemma4 => true,
         };
         for il in 0..cfg.n_layer as usize {
             let layer: [(&str, &[u64], GgmlType); 13] = [
@@ -355,6 +437,96 @@ impl TinyModel {
             vec![0; n_bytes as usize]
         }
     }
+}
+
+/// The `gemma4.*` keys llama.cpp's converter writes (conversion/gemma.py, `Gemma4Model`).
+fn gemma4_keys(cfg: &TinyConfig) -> Vec<(String, GgufValue)> {
+    let key = |suffix: &str| arch_key("gemma4", suffix);
+    let g4 = &cfg.gemma4;
+    let mut kvs: Vec<(String, GgufValue)> = vec![
+        (key(llm::ROPE_FREQ_BASE), 1_000_000_f32.into()),
+        (key(llm::ROPE_FREQ_BASE_SWA), 10_000_f32.into()),
+        (key(llm::ROPE_DIMENSION_COUNT), cfg.head_dim.into()),
+        (key(llm::ROPE_DIMENSION_COUNT_SWA), g4.head_dim_swa.into()),
+        (key(llm::KEY_LENGTH_SWA), g4.head_dim_swa.into()),
+        (key(llm::VALUE_LENGTH_SWA), g4.head_dim_swa.into()),
+        (key(llm::SLIDING_WINDOW), cfg.sliding_window.into()),
+        (key(llm::SLIDING_WINDOW_PATTERN), GgufValue::Array(GgufArray::Bool(g4.swa_layers.clone()))),
+        (key(llm::EMBEDDING_LENGTH_PER_LAYER), g4.n_embd_per_layer.into()),
+        (key(llm::SHARED_KV_LAYERS), g4.n_shared_kv.into()),
+        (key(llm::FINAL_LOGIT_SOFTCAPPING), cfg.final_softcap.into()),
+    ];
+    if g4.n_head_kv_full != cfg.n_head_kv {
+        let per_layer: Vec<u32> =
+            g4.swa_layers.iter().map(|&swa| if swa { cfg.n_head_kv } else { g4.n_head_kv_full }).collect();
+        kvs.push((key(llm::HEAD_COUNT_KV), per_layer.into()));
+    }
+    if g4.n_expert > 0 {
+        kvs.push((key(llm::EXPERT_COUNT), g4.n_expert.into()));
+        kvs.push((key(llm::EXPERT_USED_COUNT), g4.n_expert_used.into()));
+        kvs.push((key(llm::EXPERT_FEED_FORWARD_LENGTH), g4.n_ff_exp.into()));
+    }
+    kvs
+}
+
+/// The tensors of a tiny Gemma 4 file, after `token_embd` and `output_norm`.
+fn gemma4_tensors(cfg: &TinyConfig, n_vocab: u64) -> Vec<TensorSpec> {
+    let g4 = &cfg.gemma4;
+    let (w, norm) = (cfg.weight_type, GgmlType::F32);
+    let spec = |name: String, dims: &[u64], ty| TensorSpec { name, dims: dims.to_vec(), ty };
+    let (e, ff, p) = (cfg.n_embd as u64, cfg.n_ff as u64, g4.n_embd_per_layer as u64);
+    let (n_exp, f_exp) = (g4.n_expert as u64, g4.n_ff_exp as u64);
+    let n_kv_layers = (cfg.n_layer - g4.n_shared_kv) as usize;
+    let mut out = vec![spec(tensor::global(tensor::ROPE_FREQS), &[cfg.head_dim as u64 / 2], norm)];
+    if p > 0 {
+        let pl = p * cfg.n_layer as u64;
+        out.push(spec(tensor::global(tensor::PER_LAYER_TOKEN_EMBD), &[pl, n_vocab], w));
+        out.push(spec(tensor::global(tensor::PER_LAYER_MODEL_PROJ), &[e, pl], w));
+        out.push(spec(tensor::global(tensor::PER_LAYER_PROJ_NORM), &[p], norm));
+    }
+    for il in 0..cfg.n_layer as usize {
+        let swa = g4.swa_layers[il];
+        let hd = if swa { g4.head_dim_swa } else { cfg.head_dim } as u64;
+        let n_kv = if swa { cfg.n_head_kv } else { g4.n_head_kv_full } as u64;
+        let (q, kv) = (cfg.n_head as u64 * hd, n_kv * hd);
+        let mut layer: Vec<(&str, Vec<u64>, GgmlType)> = vec![
+            (tensor::ATTN_NORM, vec![e], norm),
+            (tensor::ATTN_Q, vec![e, q], w),
+            (tensor::ATTN_Q_NORM, vec![hd], norm),
+            (tensor::ATTN_OUTPUT, vec![q, e], w),
+            (tensor::POST_ATTENTION_NORM, vec![e], norm),
+            (tensor::FFN_NORM, vec![e], norm),
+            (tensor::FFN_GATE, vec![e, ff], w),
+            (tensor::FFN_UP, vec![e, ff], w),
+            (tensor::FFN_DOWN, vec![ff, e], w),
+            (tensor::POST_FFW_NORM, vec![e], norm),
+            (tensor::LAYER_OUTPUT_SCALE, vec![1], norm),
+        ];
+        if il < n_kv_layers {
+            layer.push((tensor::ATTN_K, vec![e, kv], w));
+            layer.push((tensor::ATTN_K_NORM, vec![hd], norm));
+            if swa || !g4.k_eq_v_full {
+                layer.push((tensor::ATTN_V, vec![e, kv], w));
+            }
+        }
+        if p > 0 {
+            layer.push((tensor::PER_LAYER_INP_GATE, vec![e, p], w));
+            layer.push((tensor::PER_LAYER_PROJ, vec![p, e], w));
+            layer.push((tensor::PER_LAYER_POST_NORM, vec![e], norm));
+        }
+        if n_exp > 0 {
+            layer.push((tensor::FFN_GATE_INP, vec![e, n_exp], w));
+            layer.push((tensor::PRE_FFW_NORM_2, vec![e], norm));
+            layer.push((tensor::POST_FFW_NORM_1, vec![e], norm));
+            layer.push((tensor::POST_FFW_NORM_2, vec![e], norm));
+            layer.push((tensor::FFN_GATE_UP_EXPS, vec![e, 2 * f_exp, n_exp], w));
+            layer.push((tensor::FFN_DOWN_EXPS, vec![f_exp, e, n_exp], w));
+            out.push(spec(tensor::block_scale(il, tensor::FFN_GATE_INP), &[e], norm));
+            out.push(spec(tensor::block_scale(il, tensor::FFN_DOWN_EXPS), &[n_exp], norm));
+        }
+        out.extend(layer.into_iter().map(|(name, dims, ty)| spec(tensor::block(il, name), &dims, ty)));
+    }
+    out
 }
 
 /// Types `ggml_quantize_chunk` converts to without an importance matrix. Only these go to

@@ -5,6 +5,7 @@
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;
+pub mod gemma4;
 
 pub use crate::names;
 
@@ -46,7 +47,7 @@ pub(crate) fn optional_positive_f32(g: &GgufFile, arch: &str, suffix: &str) -> R
 }
 
 /// Layers beyond this are not a real Gemma model (the largest has 62).
-const MAX_LAYERS: u32 = 1024;
+pub(crate) const MAX_LAYERS: u32 = 1024;
 
 /// The sizes every Gemma generation reads the same way (llama.cpp's generic loader,
 /// `llama_model_base::load_hparams` in llama-model.cpp): counts, head geometry, norm epsilon.
@@ -158,11 +159,13 @@ pub(crate) struct WeightDecl<'a> {
     pub gguf: &'a GgufFile,
     /// Declared tensors with their GGUF names, in order.
     pub declared: Vec<(String, TensorId)>,
+    /// Tensors only read by row (`get_rows`): kept as mapped, never repacked.
+    pub gathered: Vec<TensorId>,
 }
 
 impl<'a> WeightDecl<'a> {
     pub fn new(ctx: &'a Context, gguf: &'a GgufFile) -> Self {
-        WeightDecl { ctx, gguf, declared: Vec::new() }
+        WeightDecl { ctx, gguf, declared: Vec::new(), gathered: Vec::new() }
     }
 
     /// Declares tensor `name` with the expected shape (ggml order); its type comes from the
@@ -186,6 +189,22 @@ impl<'a> WeightDecl<'a> {
         self.declared.push((name.to_string(), id));
         Ok(id)
     }
+
+    /// [`tensor`](Self::tensor) when the file has `name`, `None` when it does not.
+    pub fn optional(&mut self, name: &str, dims: &[u64]) -> Result<Option<TensorId>> {
+        match self.gguf.tensor(name) {
+            None => Ok(None),
+            Some(_) => self.tensor(name, dims).map(Some),
+        }
+    }
+
+    /// [`tensor`](Self::tensor) for a table only gathered by row (embeddings): it stays in
+    /// the mapped file, so only the rows a run reads become resident.
+    pub fn gathered(&mut self, name: &str, dims: &[u64]) -> Result<TensorId> {
+        let id = self.tensor(name, dims)?;
+        self.gathered.push(id);
+        Ok(id)
+    }
 }
 
 impl WeightDecl<'_> {
@@ -193,7 +212,7 @@ impl WeightDecl<'_> {
     /// projection: `output` when the file has it, else `token_embd` itself (Gemma ties them).
     /// Returns (token_embd, output_norm, output).
     pub fn embeddings(&mut self, n_embd: u64, n_vocab: u64) -> Result<(TensorId, TensorId, TensorId)> {
-        let token_embd = self.tensor(&names::tensor::global(names::tensor::TOKEN_EMBD), &[n_embd, n_vocab])?;
+        let token_embd = self.gathered(&names::tensor::global(names::tensor::TOKEN_EMBD), &[n_embd, n_vocab])?;
         let output_norm = self.tensor(&names::tensor::global(names::tensor::OUTPUT_NORM), &[n_embd])?;
         let output = match self.gguf.tensor(&names::tensor::global(names::tensor::OUTPUT)) {
             Some(_) => self.tensor(&names::tensor::global(names::tensor::OUTPUT), &[n_embd, n_vocab])?,
@@ -215,6 +234,14 @@ impl WeightDecl<'_> {
         self.declared.push((source.to_string(), id));
         Ok(id)
     }
+}
+
+/// One layer's attention heads.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub head_dim: u32,
+    pub n_head: u32,
+    pub n_head_kv: u32,
 }
 
 /// The shapes of one attention step (ggml order, see the graph builders).
@@ -333,25 +360,42 @@ impl<'s> Pass<'s, '_> {
         logit_softcap: Option<f32>,
         il: usize,
     ) -> Result<Tensor<'s>> {
+        let heads = Heads { head_dim: d.head_dim, n_head: d.n_head, n_head_kv: d.n_head_kv };
+        self.attend_heads(gf, q, Some((k, v)), heads, logit_softcap, il)
+    }
+
+    /// [`attend`](Self::attend) with the layer's own head shape; `kv` `None`: the layer
+    /// stores nothing and reads the cache it shares with an earlier layer (Gemma 4).
+    pub fn attend_heads(
+        &self,
+        gf: &mut Graph<'s>,
+        q: Tensor<'s>,
+        kv: Option<(Tensor<'s>, Tensor<'s>)>,
+        h: Heads,
+        logit_softcap: Option<f32>,
+        il: usize,
+    ) -> Result<Tensor<'s>> {
         let (ctx, n_tokens) = (self.ctx, q.ne()[2]);
-        let (hd, nkv) = (d.head_dim as i64, d.n_head_kv as i64);
+        let (hd, nkv) = (h.head_dim as i64, h.n_head_kv as i64);
         let (kc, vc, kvi) = self.kv.layer(il, self.inp)?;
-        gf.expand(ctx.set_rows(kc, ctx.reshape(k, &[hd * nkv, n_tokens])?, kvi.idx)?)?;
-        match kvi.v_idx {
-            // Transposed V (no flash attention): one element per index.
-            Some(v_idx) => {
-                let n_cells = vc.ne()[1];
-                let flat = ctx.reshape(vc, &[1, hd * nkv * n_cells])?;
-                let v = ctx.reshape(ctx.cont(v)?, &[1, hd * nkv * n_tokens])?;
-                gf.expand(ctx.set_rows(flat, v, v_idx)?)?;
-            }
-            None => {
-                gf.expand(ctx.set_rows(vc, v, kvi.idx)?)?;
+        if let Some((k, v)) = kv {
+            gf.expand(ctx.set_rows(kc, ctx.reshape(k, &[hd * nkv, n_tokens])?, kvi.idx)?)?;
+            match kvi.v_idx {
+                // Transposed V (no flash attention): one element per index.
+                Some(v_idx) => {
+                    let n_cells = vc.ne()[1];
+                    let flat = ctx.reshape(vc, &[1, hd * nkv * n_cells])?;
+                    let v = ctx.reshape(ctx.cont(v)?, &[1, hd * nkv * n_tokens])?;
+                    gf.expand(ctx.set_rows(flat, v, v_idx)?)?;
+                }
+                None => {
+                    gf.expand(ctx.set_rows(vc, v, kvi.idx)?)?;
+                }
             }
         }
         let shape = AttnShape {
             head_dim: hd,
-            n_head: d.n_head as i64,
+            n_head: h.n_head as i64,
             n_head_kv: nkv,
             n_tokens,
             n_kv: kvi.n_kv,

@@ -770,6 +770,29 @@ impl Context {
     /// Rotary position embedding of `a` `[head_dim, n_head, n_tokens]` at positions `pos`
     /// (I32, `[n_tokens]`).
     pub fn rope<'s>(&'s self, a: Tensor<'s>, pos: Tensor<'s>, p: Rope) -> Result<Tensor<'s>> {
+        self.rope_ext(a, pos, None, p)
+    }
+
+    /// [`rope`](Self::rope) with frequency factors: rotation pair `i` turns at
+    /// `θ_i / factors[i]` (f32, at least `n_dims / 2` entries); a huge factor leaves a pair
+    /// unrotated (Gemma 4's proportional rope).
+    pub fn rope_ext<'s>(
+        &'s self,
+        a: Tensor<'s>,
+        pos: Tensor<'s>,
+        factors: Option<Tensor<'s>>,
+        p: Rope,
+    ) -> Result<Tensor<'s>> {
+        if let Some(f) = factors {
+            if f.ty() != Type::F32 || f.ne()[0] < i64::from(p.n_dims / 2) {
+                return Err(Self::shape_err(
+                    "ggml_rope_ext",
+                    a,
+                    f,
+                    "frequency factors must be f32 with n_dims/2 entries",
+                ));
+            }
+        }
         if pos.ty() != Type::I32 || pos.ne()[1..] != [1, 1, 1] || pos.ne()[0] != a.ne()[2] {
             return Err(Self::shape_err("ggml_rope_ext", a, pos, "positions must be an i32 vector of a.ne[2] entries"));
         }
@@ -788,15 +811,19 @@ impl Context {
             });
         }
         self.prepare(&[a, pos])?;
+        if let Some(f) = factors {
+            self.depend(&[f]);
+        }
         let mode = if p.neox { sys::GGML_ROPE_TYPE_NEOX as i32 } else { 0 };
         // SAFETY: positions are an I32 vector matching a.ne[2]; mode is a plain rope mode;
-        // no frequency factors; extrapolation off (ext_factor 0), attn_factor 1.
+        // factors, when given, are f32 with n_dims/2 entries (checked); extrapolation off
+        // (ext_factor 0), attn_factor 1.
         let t = unsafe {
             sys::ggml_rope_ext(
                 self.as_ptr(),
                 a.as_ptr(),
                 pos.as_ptr(),
-                std::ptr::null_mut(),
+                factors.map_or(std::ptr::null_mut(), |f| f.as_ptr()),
                 p.n_dims,
                 mode,
                 p.n_ctx_orig,

@@ -17,6 +17,7 @@ mod context;
 mod ops;
 mod quant;
 mod reference;
+mod routing;
 mod system;
 mod types;
 

@@ -10,7 +10,7 @@ impl Session<'_> {
     /// Bytes the KV cache of a session with `opts` would take on `model`.
     pub fn kv_bytes_for(model: &Model, opts: &SessionOptions) -> Option<u64> {
         let l = model.arch.kv_layout();
-        kv_bytes(l.kv_dim, &l.is_local, l.window, &kv_options(opts, 1))
+        kv_bytes(&l, &kv_options(opts, 1))
     }
 
     /// An estimate of the compute buffer of the largest step a session with `opts` takes: a
@@ -47,7 +47,7 @@ impl Session<'_> {
         };
         let ffn = (d.n_ff as u64).checked_mul(n_ub)?.checked_mul(2 * 4)?;
         let q_dim = d.n_head as u64 * d.head_dim as u64;
-        let rows = (2 * q_dim + 2 * l.kv_dim + 2 * d.n_embd as u64).checked_mul(n_ub)?.checked_mul(4)?;
+        let rows = (2 * q_dim + 2 * l.max_kv_dim() + 2 * d.n_embd as u64).checked_mul(n_ub)?.checked_mul(4)?;
         mask.checked_add(scores.max(ffn))?.checked_add(rows)
     }
 }
