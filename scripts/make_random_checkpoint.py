@@ -75,7 +75,25 @@ def main():
             (p + "mlp.down_proj.weight", (n_embd, n_ff)),
             (p + "post_feedforward_layernorm.weight", (n_embd,)),
         ]
-    tensors.sort()
+    os.makedirs(args.out, exist_ok=True)
+    write_safetensors(os.path.join(args.out, "model.safetensors"), tensors, zero_norms=True)
+    write_config_and_tokenizer(args.out, cfg)
+    print(args.out)
+
+
+def write_config_and_tokenizer(out, cfg):
+    """config.json, and the tokenizer files of the test model's Hugging Face form."""
+    with open(os.path.join(out, "config.json"), "w") as fh:
+        json.dump(cfg, fh, indent=2)
+    for f in ["tokenizer.json", "tokenizer_config.json"]:
+        shutil.copy(os.path.join(TOKENIZER_DIR, f), os.path.join(out, f))
+
+
+def write_safetensors(path, tensors, zero_norms):
+    """Writes `tensors` ((name, shape) pairs) as one bfloat16 safetensors file, tensor by
+    tensor, so memory stays at 64 MiB: matrices normal(0, 0.02), vectors 0 (Gemma 1-3 norms,
+    stored as w in 1 + w) or 1 (Gemma 4 norms and scales, stored as they multiply)."""
+    tensors = sorted(tensors)
     header, off = {"__metadata__": {"format": "pt"}}, 0
     for name, shape in tensors:
         n = int(np.prod(shape)) * 2
@@ -83,24 +101,20 @@ def main():
         off += n
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(0)
-    with open(os.path.join(args.out, "model.safetensors"), "wb") as fh:
+    one_bf16 = 0x3F80
+    with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(blob)))
         fh.write(blob)
         for name, shape in tensors:
             if len(shape) == 1:
-                fh.write(np.zeros(shape, dtype="<u2").tobytes())
+                fh.write(np.full(shape, 0 if zero_norms else one_bf16, dtype="<u2").tobytes())
                 continue
-            rows_per = max(1, (64 << 20) // (shape[1] * 4))
-            for r in range(0, shape[0], rows_per):
-                x = rng.standard_normal((min(rows_per, shape[0] - r), shape[1]), dtype=np.float32) * np.float32(0.02)
+            rows, cols = int(np.prod(shape[:-1])), shape[-1]
+            rows_per = max(1, (64 << 20) // (cols * 4))
+            for r in range(0, rows, rows_per):
+                x = rng.standard_normal((min(rows_per, rows - r), cols), dtype=np.float32) * np.float32(0.02)
                 fh.write((x.view(np.uint32) >> 16).astype("<u2").tobytes())
-    with open(os.path.join(args.out, "config.json"), "w") as fh:
-        json.dump(cfg, fh, indent=2)
-    for f in ["tokenizer.json", "tokenizer_config.json"]:
-        shutil.copy(os.path.join(TOKENIZER_DIR, f), os.path.join(args.out, f))
-    print(args.out)
 
 
 if __name__ == "__main__":
