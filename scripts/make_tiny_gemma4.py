@@ -25,8 +25,10 @@ Sizes are kept small (each fixture under about 1 MB): the vocabulary is the real
 tokenizer cut to 512 ids (scripts/make_tiny_checkpoints.py's `cut_tokenizer`; a few unused
 control tokens renamed to Gemma 4's turn, thinking and tool tokens), and the PLE table has
 rows of 4 layers x 64 = 256 values, so the K-quant rules for it apply as on the real models.
-Norm weights are drawn around 1 (Gemma 4's RMSNorm multiplies by w, no +1) and the layer
-scalars are not 1, so a converter that shifted norms or dropped `layer_scalar` would fail.
+Norm weights are drawn around 1 (Gemma 4's RMSNorm multiplies by w, no +1; q/k norms around
+0.35, see `randomize`) and the layer scalars are not 1, so a converter that shifted norms or
+dropped `layer_scalar` would fail; router weights are wide so that top-k choices are not
+near-ties.
 
 Usage (needs the venv with scripts/requirements-reference.txt; ~20 s):
 
@@ -183,8 +185,18 @@ def configs():
 def randomize(model):
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("router.scale"):
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                # Attention is unscaled (scaling 1.0) after q/k norms: with weights near 1 the
+                # scores of random heads have a spread of ~sqrt(head_dim) and softmax is
+                # nearly one-hot, so rounding anywhere flips it. ~0.35 each acts like the
+                # 1/sqrt(head_dim) the trained norms learn.
+                p.normal_(0.35, 0.03)
+            elif "norm" in name or name.endswith("router.scale"):
                 p.normal_(1.0, 0.1)  # Gemma 4's RMSNorm multiplies by w: keep it near 1
+            elif name.endswith("router.proj.weight"):
+                # Router logits have the spread of these weights: near-ties between the
+                # k-th and (k+1)-th expert would let any rounding switch experts.
+                p.normal_(0.0, 2.0)
             elif name.endswith("per_expert_scale"):
                 p.uniform_(0.5, 1.5)
             else:
@@ -230,7 +242,10 @@ def main():
 
         ids = ([2] + tok(tiny.TEXT, add_special_tokens=False)["input_ids"])[:N_POSITIONS]
         assert len(ids) == N_POSITIONS and len(ids) > config.sliding_window
-        model32 = model.to(torch.float32).eval()
+        # The goldens come from the saved checkpoint, reloaded in float32: `model.to(dtype)`
+        # also rounds the non-persistent buffers (RoPE inverse frequencies, embedding
+        # scales), which a converter recomputes exactly.
+        model32 = Gemma4ForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
         with torch.no_grad():
             logits = model32(torch.tensor([ids])).logits[0].float()
         with open(os.path.join(out, "logits.f32"), "wb") as fh:
