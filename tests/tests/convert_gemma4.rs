@@ -206,7 +206,8 @@ fn keys_and_tensors() {
     }
     let rf = f.tensor("rope_freqs.weight").unwrap();
     assert_eq!(rf.dims, vec![32]);
-    let v: Vec<f32> = f.tensor_data(rf).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let v: Vec<f32> =
+        f.tensor_data(rf).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
     assert!(v[..8].iter().all(|&x| x == 1.0) && v[8..].iter().all(|&x| x == 1e30), "{v:?}");
 
     // The quantiser's choices on the PLE tensors (llama-quant.cpp).
@@ -248,12 +249,18 @@ fn keys_and_tensors() {
     assert!(f.get("gemma4.expert_count").is_none());
 }
 
-/// A safetensors file written by hand: `tensors` as (name, dtype, shape, bytes).
-fn write_safetensors(path: &Path, tensors: &[(String, String, Vec<usize>, Vec<u8>)]) {
+/// A safetensors tensor: (name, dtype, shape, bytes).
+type SafeTensor = (String, String, Vec<usize>, Vec<u8>);
+
+/// A safetensors file written by hand.
+fn write_safetensors(path: &Path, tensors: &[SafeTensor]) {
     let mut header = serde_json::Map::new();
     let mut offset = 0;
     for (name, dtype, shape, bytes) in tensors {
-        header.insert(name.clone(), json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()]}));
+        header.insert(
+            name.clone(),
+            json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()]}),
+        );
         offset += bytes.len();
     }
     let h = serde_json::to_vec(&Value::Object(header)).unwrap();
@@ -266,7 +273,7 @@ fn write_safetensors(path: &Path, tensors: &[(String, String, Vec<usize>, Vec<u8
 }
 
 /// The tensors of a safetensors file.
-fn read_safetensors(path: &Path) -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
+fn read_safetensors(path: &Path) -> Vec<SafeTensor> {
     let raw = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize;
     let header: serde_json::Map<String, Value> = serde_json::from_slice(&raw[8..8 + n]).unwrap();
@@ -291,7 +298,7 @@ fn variant(
     name: &str,
     dir: &Path,
     edit: impl FnOnce(&mut serde_json::Map<String, Value>),
-    retensor: impl FnOnce(&mut Vec<(String, String, Vec<usize>, Vec<u8>)>),
+    retensor: impl FnOnce(&mut Vec<SafeTensor>),
 ) -> PathBuf {
     let src = workspace_root().join("tests/data/tiny").join(name);
     std::fs::create_dir_all(dir).unwrap();
@@ -338,7 +345,12 @@ fn conditional_generation_layout_gives_the_same_file() {
                 for t in tensors.iter_mut() {
                     t.0 = t.0.replacen("model.", "model.language_model.", 1);
                 }
-                tensors.push(("model.vision_tower.encoder.layers.0.mlp.weight".into(), "F32".into(), vec![2], vec![0; 8]));
+                tensors.push((
+                    "model.vision_tower.encoder.layers.0.mlp.weight".into(),
+                    "F32".into(),
+                    vec![2],
+                    vec![0; 8],
+                ));
             },
         );
         let (a, b) = (tmp.path().join(format!("{name}-a.gguf")), tmp.path().join(format!("{name}-b.gguf")));
@@ -423,54 +435,297 @@ fn requantize_matches_llama_model_quantize() {
 struct Bad {
     what: &'static str,
     config: fn(&mut serde_json::Map<String, Value>),
-    tensors: fn(&mut Vec<(String, String, Vec<usize>, Vec<u8>)>),
+    tensors: fn(&mut Vec<SafeTensor>),
     expect: &'static str,
 }
 
-fn no_tensor_edit(_: &mut Vec<(String, String, Vec<usize>, Vec<u8>)>) {}
+fn no_tensor_edit(_: &mut Vec<SafeTensor>) {}
 fn no_config_edit(_: &mut serde_json::Map<String, Value>) {}
 
 #[test]
 fn malformed_checkpoints_are_typed_errors() {
     let cases: Vec<(&str, Bad)> = vec![
-        ("gemma4-e2b", Bad { what: "hidden_size missing", config: |c| { c.remove("hidden_size"); }, tensors: no_tensor_edit, expect: "hidden_size" }),
-        ("gemma4-e2b", Bad { what: "head_dim as a string", config: |c| { c.insert("head_dim".into(), json!("32")); }, tensors: no_tensor_edit, expect: "head_dim" }),
-        ("gemma4-e2b", Bad { what: "2^40 layers", config: |c| { c.insert("num_hidden_layers".into(), json!(1u64 << 40)); }, tensors: no_tensor_edit, expect: "num_hidden_layers" }),
-        ("gemma4-e2b", Bad { what: "more shared layers than layers", config: |c| { c.insert("num_kv_shared_layers".into(), json!(9)); }, tensors: no_tensor_edit, expect: "num_kv_shared_layers" }),
-        ("gemma4-e2b", Bad { what: "shared KV from a layout llama.cpp cannot read", config: |c| { c.insert("num_kv_shared_layers".into(), json!(1)); }, tensors: no_tensor_edit, expect: "num_kv_shared_layers" }),
-        ("gemma4-e2b", Bad { what: "last layer sliding", config: |c| { c.insert("layer_types".into(), json!(["full_attention", "sliding_attention", "full_attention", "sliding_attention"])); }, tensors: no_tensor_edit, expect: "layer_types" }),
-        ("gemma4-e2b", Bad { what: "layer_types of the wrong length", config: |c| { c.insert("layer_types".into(), json!(["full_attention"])); }, tensors: no_tensor_edit, expect: "layer_types" }),
-        ("gemma4-e2b", Bad { what: "unknown per-layer override", config: |c| { c["per_layer_config"]["1"]["rope_theta"] = json!(5); }, tensors: no_tensor_edit, expect: "per_layer_config" }),
-        ("gemma4-e2b", Bad { what: "per-layer override of layer 99", config: |c| { c["per_layer_config"]["99"] = json!({"head_dim": 64}); }, tensors: no_tensor_edit, expect: "per_layer_config" }),
-        ("gemma4-e2b", Bad { what: "heads not a multiple of kv heads", config: |c| { c.insert("num_key_value_heads".into(), json!(3)); }, tensors: no_tensor_edit, expect: "num_key_value_heads" }),
-        ("gemma4-e2b", Bad { what: "rope type yarn", config: |c| { c["rope_parameters"]["full_attention"]["rope_type"] = json!("yarn"); }, tensors: no_tensor_edit, expect: "rope_type" }),
-        ("gemma4-e2b", Bad { what: "rope theta missing", config: |c| { c["rope_parameters"]["sliding_attention"].as_object_mut().unwrap().remove("rope_theta"); }, tensors: no_tensor_edit, expect: "rope_theta" }),
-        ("gemma4-e2b", Bad { what: "partial rotary factor 2", config: |c| { c["rope_parameters"]["full_attention"]["partial_rotary_factor"] = json!(2.0); }, tensors: no_tensor_edit, expect: "partial_rotary_factor" }),
-        ("gemma4-e2b", Bad { what: "softcap 0", config: |c| { c.insert("final_logit_softcapping".into(), json!(0.0)); }, tensors: no_tensor_edit, expect: "final_logit_softcapping" }),
-        ("gemma4-e2b", Bad { what: "moe flag as a string", config: |c| { c.insert("enable_moe_block".into(), json!("yes")); }, tensors: no_tensor_edit, expect: "enable_moe_block" }),
-        ("gemma4-e2b", Bad { what: "PLE width that disagrees with the tensors", config: |c| { c.insert("hidden_size_per_layer_input".into(), json!(32)); }, tensors: no_tensor_edit, expect: "embed_tokens_per_layer" }),
-        ("gemma4-moe", Bad { what: "2^40 experts", config: |c| { c.insert("num_experts".into(), json!(1u64 << 40)); }, tensors: no_tensor_edit, expect: "num_experts" }),
-        ("gemma4-moe", Bad { what: "top-k above the expert count", config: |c| { c.insert("top_k_experts".into(), json!(5)); }, tensors: no_tensor_edit, expect: "top_k_experts" }),
-        ("gemma4-moe", Bad { what: "moe_intermediate_size missing", config: |c| { c.remove("moe_intermediate_size"); }, tensors: no_tensor_edit, expect: "moe_intermediate_size" }),
-        ("gemma4-moe", Bad { what: "expert count disagreeing with the tensors", config: |c| { c.insert("num_experts".into(), json!(3)); }, tensors: no_tensor_edit, expect: "router" }),
-        ("gemma4-moe", Bad { what: "experts tensor of the wrong shape", config: no_config_edit, tensors: |t| {
-            let e = t.iter_mut().find(|t| t.0 == "model.layers.1.experts.gate_up_proj").unwrap();
-            e.2 = vec![4, 128, 64];
-        }, expect: "experts.gate_up_proj" }),
-        ("gemma4-moe", Bad { what: "router missing", config: no_config_edit, tensors: |t| t.retain(|t| t.0 != "model.layers.0.router.proj.weight"), expect: "router.proj" }),
-        ("gemma4-dense", Bad { what: "a v_proj on a K=V layer", config: no_config_edit, tensors: |t| {
-            let k = t.iter().find(|t| t.0 == "model.layers.1.self_attn.k_proj.weight").unwrap().clone();
-            t.push(("model.layers.1.self_attn.v_proj.weight".into(), k.1, k.2, k.3));
-        }, expect: "v_proj" }),
-        ("gemma4-dense", Bad { what: "q_proj transposed", config: no_config_edit, tensors: |t| {
-            let q = t.iter_mut().find(|t| t.0 == "model.layers.0.self_attn.q_proj.weight").unwrap();
-            q.2.reverse();
-        }, expect: "q_proj" }),
-        ("gemma4-dense", Bad { what: "an int64 weight", config: no_config_edit, tensors: |t| {
-            let q = t.iter_mut().find(|t| t.0 == "model.norm.weight").unwrap();
-            q.1 = "I64".into();
-            q.2 = vec![q.3.len() / 8];
-        }, expect: "norm" }),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "hidden_size missing",
+                config: |c| {
+                    c.remove("hidden_size");
+                },
+                tensors: no_tensor_edit,
+                expect: "hidden_size",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "head_dim as a string",
+                config: |c| {
+                    c.insert("head_dim".into(), json!("32"));
+                },
+                tensors: no_tensor_edit,
+                expect: "head_dim",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "2^40 layers",
+                config: |c| {
+                    c.insert("num_hidden_layers".into(), json!(1u64 << 40));
+                },
+                tensors: no_tensor_edit,
+                expect: "num_hidden_layers",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "more shared layers than layers",
+                config: |c| {
+                    c.insert("num_kv_shared_layers".into(), json!(9));
+                },
+                tensors: no_tensor_edit,
+                expect: "num_kv_shared_layers",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "shared KV from a layout llama.cpp cannot read",
+                config: |c| {
+                    c.insert("num_kv_shared_layers".into(), json!(1));
+                },
+                tensors: no_tensor_edit,
+                expect: "num_kv_shared_layers",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "last layer sliding",
+                config: |c| {
+                    c.insert(
+                        "layer_types".into(),
+                        json!(["full_attention", "sliding_attention", "full_attention", "sliding_attention"]),
+                    );
+                },
+                tensors: no_tensor_edit,
+                expect: "layer_types",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "layer_types of the wrong length",
+                config: |c| {
+                    c.insert("layer_types".into(), json!(["full_attention"]));
+                },
+                tensors: no_tensor_edit,
+                expect: "layer_types",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "unknown per-layer override",
+                config: |c| {
+                    c["per_layer_config"]["1"]["rope_theta"] = json!(5);
+                },
+                tensors: no_tensor_edit,
+                expect: "per_layer_config",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "per-layer override of layer 99",
+                config: |c| {
+                    c["per_layer_config"]["99"] = json!({"head_dim": 64});
+                },
+                tensors: no_tensor_edit,
+                expect: "per_layer_config",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "heads not a multiple of kv heads",
+                config: |c| {
+                    c.insert("num_key_value_heads".into(), json!(3));
+                },
+                tensors: no_tensor_edit,
+                expect: "num_key_value_heads",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "rope type yarn",
+                config: |c| {
+                    c["rope_parameters"]["full_attention"]["rope_type"] = json!("yarn");
+                },
+                tensors: no_tensor_edit,
+                expect: "rope_type",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "rope theta missing",
+                config: |c| {
+                    c["rope_parameters"]["sliding_attention"].as_object_mut().unwrap().remove("rope_theta");
+                },
+                tensors: no_tensor_edit,
+                expect: "rope_theta",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "partial rotary factor 2",
+                config: |c| {
+                    c["rope_parameters"]["full_attention"]["partial_rotary_factor"] = json!(2.0);
+                },
+                tensors: no_tensor_edit,
+                expect: "partial_rotary_factor",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "softcap 0",
+                config: |c| {
+                    c.insert("final_logit_softcapping".into(), json!(0.0));
+                },
+                tensors: no_tensor_edit,
+                expect: "final_logit_softcapping",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "moe flag as a string",
+                config: |c| {
+                    c.insert("enable_moe_block".into(), json!("yes"));
+                },
+                tensors: no_tensor_edit,
+                expect: "enable_moe_block",
+            },
+        ),
+        (
+            "gemma4-e2b",
+            Bad {
+                what: "PLE width that disagrees with the tensors",
+                config: |c| {
+                    c.insert("hidden_size_per_layer_input".into(), json!(32));
+                },
+                tensors: no_tensor_edit,
+                expect: "embed_tokens_per_layer",
+            },
+        ),
+        (
+            "gemma4-moe",
+            Bad {
+                what: "2^40 experts",
+                config: |c| {
+                    c.insert("num_experts".into(), json!(1u64 << 40));
+                },
+                tensors: no_tensor_edit,
+                expect: "num_experts",
+            },
+        ),
+        (
+            "gemma4-moe",
+            Bad {
+                what: "top-k above the expert count",
+                config: |c| {
+                    c.insert("top_k_experts".into(), json!(5));
+                },
+                tensors: no_tensor_edit,
+                expect: "top_k_experts",
+            },
+        ),
+        (
+            "gemma4-moe",
+            Bad {
+                what: "moe_intermediate_size missing",
+                config: |c| {
+                    c.remove("moe_intermediate_size");
+                },
+                tensors: no_tensor_edit,
+                expect: "moe_intermediate_size",
+            },
+        ),
+        (
+            "gemma4-moe",
+            Bad {
+                what: "expert count disagreeing with the tensors",
+                config: |c| {
+                    c.insert("num_experts".into(), json!(3));
+                },
+                tensors: no_tensor_edit,
+                expect: "router",
+            },
+        ),
+        (
+            "gemma4-moe",
+            Bad {
+                what: "experts tensor of the wrong shape",
+                config: no_config_edit,
+                tensors: |t| {
+                    let e = t.iter_mut().find(|t| t.0 == "model.layers.1.experts.gate_up_proj").unwrap();
+                    e.2 = vec![4, 128, 64];
+                },
+                expect: "experts.gate_up_proj",
+            },
+        ),
+        (
+            "gemma4-moe",
+            Bad {
+                what: "router missing",
+                config: no_config_edit,
+                tensors: |t| t.retain(|t| t.0 != "model.layers.0.router.proj.weight"),
+                expect: "router.proj",
+            },
+        ),
+        (
+            "gemma4-dense",
+            Bad {
+                what: "a v_proj on a K=V layer",
+                config: no_config_edit,
+                tensors: |t| {
+                    let k = t.iter().find(|t| t.0 == "model.layers.1.self_attn.k_proj.weight").unwrap().clone();
+                    t.push(("model.layers.1.self_attn.v_proj.weight".into(), k.1, k.2, k.3));
+                },
+                expect: "v_proj",
+            },
+        ),
+        (
+            "gemma4-dense",
+            Bad {
+                what: "q_proj transposed",
+                config: no_config_edit,
+                tensors: |t| {
+                    let q = t.iter_mut().find(|t| t.0 == "model.layers.0.self_attn.q_proj.weight").unwrap();
+                    q.2.reverse();
+                },
+                expect: "q_proj",
+            },
+        ),
+        (
+            "gemma4-dense",
+            Bad {
+                what: "an int64 weight",
+                config: no_config_edit,
+                tensors: |t| {
+                    let q = t.iter_mut().find(|t| t.0 == "model.norm.weight").unwrap();
+                    q.1 = "I64".into();
+                    q.2 = vec![q.3.len() / 8];
+                },
+                expect: "norm",
+            },
+        ),
     ];
     let tmp = tempfile::tempdir().unwrap();
     for (i, (fixture, bad)) in cases.into_iter().enumerate() {

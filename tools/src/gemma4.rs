@@ -127,7 +127,9 @@ pub(crate) fn parse_config(
         let mut it = (0..n_layer).filter(|&il| swa[il] == want_swa).map(|il| dims[il]);
         let first = it.next().unwrap_or(head_dim);
         if it.any(|d| d != first) {
-            return Err(f.bad("per_layer_config", "layers of one type have different head dims (llama.cpp has one per type)"));
+            return Err(
+                f.bad("per_layer_config", "layers of one type have different head dims (llama.cpp has one per type)")
+            );
         }
         if first % 2 != 0 {
             return Err(f.bad("head_dim", format!("{first} is odd; rope needs pairs")));
@@ -161,7 +163,8 @@ pub(crate) fn parse_config(
         }
     }
     let double_wide = f.bool("use_double_wide_mlp", false)?;
-    let n_ff = (0..n_layer).map(|il| n_ff_base * if double_wide && il >= n_layer - n_kv_shared { 2 } else { 1 }).collect();
+    let n_ff =
+        (0..n_layer).map(|il| n_ff_base * if double_wide && il >= n_layer - n_kv_shared { 2 } else { 1 }).collect();
 
     let n_embd_per_layer = f.uint("hidden_size_per_layer_input", 0, CAPS.embd)?;
     let vocab_per_layer = f.uint("vocab_size_per_layer_input", 0, CAPS.vocab)?;
@@ -314,7 +317,9 @@ fn rope(f: &Fields) -> Result<Rope> {
             (p as f32, num(&sub, &key, "factor", Some(1.0))? as f32)
         }
         other => {
-            return Err(f.bad(&format!("{key}.rope_type"), format!("{other:?} is not supported (Gemma 4 uses proportional)")))
+            return Err(
+                f.bad(&format!("{key}.rope_type"), format!("{other:?} is not supported (Gemma 4 uses proportional)"))
+            )
         }
     };
     Ok(Rope { theta_full: num(&sub, &key, "rope_theta", None)? as f32, theta_swa, partial_full, factor_full })
@@ -364,7 +369,8 @@ pub(crate) fn map_tensors(ckpt: &Checkpoint, c: &ModelConfig, prefix: &str, n_vo
         m.matrix(b(tn::ATTN_Q), &h("self_attn.q_proj"), e, q)?;
         if il < g.n_kv_start() {
             m.matrix(b(tn::ATTN_K), &h("self_attn.k_proj"), e, kv)?;
-            if !(g.k_eq_v && !swa) {
+            // K=V: full layers have no V projection.
+            if swa || !g.k_eq_v {
                 m.matrix(b(tn::ATTN_V), &h("self_attn.v_proj"), e, kv)?;
             }
         }
@@ -461,10 +467,7 @@ impl Maps<'_> {
             }
             _ => Err(Error::Shape {
                 tensor: src.name.clone(),
-                what: format!(
-                    "shape {:?}, expected [≥{n_vocab} (the tokenizer's vocabulary), {width}]",
-                    src.shape
-                ),
+                what: format!("shape {:?}, expected [≥{n_vocab} (the tokenizer's vocabulary), {width}]", src.shape),
             }),
         }
     }

@@ -283,7 +283,11 @@ impl<'a> Planner<'a> {
             Role::TokenEmbd => {
                 // Tied: the token table is quantised as the output (and Gemma's are tied).
                 if ne[0] % base.block_size() as u64 != 0 {
-                    reasons.push(format!("token table, as the output: q8_0, rows of {} do not fit {}", ne[0], base.name()));
+                    reasons.push(format!(
+                        "token table, as the output: q8_0, rows of {} do not fit {}",
+                        ne[0],
+                        base.name()
+                    ));
                     Type::Q8_0
                 } else {
                     reasons.push("token table, as the output: q6_k".into());

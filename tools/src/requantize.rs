@@ -39,13 +39,8 @@ pub fn requantize(input: &Path, output: &Path, opts: &RequantizeOptions) -> Resu
     let n_layer = file.get_u32(&arch_key(&arch, llm::BLOCK_COUNT))? as usize;
     let expert_key = arch_key(&arch, llm::EXPERT_COUNT);
     let n_expert = if file.get(&expert_key).is_some() { file.get_u32(&expert_key)? as usize } else { 0 };
-    let mut planner = Planner::new(
-        file.tensors().iter().map(|t| t.name.as_str()),
-        opts.out_type,
-        &opts.overrides,
-        n_layer,
-        n_expert,
-    );
+    let mut planner =
+        Planner::new(file.tensors().iter().map(|t| t.name.as_str()), opts.out_type, &opts.overrides, n_layer, n_expert);
 
     let mut warnings = Vec::new();
     let mut plan = Vec::with_capacity(file.tensors().len());

@@ -257,7 +257,15 @@ fn gemma4_vocab(path: &Path) -> Result<Vocab> {
     if merges.len() > MAX_MERGES {
         return Err(bad(format!("{} merges is more than any Gemma has", merges.len())));
     }
-    v.merges = Some(merges.iter().enumerate().map(|(i, m)| merge_string(m).ok_or_else(|| bad(format!("merge {i}: expected \"a b\" or [\"a\", \"b\"], found {m}")))).collect::<Result<_>>()?);
+    v.merges = Some(
+        merges
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                merge_string(m).ok_or_else(|| bad(format!("merge {i}: expected \"a b\" or [\"a\", \"b\"], found {m}")))
+            })
+            .collect::<Result<_>>()?,
+    );
     for (tok, ty) in v.tokens.iter().zip(v.types.iter_mut()) {
         if GEMMA4_VISIBLE_TOKENS.contains(&tok.as_str()) {
             *ty = token_type::USER_DEFINED;
