@@ -727,8 +727,43 @@ fn malformed_checkpoints_are_typed_errors() {
             },
         ),
     ];
+    let more: Vec<(&str, Bad)> = vec![
+        (
+            "gemma4-dense",
+            Bad {
+                what: "another activation",
+                config: |c| {
+                    c.insert("hidden_activation".into(), json!("silu"));
+                },
+                tensors: no_tensor_edit,
+                expect: "hidden_activation",
+            },
+        ),
+        (
+            "gemma4-dense",
+            Bad {
+                what: "fully bidirectional",
+                config: |c| {
+                    c.insert("use_bidirectional_attention".into(), json!("all"));
+                },
+                tensors: no_tensor_edit,
+                expect: "use_bidirectional_attention",
+            },
+        ),
+        (
+            "gemma4-dense",
+            Bad {
+                what: "untied output",
+                config: |c| {
+                    c.insert("tie_word_embeddings".into(), json!(false));
+                },
+                tensors: no_tensor_edit,
+                expect: "tie_word_embeddings",
+            },
+        ),
+    ];
     let tmp = tempfile::tempdir().unwrap();
-    for (i, (fixture, bad)) in cases.into_iter().enumerate() {
+    for (i, (fixture, bad)) in cases.into_iter().chain(more).enumerate() {
         let dir = variant(fixture, &tmp.path().join(format!("bad{i}")), bad.config, bad.tensors);
         let out = tmp.path().join(format!("bad{i}.gguf"));
         let err = convert_hf(&dir, &out, &ConvertOptions::default())

@@ -117,6 +117,7 @@ pub(crate) fn parse_config(
         return Err(f.bad("layer_types", "the last layer must be full_attention (transformers forces it)"));
     }
     let k_eq_v = f.bool("attention_k_eq_v", false)?;
+    refuse_unsupported(f, top)?;
 
     // Per-layer head dims and kv heads: transformers 5's `per_layer_config`, or the hub's
     // `global_head_dim` / `num_global_key_value_heads`.
@@ -174,7 +175,13 @@ pub(crate) fn parse_config(
         if n_expert_used > n_expert {
             return Err(f.bad("top_k_experts", format!("{n_expert_used} is more than num_experts ({n_expert})")));
         }
-        Some(Moe { n_expert, n_expert_used, n_ff_exp: f.uint("moe_intermediate_size", 1, CAPS.embd * 16)? })
+        // Upstream's converter also accepts the name `expert_intermediate_size`.
+        let key = if f.get("moe_intermediate_size").is_none() && f.get("expert_intermediate_size").is_some() {
+            "expert_intermediate_size"
+        } else {
+            "moe_intermediate_size"
+        };
+        Some(Moe { n_expert, n_expert_used, n_ff_exp: f.uint(key, 1, CAPS.embd * 16)? })
     } else {
         None
     };
@@ -223,6 +230,30 @@ pub(crate) fn parse_config(
         source_repo: config::source_repo(top),
         gemma4: Some(g),
     })
+}
+
+/// Settings transformers supports that llama.cpp's gemma4 graph does not compute.
+fn refuse_unsupported(f: &Fields, top: &Map<String, Value>) -> Result<()> {
+    // src/models/gemma4.cpp: GeGLU with tanh-GELU (`ggml_geglu_split`).
+    if let Some(act) = f.str("hidden_activation")? {
+        if act != "gelu_pytorch_tanh" {
+            return Err(f.bad("hidden_activation", format!("{act:?}: llama.cpp's gemma4 computes gelu_pytorch_tanh")));
+        }
+    }
+    // "all" makes every layer bidirectional (and changes the window); llama.cpp's gemma4 is
+    // causal, with bidirectional image chunks on sliding layers only ("vision").
+    if f.str("use_bidirectional_attention")? == Some("all") {
+        return Err(f.bad("use_bidirectional_attention", "\"all\" (a non-causal model) is not supported"));
+    }
+    if f.bool("attention_bias", false)? {
+        return Err(f.bad("attention_bias", "attention biases are not part of llama.cpp's gemma4"));
+    }
+    // The output projection is written as the embedding (tied), as llama.cpp reads it.
+    let top_fields = Fields { obj: top, path: f.path, prefix: "", defaults: &[] };
+    if !f.bool("tie_word_embeddings", true)? || !top_fields.bool("tie_word_embeddings", true)? {
+        return Err(f.bad("tie_word_embeddings", "false: an untied output projection is not supported"));
+    }
+    Ok(())
 }
 
 /// Per layer: (head_dim, num_key_value_heads) overrides.
