@@ -33,15 +33,18 @@ pub mod llm {
     pub const ROPE_SCALING_FACTOR: &str = "rope.scaling.factor";
     pub const ATTN_LOGIT_SOFTCAPPING: &str = "attn_logit_softcapping";
     pub const FINAL_LOGIT_SOFTCAPPING: &str = "final_logit_softcapping";
-    // Gemma 4 (llama-arch.cpp, llama-cpp-sys-2 0.1.161: LLM_KV_*).
+
+    // --- Gemma 4 (and Gemma 3n) keys, llama.cpp's LLM_KV_* spellings (src/llama-arch.cpp,
+    // llama-cpp-sys-2 0.1.161). Kept in one block so parallel additions merge cleanly.
     pub const KEY_LENGTH_SWA: &str = "attention.key_length_swa";
     pub const VALUE_LENGTH_SWA: &str = "attention.value_length_swa";
     pub const ROPE_DIMENSION_COUNT_SWA: &str = "rope.dimension_count_swa";
     pub const SHARED_KV_LAYERS: &str = "attention.shared_kv_layers";
-    pub const EMBEDDING_LENGTH_PER_LAYER: &str = "embedding_length_per_layer_input";
+    pub const EMBEDDING_LENGTH_PER_LAYER_INPUT: &str = "embedding_length_per_layer_input";
     pub const EXPERT_COUNT: &str = "expert_count";
     pub const EXPERT_USED_COUNT: &str = "expert_used_count";
     pub const EXPERT_FEED_FORWARD_LENGTH: &str = "expert_feed_forward_length";
+    // --- end of the Gemma 4 keys.
 }
 
 /// `tokenizer.*` keys.
@@ -86,23 +89,37 @@ pub mod tensor {
     pub const FFN_UP: &str = "ffn_up";
     pub const FFN_DOWN: &str = "ffn_down";
     pub const POST_FFW_NORM: &str = "post_ffw_norm";
-    // Gemma 4 (llama-arch.cpp, llama-cpp-sys-2 0.1.161: LLM_TENSOR_*).
+
+    // --- Gemma 4 tensors, llama.cpp's LLM_TENSOR_* spellings (src/llama-arch.cpp,
+    // llama-cpp-sys-2 0.1.161). Kept in one block so parallel additions merge cleanly.
+    /// Global: proportional-RoPE frequency factors of the full-attention layers.
     pub const ROPE_FREQS: &str = "rope_freqs";
+    /// Global: the per-layer-embedding (PLE) table, `[n_embd_per_layer · n_layer, n_vocab]`.
     pub const PER_LAYER_TOKEN_EMBD: &str = "per_layer_token_embd";
     pub const PER_LAYER_MODEL_PROJ: &str = "per_layer_model_proj";
     pub const PER_LAYER_PROJ_NORM: &str = "per_layer_proj_norm";
+    /// Per block: PLE gate, projection and norm.
     pub const PER_LAYER_INP_GATE: &str = "inp_gate";
     pub const PER_LAYER_PROJ: &str = "proj";
     pub const PER_LAYER_POST_NORM: &str = "post_norm";
-    pub const LAYER_OUTPUT_SCALE: &str = "layer_output_scale";
+    pub const LAYER_OUT_SCALE: &str = "layer_output_scale";
+    /// Per block, MoE: router (`.weight`, and `.scale` = [`block_scale`]), experts, norms.
     pub const FFN_GATE_INP: &str = "ffn_gate_inp";
     pub const FFN_GATE_UP_EXPS: &str = "ffn_gate_up_exps";
+    /// Separate gate and up experts (llama.cpp loads these when the fused one is absent).
     pub const FFN_GATE_EXPS: &str = "ffn_gate_exps";
     pub const FFN_UP_EXPS: &str = "ffn_up_exps";
     pub const FFN_DOWN_EXPS: &str = "ffn_down_exps";
-    pub const PRE_FFW_NORM_2: &str = "pre_ffw_norm_2";
-    pub const POST_FFW_NORM_1: &str = "post_ffw_norm_1";
-    pub const POST_FFW_NORM_2: &str = "post_ffw_norm_2";
+    pub const FFN_PRE_NORM_2: &str = "pre_ffw_norm_2";
+    pub const FFN_POST_NORM_1: &str = "post_ffw_norm_1";
+    pub const FFN_POST_NORM_2: &str = "post_ffw_norm_2";
+
+    /// `blk.{il}.{name}.scale`: the per-tensor scales beside a weight (`ffn_gate_inp.scale`,
+    /// `ffn_down_exps.scale`).
+    pub fn block_scale(il: usize, name: &str) -> String {
+        format!("blk.{il}.{name}.scale")
+    }
+    // --- end of the Gemma 4 tensors.
 
     /// `name.weight`, a global tensor.
     pub fn global(name: &str) -> String {
@@ -112,11 +129,5 @@ pub mod tensor {
     /// `blk.{il}.{name}.weight`, a tensor of block `il`.
     pub fn block(il: usize, name: &str) -> String {
         format!("blk.{il}.{name}.weight")
-    }
-
-    /// `blk.{il}.{name}.scale`, a scale vector of block `il` (Gemma 4's router input and
-    /// per-expert output scales).
-    pub fn block_scale(il: usize, name: &str) -> String {
-        format!("blk.{il}.{name}.scale")
     }
 }

@@ -452,7 +452,7 @@ fn gemma4_keys(cfg: &TinyConfig) -> Vec<(String, GgufValue)> {
         (key(llm::VALUE_LENGTH_SWA), g4.head_dim_swa.into()),
         (key(llm::SLIDING_WINDOW), cfg.sliding_window.into()),
         (key(llm::SLIDING_WINDOW_PATTERN), GgufValue::Array(GgufArray::Bool(g4.swa_layers.clone()))),
-        (key(llm::EMBEDDING_LENGTH_PER_LAYER), g4.n_embd_per_layer.into()),
+        (key(llm::EMBEDDING_LENGTH_PER_LAYER_INPUT), g4.n_embd_per_layer.into()),
         (key(llm::SHARED_KV_LAYERS), g4.n_shared_kv.into()),
         (key(llm::FINAL_LOGIT_SOFTCAPPING), cfg.final_softcap.into()),
     ];
@@ -500,7 +500,7 @@ fn gemma4_tensors(cfg: &TinyConfig, n_vocab: u64) -> Vec<TensorSpec> {
             (tensor::FFN_UP, vec![e, ff], w),
             (tensor::FFN_DOWN, vec![ff, e], w),
             (tensor::POST_FFW_NORM, vec![e], norm),
-            (tensor::LAYER_OUTPUT_SCALE, vec![1], norm),
+            (tensor::LAYER_OUT_SCALE, vec![1], norm),
         ];
         if il < n_kv_layers {
             layer.push((tensor::ATTN_K, vec![e, kv], w));
@@ -516,9 +516,9 @@ fn gemma4_tensors(cfg: &TinyConfig, n_vocab: u64) -> Vec<TensorSpec> {
         }
         if n_exp > 0 {
             layer.push((tensor::FFN_GATE_INP, vec![e, n_exp], w));
-            layer.push((tensor::PRE_FFW_NORM_2, vec![e], norm));
-            layer.push((tensor::POST_FFW_NORM_1, vec![e], norm));
-            layer.push((tensor::POST_FFW_NORM_2, vec![e], norm));
+            layer.push((tensor::FFN_PRE_NORM_2, vec![e], norm));
+            layer.push((tensor::FFN_POST_NORM_1, vec![e], norm));
+            layer.push((tensor::FFN_POST_NORM_2, vec![e], norm));
             layer.push((tensor::FFN_GATE_UP_EXPS, vec![e, 2 * f_exp, n_exp], w));
             layer.push((tensor::FFN_DOWN_EXPS, vec![f_exp, e, n_exp], w));
             out.push(spec(tensor::block_scale(il, tensor::FFN_GATE_INP), &[e], norm));

@@ -740,7 +740,7 @@ fn gemma4_load_rejects_each_defect() {
         llm::VALUE_LENGTH_SWA,
         llm::SLIDING_WINDOW,
         llm::SLIDING_WINDOW_PATTERN,
-        llm::EMBEDDING_LENGTH_PER_LAYER,
+        llm::EMBEDDING_LENGTH_PER_LAYER_INPUT,
     ] {
         cases.push((format!("gemma4 {suffix} missing"), e2b, remove(k(suffix)), missing_key(k(suffix))));
     }
@@ -755,7 +755,7 @@ fn gemma4_load_rejects_each_defect() {
         (llm::SHARED_KV_LAYERS, 6_u32.into()),
         (llm::SHARED_KV_LAYERS, 4_000_000_000_u32.into()),
         (llm::SHARED_KV_LAYERS, 5_u32.into()),
-        (llm::EMBEDDING_LENGTH_PER_LAYER, 1_000_000_u32.into()),
+        (llm::EMBEDDING_LENGTH_PER_LAYER_INPUT, 1_000_000_u32.into()),
         (llm::FINAL_LOGIT_SOFTCAPPING, (-1.0_f32).into()),
         (llm::FINAL_LOGIT_SOFTCAPPING, f32::NAN.into()),
         (llm::SLIDING_WINDOW, 0_u32.into()),
@@ -768,7 +768,7 @@ fn gemma4_load_rejects_each_defect() {
         cases.push((format!("gemma4 {suffix} = {}", show(&v)), e2b, set(k(suffix), v), bad_hparam(k(suffix))));
     }
     for (suffix, v) in [
-        (llm::EMBEDDING_LENGTH_PER_LAYER, GgufValue::from(16.0_f32)),
+        (llm::EMBEDDING_LENGTH_PER_LAYER_INPUT, GgufValue::from(16.0_f32)),
         (llm::SHARED_KV_LAYERS, "2".into()),
         (llm::KEY_LENGTH_SWA, 32.0_f32.into()),
     ] {
@@ -794,7 +794,7 @@ fn gemma4_load_rejects_each_defect() {
     ] {
         cases.push((format!("gemma4 {name} missing"), e2b, drop_tensor(name.clone()), missing_tensor(name)));
     }
-    for name in [scale(1, tensor::FFN_GATE_INP), blk(1, tensor::PRE_FFW_NORM_2), blk(0, tensor::FFN_DOWN_EXPS)] {
+    for name in [scale(1, tensor::FFN_GATE_INP), blk(1, tensor::FFN_PRE_NORM_2), blk(0, tensor::FFN_DOWN_EXPS)] {
         cases.push((format!("gemma4 experts {name} missing"), moe, drop_tensor(name.clone()), missing_tensor(name)));
     }
     for (name, dims) in [
@@ -802,7 +802,7 @@ fn gemma4_load_rejects_each_defect() {
         (global(tensor::PER_LAYER_TOKEN_EMBD), vec![192, 299]),
         (global(tensor::PER_LAYER_MODEL_PROJ), vec![64, 80]),
         (blk(4, tensor::ATTN_Q), vec![64, 128]),
-        (blk(0, tensor::LAYER_OUTPUT_SCALE), vec![2]),
+        (blk(0, tensor::LAYER_OUT_SCALE), vec![2]),
     ] {
         cases.push((format!("gemma4 {name} as {dims:?}"), e2b, reshape(name.clone(), dims), tensor_shape(name)));
     }

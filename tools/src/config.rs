@@ -1,4 +1,5 @@
-//! `config.json` → the hyper-parameters a GGUF needs, for Gemma 1, 2 and 3.
+//! `config.json` → the hyper-parameters a GGUF needs, for Gemma 1, 2, 3 and 4 (Gemma 4's
+//! own fields: [`crate::gemma4::Gemma4Config`]).
 //!
 //! Both layouts that occur in real checkpoints are read (GEMMA.md): the older one
 //! (`rope_theta`, `rope_local_base_freq`, `rope_scaling`, `sliding_window_pattern`) and the
@@ -15,6 +16,7 @@ pub enum Arch {
     Gemma,
     Gemma2,
     Gemma3,
+    Gemma4,
 }
 
 impl Arch {
@@ -24,6 +26,7 @@ impl Arch {
             Arch::Gemma => "gemma",
             Arch::Gemma2 => "gemma2",
             Arch::Gemma3 => "gemma3",
+            Arch::Gemma4 => "gemma4",
         }
     }
 
@@ -34,7 +37,7 @@ impl Arch {
         match self {
             Arch::Gemma => None,
             Arch::Gemma2 => Some(2),
-            Arch::Gemma3 => Some(6),
+            Arch::Gemma3 | Arch::Gemma4 => Some(6),
         }
     }
 }
@@ -74,6 +77,8 @@ pub struct ModelConfig {
     pub pad_token_id: Option<u32>,
     /// `_name_or_path` when it names a hub repository.
     pub source_repo: Option<String>,
+    /// Gemma 4's own hyper-parameters (per-layer head dims and counts, PLE, MoE, KV sharing).
+    pub gemma4: Option<crate::gemma4::Gemma4Config>,
 }
 
 // Sanity caps: far above any Gemma (262 144 vocabulary, 5376 hidden, 62 layers) and low
@@ -84,6 +89,24 @@ const MAX_LAYERS: u64 = 4096;
 const MAX_HEADS: u64 = 4096;
 const MAX_HEAD_DIM: u64 = 8192;
 const MAX_CONTEXT: u64 = 1 << 24;
+pub(crate) const CAPS: Caps = Caps {
+    vocab: MAX_VOCAB,
+    embd: MAX_EMBD,
+    layers: MAX_LAYERS,
+    heads: MAX_HEADS,
+    head_dim: MAX_HEAD_DIM,
+    context: MAX_CONTEXT,
+};
+
+/// The sanity caps, for the per-architecture parsers.
+pub(crate) struct Caps {
+    pub vocab: u64,
+    pub embd: u64,
+    pub layers: u64,
+    pub heads: u64,
+    pub head_dim: u64,
+    pub context: u64,
+}
 
 /// Defaults of transformers' `Gemma3TextConfig` (models/gemma3/configuration_gemma3.py,
 /// transformers 5.24.0), used only inside a `Gemma3ForConditionalGeneration`'s
@@ -98,27 +121,36 @@ const GEMMA3_TEXT_DEFAULTS: &[(&str, f64)] = &[
     ("query_pre_attn_scalar", 256.0),
 ];
 
-struct Fields<'a> {
-    obj: &'a Map<String, Value>,
-    path: &'a Path,
-    prefix: &'a str,
-    defaults: &'a [(&'a str, f64)],
+/// One JSON object of config.json, read field by field with typed, named errors.
+pub(crate) struct Fields<'a> {
+    pub obj: &'a Map<String, Value>,
+    pub path: &'a Path,
+    pub prefix: &'a str,
+    pub defaults: &'a [(&'a str, f64)],
 }
 
 impl Fields<'_> {
-    fn bad(&self, key: &str, what: impl std::fmt::Display) -> Error {
+    /// A boolean field (`default` when absent or null); `"true"` or `1` are refused.
+    pub(crate) fn bool(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| self.bad(key, format!("expected true or false, found {v}"))),
+        }
+    }
+
+    pub(crate) fn bad(&self, key: &str, what: impl std::fmt::Display) -> Error {
         Error::BadConfig { path: self.path.to_owned(), what: format!("`{}{key}`: {what}", self.prefix) }
     }
 
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         self.obj.get(key).filter(|v| !v.is_null())
     }
 
-    fn default(&self, key: &str) -> Option<f64> {
+    pub(crate) fn default(&self, key: &str) -> Option<f64> {
         self.defaults.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
 
-    fn uint(&self, key: &str, min: u64, max: u64) -> Result<usize> {
+    pub(crate) fn uint(&self, key: &str, min: u64, max: u64) -> Result<usize> {
         match self.get(key) {
             Some(v) => self.uint_value(key, v, min, max),
             None => match self.default(key) {
@@ -128,7 +160,7 @@ impl Fields<'_> {
         }
     }
 
-    fn uint_value(&self, key: &str, v: &Value, min: u64, max: u64) -> Result<usize> {
+    pub(crate) fn uint_value(&self, key: &str, v: &Value, min: u64, max: u64) -> Result<usize> {
         let n = v.as_u64().ok_or_else(|| self.bad(key, format!("expected a whole number, found {v}")))?;
         if n < min || n > max {
             return Err(self.bad(key, format!("{n} is out of range ({min}..={max})")));
@@ -136,11 +168,11 @@ impl Fields<'_> {
         Ok(n as usize)
     }
 
-    fn opt_uint(&self, key: &str, min: u64, max: u64) -> Result<Option<usize>> {
+    pub(crate) fn opt_uint(&self, key: &str, min: u64, max: u64) -> Result<Option<usize>> {
         self.get(key).map(|v| self.uint_value(key, v, min, max)).transpose()
     }
 
-    fn positive(&self, key: &str, v: &Value) -> Result<f64> {
+    pub(crate) fn positive(&self, key: &str, v: &Value) -> Result<f64> {
         let x = v.as_f64().ok_or_else(|| self.bad(key, format!("expected a number, found {v}")))?;
         if !(x.is_finite() && x > 0.0) {
             return Err(self.bad(key, format!("{x} must be a finite number > 0")));
@@ -148,14 +180,14 @@ impl Fields<'_> {
         Ok(x)
     }
 
-    fn opt_positive(&self, key: &str) -> Result<Option<f64>> {
+    pub(crate) fn opt_positive(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             Some(v) => self.positive(key, v).map(Some),
             None => Ok(self.default(key)),
         }
     }
 
-    fn str(&self, key: &str) -> Result<Option<&str>> {
+    pub(crate) fn str(&self, key: &str) -> Result<Option<&str>> {
         self.get(key)
             .map(|v| v.as_str().ok_or_else(|| self.bad(key, format!("expected a string, found {v}"))))
             .transpose()
@@ -209,6 +241,17 @@ impl ModelConfig {
             "GemmaForCausalLM" | "gemma" => (Arch::Gemma, top, "", "model.", &[]),
             "Gemma2ForCausalLM" | "gemma2" => (Arch::Gemma2, top, "", "model.", &[]),
             "Gemma3ForCausalLM" | "gemma3_text" => (Arch::Gemma3, top, "", "model.", &[]),
+            "Gemma4ForCausalLM" | "gemma4_text" => {
+                let f = Fields { obj: top, path, prefix: "", defaults: crate::gemma4::TEXT_DEFAULTS };
+                return crate::gemma4::parse_config(&f, top, name, "model.");
+            }
+            "Gemma4ForConditionalGeneration" | "gemma4" => {
+                let text = top.get("text_config").and_then(|v| v.as_object()).ok_or_else(|| {
+                    bad("`text_config`: missing (a Gemma4ForConditionalGeneration config has one)".into())
+                })?;
+                let f = Fields { obj: text, path, prefix: "text_config.", defaults: crate::gemma4::TEXT_DEFAULTS };
+                return crate::gemma4::parse_config(&f, top, name, "");
+            }
             "Gemma3ForConditionalGeneration" | "gemma3" => {
                 let text = top.get("text_config").and_then(|v| v.as_object()).ok_or_else(|| {
                     bad("`text_config`: missing (a Gemma3ForConditionalGeneration config has one)".into())
@@ -246,26 +289,12 @@ impl ModelConfig {
             Arch::Gemma => None,
             // Gemma 2's default, as llama.cpp's (src/models/gemma2.cpp: n_swa = 4096).
             Arch::Gemma2 => Some(f.opt_uint("sliding_window", 1, MAX_CONTEXT)?.unwrap_or(4096)),
-            Arch::Gemma3 => Some(f.uint("sliding_window", 1, MAX_CONTEXT)?),
+            Arch::Gemma3 | Arch::Gemma4 => Some(f.uint("sliding_window", 1, MAX_CONTEXT)?),
         };
         let softcap =
             |key: &str| -> Result<Option<f32>> { f.get(key).map(|v| f.positive(key, v).map(|x| x as f32)).transpose() };
-        let token_id = |key: &str| -> Result<Option<u32>> {
-            match f.get(key).or_else(|| top.get(key).filter(|v| !v.is_null())) {
-                None => Ok(None),
-                // generation configs sometimes list several: the first is the main one.
-                Some(Value::Array(a)) => match a.first() {
-                    Some(v) => f.uint_value(key, v, 0, MAX_VOCAB).map(|n| Some(n as u32)),
-                    None => Ok(None),
-                },
-                Some(v) => f.uint_value(key, v, 0, MAX_VOCAB).map(|n| Some(n as u32)),
-            }
-        };
-        let source_repo = top
-            .get("_name_or_path")
-            .and_then(|v| v.as_str())
-            .filter(|s| s.split('/').count() == 2 && !s.starts_with('/') && !s.starts_with('.'))
-            .map(str::to_owned);
+        let token_id = |key: &str| token_id(&f, top, key);
+        let source_repo = source_repo(top);
 
         let cfg = ModelConfig {
             arch,
@@ -292,6 +321,7 @@ impl ModelConfig {
             eos_token_id: token_id("eos_token_id")?,
             pad_token_id: token_id("pad_token_id")?,
             source_repo,
+            gemma4: None,
         };
         let _ = f.str("model_type")?;
         Ok(cfg)
@@ -318,6 +348,27 @@ impl ModelConfig {
             Some(p) => self.swa_layers.iter().enumerate().all(|(il, &l)| l == (il % p < p - 1)),
         }
     }
+}
+
+/// A special token id from the model's object or the top level (a list: its first entry).
+pub(crate) fn token_id(f: &Fields, top: &Map<String, Value>, key: &str) -> Result<Option<u32>> {
+    match f.get(key).or_else(|| top.get(key).filter(|v| !v.is_null())) {
+        None => Ok(None),
+        // generation configs sometimes list several: the first is the main one.
+        Some(Value::Array(a)) => match a.first() {
+            Some(v) => f.uint_value(key, v, 0, MAX_VOCAB).map(|n| Some(n as u32)),
+            None => Ok(None),
+        },
+        Some(v) => f.uint_value(key, v, 0, MAX_VOCAB).map(|n| Some(n as u32)),
+    }
+}
+
+/// `_name_or_path` when it names a hub repository (`owner/name`).
+pub(crate) fn source_repo(top: &Map<String, Value>) -> Option<String> {
+    top.get("_name_or_path")
+        .and_then(|v| v.as_str())
+        .filter(|s| s.split('/').count() == 2 && !s.starts_with('/') && !s.starts_with('.'))
+        .map(str::to_owned)
 }
 
 /// (global base, local base, linear factor of the global layers).
@@ -386,7 +437,7 @@ fn linear_factor(f: &Fields, o: &Map<String, Value>, what: &str) -> Result<Optio
     }
 }
 
-fn swa_layers(f: &Fields, arch: Arch, n_layer: usize) -> Result<Vec<bool>> {
+pub(crate) fn swa_layers(f: &Fields, arch: Arch, n_layer: usize) -> Result<Vec<bool>> {
     let Some(period) = arch.default_swa_period() else {
         return Ok(vec![false; n_layer]);
     };

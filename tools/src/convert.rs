@@ -1,11 +1,13 @@
 //! Hugging Face checkpoint → GGUF, in llama.cpp's dialect: the same architecture names, keys,
-//! tensor names and transforms as llama.cpp's `convert_hf_to_gguf.py` (norms +1, the
-//! embedding trimmed to the tokenizer's vocabulary, `lm_head` dropped because Gemma ties
-//! it), so llama.cpp loads the result unchanged.
+//! tensor names and transforms as llama.cpp's `convert_hf_to_gguf.py` (norms +1 for Gemma
+//! 1-3, as they are for Gemma 4; the embedding trimmed to the tokenizer's vocabulary;
+//! `lm_head` dropped because Gemma ties it), so llama.cpp loads the result unchanged.
+//! Gemma 4's mapping lives in [`crate::gemma4`].
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::config::{Arch, ModelConfig};
 use crate::error::{Error, Result};
-use crate::mix::{choose, OutType, Override};
+use crate::gemma4::{self, From};
+use crate::mix::{OutType, Override, Planner};
 use crate::output::check_output;
 use crate::pipeline::{self, Planned, RunOptions, Source, Summary};
 use crate::vocab::Vocab;
@@ -45,23 +47,35 @@ pub fn convert_hf(dir: &Path, output: &Path, opts: &ConvertOptions) -> Result<Su
         return Err(Error::NotACheckpoint { dir: dir.to_owned(), what: "not a directory".into() });
     }
     let config = ModelConfig::read(dir)?;
-    let vocab = Vocab::read(dir, (config.bos_token_id, config.eos_token_id, config.pad_token_id))?;
+    let vocab = Vocab::read(dir, (config.bos_token_id, config.eos_token_id, config.pad_token_id), config.arch)?;
     let ckpt = Checkpoint::open(dir)?;
     let inputs: Vec<&Path> = ckpt.tensors().map(|t| ckpt.shard_path(t)).collect();
     check_output(output, &inputs, opts.force)?;
 
     let mut warnings = Vec::new();
     let (sources, skipped) = map_tensors(&ckpt, &config, vocab.len())?;
+    let n_expert = config.gemma4.as_ref().and_then(|g| g.moe.as_ref()).map_or(0, |m| m.n_expert);
+    let mut planner = Planner::new(
+        sources.iter().map(|s| s.gguf_name.as_str()),
+        opts.out_type,
+        &opts.overrides,
+        config.n_layer,
+        n_expert,
+    );
     let plan: Vec<Planned> = sources
         .iter()
         .map(|s| {
-            let choice = choose(&s.gguf_name, &s.ne, opts.out_type, config.n_layer, &opts.overrides);
+            let choice = planner.choose(&s.gguf_name, &s.ne);
+            let source_type = match &s.src {
+                From::Tensor(t) => t.dtype.map_or("?", |d| d.name()),
+                From::Values(_) => "made",
+            };
             Planned {
                 name: s.gguf_name.clone(),
                 ne: s.ne.clone(),
                 ty: choice.ty,
                 reason: choice.reason,
-                source_type: s.src.dtype.map_or("?", |d| d.name()).to_owned(),
+                source_type: source_type.to_owned(),
                 copy: false,
             }
         })
@@ -92,14 +106,28 @@ pub fn convert_hf(dir: &Path, output: &Path, opts: &ConvertOptions) -> Result<Su
 struct Mapped {
     gguf_name: String,
     ne: Vec<u64>,
-    src: SourceTensor,
-    /// Gemma's RMSNorm multiplies by 1 + w; GGUF stores 1 + w.
+    src: From,
+    /// Gemma 1-3's RMSNorm multiplies by 1 + w; GGUF stores 1 + w.
     add_one: bool,
 }
 
 /// The GGUF tensors of `config.arch`, in llama.cpp's per-block order, with their sources.
 fn map_tensors(ckpt: &Checkpoint, config: &ModelConfig, n_vocab: usize) -> Result<(Vec<Mapped>, Vec<String>)> {
     let prefix = text_prefix(ckpt, config)?;
+    let out = if config.arch == Arch::Gemma4 {
+        gemma4::map_tensors(ckpt, config, &prefix, n_vocab)?
+            .into_iter()
+            .map(|m| Mapped { gguf_name: m.gguf_name, ne: m.ne, src: m.src, add_one: false })
+            .collect()
+    } else {
+        map_gemma123(ckpt, config, &prefix, n_vocab)?
+    };
+    let skipped = unused_tensors(ckpt, &out, &prefix)?;
+    Ok((out, skipped))
+}
+
+/// Gemma 1, 2 and 3.
+fn map_gemma123(ckpt: &Checkpoint, config: &ModelConfig, prefix: &str, n_vocab: usize) -> Result<Vec<Mapped>> {
     let (e, f, l) = (config.n_embd as u64, config.n_ff as u64, config.n_layer);
     let (q, kv, hd) =
         ((config.n_head * config.head_dim) as u64, (config.n_head_kv * config.head_dim) as u64, config.head_dim as u64);
@@ -116,7 +144,7 @@ fn map_tensors(ckpt: &Checkpoint, config: &ModelConfig, n_vocab: usize) -> Resul
     block.push((tn::ATTN_OUTPUT, "self_attn.o_proj", [q, e]));
     match config.arch {
         Arch::Gemma => block.push((tn::FFN_NORM, "post_attention_layernorm", [e, 0])),
-        Arch::Gemma2 | Arch::Gemma3 => block.extend([
+        Arch::Gemma2 | Arch::Gemma3 | Arch::Gemma4 => block.extend([
             (tn::POST_ATTENTION_NORM, "post_attention_layernorm", [e, 0]),
             (tn::FFN_NORM, "pre_feedforward_layernorm", [e, 0]),
         ]),
@@ -171,12 +199,21 @@ fn map_tensors(ckpt: &Checkpoint, config: &ModelConfig, n_vocab: usize) -> Resul
             vec![ne0, ne1]
         };
         let add_one = ne.len() == 1 && gguf_name.ends_with("norm.weight");
-        out.push(Mapped { gguf_name, ne, src, add_one });
+        out.push(Mapped { gguf_name, ne, src: From::Tensor(src), add_one });
     }
+    Ok(out)
+}
 
-    // Everything else: lm_head (tied), other modalities; unknown text-model tensors are an
-    // error rather than silently dropped weights.
-    let used: std::collections::HashSet<&str> = out.iter().map(|m| m.src.name.as_str()).collect();
+/// Everything not written: lm_head (tied), other modalities (vision and audio towers);
+/// unknown text-model tensors are an error rather than silently dropped weights.
+fn unused_tensors(ckpt: &Checkpoint, out: &[Mapped], prefix: &str) -> Result<Vec<String>> {
+    let used: std::collections::HashSet<&str> = out
+        .iter()
+        .filter_map(|m| match &m.src {
+            From::Tensor(t) => Some(t.name.as_str()),
+            From::Values(_) => None,
+        })
+        .collect();
     let mut skipped = Vec::new();
     for t in ckpt.tensors() {
         if used.contains(t.name.as_str()) {
@@ -184,7 +221,7 @@ fn map_tensors(ckpt: &Checkpoint, config: &ModelConfig, n_vocab: usize) -> Resul
         }
         if t.name == "lm_head.weight" || t.name.ends_with(".lm_head.weight") {
             skipped.push(format!("{}: the output projection is tied to the embedding (as llama.cpp drops it)", t.name));
-        } else if t.name.starts_with(&prefix) {
+        } else if t.name.starts_with(prefix) {
             return Err(Error::Shape {
                 tensor: t.name.clone(),
                 what: "not a tensor of this architecture: refusing to drop weights silently".into(),
@@ -198,7 +235,7 @@ fn map_tensors(ckpt: &Checkpoint, config: &ModelConfig, n_vocab: usize) -> Resul
         skipped.truncate(4);
         skipped.push(format!("… and {n} more tensors outside the text model"));
     }
-    Ok((out, skipped))
+    Ok(skipped)
 }
 
 fn expect_shape(t: &SourceTensor, shape: &[usize]) -> Result<()> {
@@ -237,7 +274,10 @@ impl Source for HfSource<'_> {
     fn read_rows(&self, i: usize, row0: usize, out: &mut [f32]) -> Result<()> {
         let m = &self.sources[i];
         let ne0 = m.ne[0] as usize;
-        self.ckpt.read_f32(&m.src, row0 * ne0, out)?;
+        match &m.src {
+            From::Tensor(t) => self.ckpt.read_f32(t, row0 * ne0, out)?,
+            From::Values(v) => out.copy_from_slice(&v[row0 * ne0..row0 * ne0 + out.len()]),
+        }
         if m.add_one {
             out.iter_mut().for_each(|x| *x += 1.0);
         }
@@ -251,7 +291,9 @@ impl Source for HfSource<'_> {
     fn release_rows(&self, i: usize, row0: usize, n: usize) {
         let m = &self.sources[i];
         let ne0 = m.ne[0] as usize;
-        self.ckpt.release(&m.src, row0 * ne0, n * ne0);
+        if let From::Tensor(t) = &m.src {
+            self.ckpt.release(t, row0 * ne0, n * ne0);
+        }
     }
 }
 
@@ -262,7 +304,6 @@ fn u32v(n: usize) -> GgufValue {
 /// The GGUF metadata: general, architecture and tokenizer keys.
 fn metadata(c: &ModelConfig, v: &Vocab, name: &str, out: OutType) -> Result<Vec<(String, GgufValue)>> {
     let a = c.arch.gguf_name();
-    let k = |s: &str| arch_key(a, s);
     let mut m: Vec<(String, GgufValue)> = vec![
         (general::ARCHITECTURE.into(), GgufValue::String(a.into())),
         (general::TYPE.into(), GgufValue::String("model".into())),
@@ -276,7 +317,44 @@ fn metadata(c: &ModelConfig, v: &Vocab, name: &str, out: OutType) -> Result<Vec<
     if let Some(repo) = &c.source_repo {
         m.push((general::SOURCE_HF_REPO.into(), GgufValue::String(repo.clone())));
     }
+    if c.arch == Arch::Gemma4 {
+        m.extend(gemma4::arch_keys(c));
+    } else {
+        m.extend(arch_keys_gemma123(c));
+    }
+    let (model, pre) = if c.arch == Arch::Gemma4 { ("gemma4", "gemma4") } else { ("llama", "default") };
     m.extend([
+        (tk::MODEL.into(), GgufValue::String(model.into())),
+        (tk::PRE.into(), GgufValue::String(pre.into())),
+        (tk::TOKENS.into(), GgufValue::Array(GgufArray::String(v.tokens.clone()))),
+        (tk::SCORES.into(), GgufValue::Array(GgufArray::F32(v.scores.clone()))),
+        (tk::TOKEN_TYPE.into(), GgufValue::Array(GgufArray::I32(v.types.clone()))),
+    ]);
+    if let Some(merges) = &v.merges {
+        m.push((tk::MERGES.into(), GgufValue::Array(GgufArray::String(merges.clone()))));
+    }
+    for (key, id) in [(tk::BOS_ID, v.bos), (tk::EOS_ID, v.eos), (tk::UNK_ID, v.unk), (tk::PAD_ID, v.pad)] {
+        if let Some(id) = id {
+            m.push((key.into(), GgufValue::U32(id)));
+        }
+    }
+    m.extend([
+        (tk::ADD_BOS.into(), GgufValue::Bool(v.add_bos)),
+        (tk::ADD_EOS.into(), GgufValue::Bool(v.add_eos)),
+        (tk::ADD_SPACE_PREFIX.into(), GgufValue::Bool(v.add_space_prefix)),
+    ]);
+    if let Some(t) = &v.chat_template {
+        m.push((tk::CHAT_TEMPLATE.into(), GgufValue::String(t.clone())));
+    }
+    m.push((general::QUANTIZATION_VERSION.into(), GgufValue::U32(2)));
+    m.push((general::FILE_TYPE.into(), GgufValue::U32(out.llama_ftype())));
+    Ok(m)
+}
+
+/// The architecture keys of Gemma 1, 2 and 3.
+fn arch_keys_gemma123(c: &ModelConfig) -> Vec<(String, GgufValue)> {
+    let k = |s: &str| arch_key(c.arch.gguf_name(), s);
+    let mut m = vec![
         (k(llm::CONTEXT_LENGTH), u32v(c.context_length)),
         (k(llm::EMBEDDING_LENGTH), u32v(c.n_embd)),
         (k(llm::BLOCK_COUNT), u32v(c.n_layer)),
@@ -287,7 +365,7 @@ fn metadata(c: &ModelConfig, v: &Vocab, name: &str, out: OutType) -> Result<Vec<
         (k(llm::VALUE_LENGTH), u32v(c.head_dim)),
         (k(llm::RMS_EPS), GgufValue::F32(c.rms_eps)),
         (k(llm::ROPE_FREQ_BASE), GgufValue::F32(c.rope_base)),
-    ]);
+    ];
     if let Some(w) = c.sliding_window {
         m.push((k(llm::SLIDING_WINDOW), u32v(w)));
     }
@@ -307,27 +385,5 @@ fn metadata(c: &ModelConfig, v: &Vocab, name: &str, out: OutType) -> Result<Vec<
     if c.arch != Arch::Gemma && !c.swa_pattern_is_default() {
         m.push((k(llm::SLIDING_WINDOW_PATTERN), GgufValue::Array(GgufArray::Bool(c.swa_layers.clone()))));
     }
-    m.extend([
-        (tk::MODEL.into(), GgufValue::String("llama".into())),
-        (tk::PRE.into(), GgufValue::String("default".into())),
-        (tk::TOKENS.into(), GgufValue::Array(GgufArray::String(v.tokens.clone()))),
-        (tk::SCORES.into(), GgufValue::Array(GgufArray::F32(v.scores.clone()))),
-        (tk::TOKEN_TYPE.into(), GgufValue::Array(GgufArray::I32(v.types.clone()))),
-    ]);
-    for (key, id) in [(tk::BOS_ID, v.bos), (tk::EOS_ID, v.eos), (tk::UNK_ID, v.unk), (tk::PAD_ID, v.pad)] {
-        if let Some(id) = id {
-            m.push((key.into(), GgufValue::U32(id)));
-        }
-    }
-    m.extend([
-        (tk::ADD_BOS.into(), GgufValue::Bool(v.add_bos)),
-        (tk::ADD_EOS.into(), GgufValue::Bool(v.add_eos)),
-        (tk::ADD_SPACE_PREFIX.into(), GgufValue::Bool(v.add_space_prefix)),
-    ]);
-    if let Some(t) = &v.chat_template {
-        m.push((tk::CHAT_TEMPLATE.into(), GgufValue::String(t.clone())));
-    }
-    m.push((general::QUANTIZATION_VERSION.into(), GgufValue::U32(2)));
-    m.push((general::FILE_TYPE.into(), GgufValue::U32(out.llama_ftype())));
-    Ok(m)
+    m
 }

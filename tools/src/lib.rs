@@ -1,7 +1,7 @@
 //! gemma-tools: Hugging Face checkpoints → GGUF, and GGUF → GGUF requantisation.
 //!
-//! - [`convert_hf`]: a `config.json` + safetensors (+ tokenizer files) directory of Gemma 1, 2
-//!   or 3 → one GGUF in llama.cpp's dialect, in one pass and bounded memory.
+//! - [`convert_hf`]: a `config.json` + safetensors (+ tokenizer files) directory of Gemma 1, 2,
+//!   3 or 4 → one GGUF in llama.cpp's dialect, in one pass and bounded memory.
 //! - [`requantize`]: a GGUF to another type or mix.
 //!
 //! Types and mixes: [`mix`]; per-tensor choices are reported in the returned [`Summary`].
@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod gemma4;
 pub mod mix;
 pub mod output;
 pub mod pipeline;

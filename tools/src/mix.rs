@@ -5,7 +5,9 @@
 //! made here from the same weights is the file `llama-quantize` makes, block for block
 //! (`tests/tests/quantize_llama.rs` checks it against `llama_model_quantize`):
 //!
-//! - 1-D tensors (the norms) stay f32.
+//! - Tensors llama.cpp never quantises stay f32: 1-D ones (norms, scales, `rope_freqs`),
+//!   the MoE router `ffn_gate_inp` and Gemma 4's `per_layer_model_proj`
+//!   (`tensor_allows_quantization`).
 //! - `q4_k_m`: base q4_k; `attn_v` and `ffn_down` get q6_k on the first and last eighth of
 //!   the layers and on every third layer between (`use_more_bits`); the tied embedding,
 //!   which is also the output projection, gets q6_k (q8_0 when its rows do not fit q6_k).
@@ -163,25 +165,48 @@ impl Override {
     }
 }
 
-/// What a tensor is, for the mix rules.
+/// What a tensor is, for the mix rules: llama.cpp's `tensor_get_category` (the same
+/// substring tests in the same order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
+    /// `output.weight`, or a token-indexed table (`token_embd`, `per_layer_token_embd`).
     TokenEmbd,
     AttnV,
+    AttnK,
+    AttnOutput,
     FfnDown,
     Other,
 }
 
 fn role(name: &str) -> Role {
-    if name == "token_embd.weight" || name == "output.weight" {
+    if name == "output.weight" || name == "token_embd.weight" || name == "per_layer_token_embd.weight" {
         Role::TokenEmbd
     } else if name.contains("attn_v.weight") {
         Role::AttnV
+    } else if name.contains("attn_k.weight") {
+        Role::AttnK
+    } else if name.contains("attn_output.weight") {
+        Role::AttnOutput
+    } else if name.contains("ffn_up") || name.contains("ffn_gate") {
+        Role::Other
     } else if name.contains("ffn_down") {
         Role::FfnDown
     } else {
         Role::Other
     }
+}
+
+/// llama.cpp's `tensor_allows_quantization`, for the tensors Gemma files have: 1-D tensors,
+/// norms, the MoE router (`ffn_gate_inp`), the PLE model projection, AltUp and LAuReL
+/// (Gemma 3n) and anything not named `*weight` (the `.scale` vectors) keep full precision.
+fn allows_quantization(name: &str, n_dims: usize) -> bool {
+    n_dims >= 2
+        && name.ends_with("weight")
+        && !name.contains("_norm.weight")
+        && !name.contains("ffn_gate_inp.weight")
+        && !name.contains("altup")
+        && !name.contains("laurel")
+        && !name.contains("per_layer_model_proj")
 }
 
 fn layer_of(name: &str) -> Option<usize> {
@@ -202,60 +227,124 @@ pub struct Choice {
     pub reason: String,
 }
 
-/// Chooses the output type of tensor `name` with GGUF dims `ne` (ne0 = row length).
-pub fn choose(name: &str, ne: &[u64], out: OutType, n_layer: usize, overrides: &[Override]) -> Choice {
-    // ggml_n_dims: trailing dimensions of 1 do not count.
-    let n_dims = ne.iter().rposition(|&d| d > 1).map_or(1, |i| i + 1);
-    if n_dims < 2 || name.ends_with("_norm.weight") {
-        return Choice { ty: Type::F32, reason: "1-D (norm): kept f32".into() };
+/// Chooses each tensor's type, in file order, as `llama_model_quantize` does: like its
+/// `quantize_state_impl`, it counts `attn_v` and `ffn_down` tensors as they come
+/// (`llama_tensor_get_type_impl`, src/llama-quant.cpp, llama-cpp-sys-2 0.1.161).
+pub struct Planner<'a> {
+    out: OutType,
+    overrides: &'a [Override],
+    /// `hparams.n_layer_all`: the `n` of the `ffn_down` rules.
+    n_layer: usize,
+    /// `hparams.n_expert` (0 without MoE): with more than one, `ffn_down` rules take the
+    /// layer from the name; with exactly 8, attention tensors get more bits.
+    n_expert: usize,
+    /// The number of `attn_v` tensors in the file (`n_attention_wv`).
+    n_attn_v: usize,
+    i_attn_v: usize,
+    i_ffn_down: usize,
+}
+
+impl<'a> Planner<'a> {
+    /// `names`: every tensor name of the output file, in order.
+    pub fn new<'n>(
+        names: impl IntoIterator<Item = &'n str>,
+        out: OutType,
+        overrides: &'a [Override],
+        n_layer: usize,
+        n_expert: usize,
+    ) -> Self {
+        let n_attn_v = names.into_iter().filter(|n| role(n) == Role::AttnV).count();
+        Planner { out, overrides, n_layer, n_expert, n_attn_v, i_attn_v: 0, i_ffn_down: 0 }
     }
-    let mut reasons = Vec::new();
-    let mut ty = out.base();
-    if let Some(o) = overrides.iter().find(|o| o.pattern.is_match(name)) {
-        ty = o.ty;
-        reasons.push(format!("--tensor-type {}", o.spec));
-    } else if let OutType::Mix(mix) = out {
-        let il = layer_of(name).unwrap_or(0);
+
+    /// Chooses the output type of tensor `name` with GGUF dims `ne` (ne0 = row length);
+    /// call it once per tensor, in file order.
+    pub fn choose(&mut self, name: &str, ne: &[u64]) -> Choice {
+        // ggml_n_dims: trailing dimensions of 1 do not count.
+        let n_dims = ne.iter().rposition(|&d| d > 1).map_or(1, |i| i + 1);
+        if !allows_quantization(name, n_dims) {
+            let why = if n_dims < 2 { "1-D" } else { "not quantised by llama.cpp" };
+            return Choice { ty: Type::F32, reason: format!("{why}: kept f32") };
+        }
+        let mut reasons = Vec::new();
+        let mut ty = self.out.base();
+        if let Some(o) = self.overrides.iter().find(|o| o.pattern.is_match(name)) {
+            ty = o.ty;
+            reasons.push(format!("--tensor-type {}", o.spec));
+        } else if let OutType::Mix(mix) = self.out {
+            ty = self.mix_rule(mix, name, ne, ty, &mut reasons);
+        }
+        fallback(ne[0], ty, reasons)
+    }
+
+    fn mix_rule(&mut self, mix: Mix, name: &str, ne: &[u64], base: Type, reasons: &mut Vec<String>) -> Type {
+        let eight_experts = self.n_expert == 8;
         match role(name) {
             Role::TokenEmbd => {
-                if ne[0] % ty.block_size() as u64 != 0 {
-                    ty = Type::Q8_0;
+                // Tied: the token table is quantised as the output (and Gemma's are tied).
+                if ne[0] % base.block_size() as u64 != 0 {
                     reasons.push(format!(
-                        "tied embedding (also the output): q8_0, rows of {} do not fit {}",
+                        "token table, as the output: q8_0, rows of {} do not fit {}",
                         ne[0],
-                        out.base().name()
+                        base.name()
                     ));
+                    Type::Q8_0
                 } else {
-                    ty = Type::Q6_K;
-                    reasons.push("tied embedding (also the output): q6_k".into());
+                    reasons.push("token table, as the output: q6_k".into());
+                    Type::Q6_K
                 }
             }
-            Role::AttnV => match mix {
-                Mix::Q4KM | Mix::Q5KM if use_more_bits(il, n_layer) => {
-                    ty = Type::Q6_K;
-                    reasons.push("attn_v on a more-bits layer: q6_k".into());
+            Role::AttnV => {
+                let (i, n) = (self.i_attn_v, self.n_attn_v);
+                self.i_attn_v += 1;
+                if eight_experts {
+                    reasons.push("attn_v with 8 experts: q8_0".into());
+                    return Type::Q8_0;
                 }
-                Mix::Q4KS if il < 4 => {
-                    ty = Type::Q5_K;
-                    reasons.push("attn_v on the first 4 layers: q5_k".into());
+                match mix {
+                    Mix::Q4KM | Mix::Q5KM if use_more_bits(i, n) => {
+                        reasons.push(format!("attn_v {i} of {n}, a more-bits one: q6_k"));
+                        Type::Q6_K
+                    }
+                    Mix::Q4KS if i < 4 => {
+                        reasons.push("one of the first 4 attn_v: q5_k".into());
+                        Type::Q5_K
+                    }
+                    _ => base,
                 }
-                _ => {}
-            },
-            Role::FfnDown => match mix {
-                Mix::Q4KM | Mix::Q5KM if use_more_bits(il, n_layer) => {
-                    ty = Type::Q6_K;
-                    reasons.push("ffn_down on a more-bits layer: q6_k".into());
+            }
+            Role::AttnK if eight_experts => {
+                reasons.push("attn_k with 8 experts: q8_0".into());
+                Type::Q8_0
+            }
+            Role::AttnOutput if eight_experts && matches!(mix, Mix::Q4KS | Mix::Q4KM) => {
+                reasons.push("attn_output with 8 experts: q5_k".into());
+                Type::Q5_K
+            }
+            Role::FfnDown => {
+                // With experts the layer comes from the name (llama.cpp's `layer_info`).
+                let il = if self.n_expert > 1 { layer_of(name).unwrap_or(0) } else { self.i_ffn_down };
+                self.i_ffn_down += 1;
+                let n = self.n_layer;
+                match mix {
+                    Mix::Q4KM | Mix::Q5KM if use_more_bits(il, n) => {
+                        reasons.push(format!("ffn_down of layer {il}, a more-bits layer: q6_k"));
+                        Type::Q6_K
+                    }
+                    Mix::Q4KS if il < n / 8 => {
+                        reasons.push("ffn_down on the first eighth: q5_k".into());
+                        Type::Q5_K
+                    }
+                    _ => base,
                 }
-                Mix::Q4KS if il < n_layer / 8 => {
-                    ty = Type::Q5_K;
-                    reasons.push("ffn_down on the first eighth: q5_k".into());
-                }
-                _ => {}
-            },
-            Role::Other => {}
+            }
+            _ => base,
         }
     }
-    let ncols = ne[0];
+}
+
+/// llama.cpp's `tensor_type_fallback`: K-quants need rows that are a multiple of 256.
+fn fallback(ncols: u64, mut ty: Type, mut reasons: Vec<String>) -> Choice {
     if ncols % ty.block_size() as u64 != 0 {
         let wanted = ty;
         ty = match ty {
@@ -294,12 +383,16 @@ mod tests {
     #[test]
     fn q4_k_m_on_gemma3_270m_shapes() {
         let m = OutType::parse("q4_k_m").unwrap();
-        let c = |name: &str, ne: &[u64]| choose(name, ne, m, 18, &[]).ty;
+        let c = |name: &str, ne: &[u64]| Planner::new([], m, &[], 18, 0).choose(name, ne).ty;
         assert_eq!(c("token_embd.weight", &[640, 262144]), Type::Q8_0);
-        assert_eq!(c("blk.0.attn_v.weight", &[640, 256]), Type::Q8_0); // q6_k → fallback
-        assert_eq!(c("blk.2.attn_v.weight", &[640, 256]), Type::Q5_0); // q4_k → fallback
-        assert_eq!(c("blk.0.ffn_down.weight", &[2048, 640]), Type::Q6_K);
-        assert_eq!(c("blk.2.ffn_down.weight", &[2048, 640]), Type::Q4_K);
+        let names: Vec<String> = (0..18).map(|il| format!("blk.{il}.attn_v.weight")).collect();
+        let mut p = Planner::new(names.iter().map(String::as_str), m, &[], 18, 0);
+        let v: Vec<Type> = names.iter().map(|n| p.choose(n, &[640, 256]).ty).collect();
+        assert_eq!(v[0], Type::Q8_0); // q6_k → fallback
+        assert_eq!(v[2], Type::Q5_0); // q4_k → fallback
+        let mut p = Planner::new([], m, &[], 18, 0);
+        let d: Vec<Type> = (0..3).map(|il| p.choose(&format!("blk.{il}.ffn_down.weight"), &[2048, 640]).ty).collect();
+        assert_eq!(d, vec![Type::Q6_K, Type::Q6_K, Type::Q4_K]);
         assert_eq!(c("blk.0.attn_output.weight", &[1024, 640]), Type::Q4_K);
         assert_eq!(c("blk.0.attn_norm.weight", &[640]), Type::F32);
         assert_eq!(c("blk.0.ffn_gate.weight", &[640, 2048]), Type::Q5_0);
@@ -309,11 +402,54 @@ mod tests {
     fn overrides_win_and_still_fall_back() {
         let o = [Override::parse("ffn_gate=q6_k").unwrap()];
         let m = OutType::parse("q4_k_m").unwrap();
-        assert_eq!(choose("blk.3.ffn_gate.weight", &[1024, 64], m, 18, &o).ty, Type::Q6_K);
-        assert_eq!(choose("blk.3.ffn_gate.weight", &[640, 64], m, 18, &o).ty, Type::Q8_0);
+        let mut p = Planner::new([], m, &o, 18, 0);
+        assert_eq!(p.choose("blk.3.ffn_gate.weight", &[1024, 64]).ty, Type::Q6_K);
+        assert_eq!(p.choose("blk.3.ffn_gate.weight", &[640, 64]).ty, Type::Q8_0);
         assert!(Override::parse("nope").is_err());
         assert!(Override::parse("x=q4_k_m").is_err());
         assert!(Override::parse("(=q8_0").is_err());
+    }
+
+    #[test]
+    fn gemma4_tensors_follow_llama_quant() {
+        let m = OutType::parse("q4_k_m").unwrap();
+        let mut p = Planner::new([], m, &[], 4, 0);
+        // Both token-indexed tables are quantised as the (tied) output.
+        assert_eq!(p.choose("per_layer_token_embd.weight", &[256, 512]).ty, Type::Q6_K);
+        assert_eq!(p.choose("token_embd.weight", &[64, 512]).ty, Type::Q8_0);
+        // Never quantised: the PLE model projection, the router, 1-D tensors and scales.
+        assert_eq!(p.choose("per_layer_model_proj.weight", &[256, 256]).ty, Type::F32);
+        assert_eq!(p.choose("blk.0.ffn_gate_inp.weight", &[256, 8]).ty, Type::F32);
+        assert_eq!(p.choose("rope_freqs.weight", &[32]).ty, Type::F32);
+        assert_eq!(p.choose("blk.0.ffn_down_exps.scale", &[8]).ty, Type::F32);
+        assert_eq!(p.choose("blk.0.layer_output_scale.weight", &[1]).ty, Type::F32);
+        // Pure types too.
+        let mut p = Planner::new([], OutType::parse("q8_0").unwrap(), &[], 4, 0);
+        assert_eq!(p.choose("per_layer_model_proj.weight", &[256, 256]).ty, Type::F32);
+        assert_eq!(p.choose("blk.0.proj.weight", &[64, 256]).ty, Type::Q8_0);
+    }
+
+    #[test]
+    fn attn_v_counts_tensors_not_layers() {
+        // Gemma 4: KV-shared and K=V layers have no attn_v, so the i-th attn_v is not layer i.
+        let m = OutType::parse("q4_k_m").unwrap();
+        let names = ["blk.0.attn_v.weight", "blk.2.attn_v.weight", "blk.4.attn_v.weight"];
+        let mut p = Planner::new(names, m, &[], 30, 0);
+        let t: Vec<Type> = names.iter().map(|n| p.choose(n, &[256, 256]).ty).collect();
+        // use_more_bits(i, 3) holds for i = 2 only; by layer (of 30) it would hold for 0.
+        assert_eq!(t, vec![Type::Q4_K, Type::Q4_K, Type::Q6_K]);
+    }
+
+    #[test]
+    fn eight_experts_rules() {
+        let m = OutType::parse("q4_k_m").unwrap();
+        let mut p = Planner::new([], m, &[], 4, 8);
+        assert_eq!(p.choose("blk.1.attn_k.weight", &[256, 256]).ty, Type::Q8_0);
+        assert_eq!(p.choose("blk.1.attn_v.weight", &[256, 256]).ty, Type::Q8_0);
+        assert_eq!(p.choose("blk.1.attn_output.weight", &[256, 256]).ty, Type::Q5_K);
+        // ffn_down with experts: the layer from the name (3 of 4: a more-bits layer).
+        assert_eq!(p.choose("blk.3.ffn_down_exps.weight", &[256, 256, 8]).ty, Type::Q6_K);
+        assert_eq!(p.choose("blk.1.ffn_down.weight", &[256, 256]).ty, Type::Q4_K);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Sources in f32, f16, bf16 or q8_0 are fine. From anything coarser the result carries
 //! two rounding errors; that needs `allow_requantize` and gets a warning.
 use crate::error::{Error, Result};
-use crate::mix::{choose, OutType, Override};
+use crate::mix::{OutType, Override, Planner};
 use crate::output::check_output;
 use crate::pipeline::{self, Planned, RunOptions, Source, Summary};
 use gemma_gguf::ggml::{dequantize_rows, Type};
@@ -37,12 +37,16 @@ pub fn requantize(input: &Path, output: &Path, opts: &RequantizeOptions) -> Resu
     let file = GgufFile::open(input)?;
     let arch = file.get_str(general::ARCHITECTURE)?.to_owned();
     let n_layer = file.get_u32(&arch_key(&arch, llm::BLOCK_COUNT))? as usize;
+    let expert_key = arch_key(&arch, llm::EXPERT_COUNT);
+    let n_expert = if file.get(&expert_key).is_some() { file.get_u32(&expert_key)? as usize } else { 0 };
+    let mut planner =
+        Planner::new(file.tensors().iter().map(|t| t.name.as_str()), opts.out_type, &opts.overrides, n_layer, n_expert);
 
     let mut warnings = Vec::new();
     let mut plan = Vec::with_capacity(file.tensors().len());
     for info in file.tensors() {
         let src = Type::from_id(info.ggml_type.id())?;
-        let choice = choose(&info.name, &info.dims, opts.out_type, n_layer, &opts.overrides);
+        let choice = planner.choose(&info.name, &info.dims);
         let copy = choice.ty == src;
         if !copy && !fine_source(src) {
             if !opts.allow_requantize {

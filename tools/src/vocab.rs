@@ -13,6 +13,14 @@
 //!
 //! Special ids come from `tokenizer_config.json` (token strings) or `config.json` (ids); the
 //! chat template from `chat_template.jinja` or `tokenizer_config.json`.
+//!
+//! Gemma 4 files use llama.cpp's `gemma4` tokenizer instead (`tokenizer.ggml.model =
+//! "gemma4"`, a BPE that reads `tokenizer.ggml.merges`; src/llama-vocab.cpp, llama-cpp-sys-2
+//! 0.1.161), so for them the vocabulary always comes from `tokenizer.json` and carries its
+//! merges; as upstream's converter does (`Gemma4Model.set_vocab`), the channel, tool-call
+//! and tool-response delimiters are user-defined tokens (rendered in the output so a chat
+//! parser can read them) and no space prefix is added.
+use crate::config::Arch;
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -31,6 +39,14 @@ pub mod token_type {
 /// Score of control and user-defined tokens, as llama.cpp's converter writes them.
 const SPECIAL_SCORE: f32 = -1000.0;
 
+/// Gemma 4 tokens written as user-defined rather than control, so that they are rendered
+/// (upstream llama.cpp `conversion/gemma.py`, `Gemma4Model.set_vocab`, `visible_tokens`).
+pub const GEMMA4_VISIBLE_TOKENS: &[&str] =
+    &["<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>", "<|tool_response>", "<tool_response|>", "<|\"|>"];
+
+/// More merges than any Gemma tokenizer has (Gemma 3: 514 906).
+const MAX_MERGES: usize = 1 << 22;
+
 /// The vocabulary and tokenizer settings for the GGUF.
 #[derive(Clone, Debug, Default)]
 pub struct Vocab {
@@ -45,6 +61,8 @@ pub struct Vocab {
     pub add_eos: bool,
     pub add_space_prefix: bool,
     pub chat_template: Option<String>,
+    /// BPE merges `"left right"` (Gemma 4 only), in rank order.
+    pub merges: Option<Vec<String>>,
     /// Which file the pieces came from, for the summary.
     pub source: String,
 }
@@ -59,10 +77,18 @@ impl Vocab {
     }
 
     /// Reads the tokenizer files of `dir`; `config_ids` are config.json's (bos, eos, pad).
-    pub fn read(dir: &Path, config_ids: (Option<u32>, Option<u32>, Option<u32>)) -> Result<Self> {
+    pub fn read(dir: &Path, config_ids: (Option<u32>, Option<u32>, Option<u32>), arch: Arch) -> Result<Self> {
         let spm = dir.join("tokenizer.model");
         let json = dir.join("tokenizer.json");
-        let mut vocab = if spm.is_file() {
+        let mut vocab = if arch == Arch::Gemma4 {
+            if !json.is_file() {
+                return Err(Error::NotACheckpoint {
+                    dir: dir.to_owned(),
+                    what: "no tokenizer.json (Gemma 4's GGUF tokenizer needs its BPE merges)".into(),
+                });
+            }
+            gemma4_vocab(&json)?
+        } else if spm.is_file() {
             from_sentencepiece(&spm)?
         } else if json.is_file() {
             from_tokenizer_json(&json)?
@@ -97,7 +123,8 @@ impl Vocab {
         let flag = |key: &str, default: bool| {
             tc.as_ref().and_then(|t| t.get(key)).and_then(|v| v.as_bool()).unwrap_or(default)
         };
-        vocab.add_bos = flag("add_bos_token", true);
+        // Gemma 4: always, as upstream's converter writes it.
+        vocab.add_bos = arch == Arch::Gemma4 || flag("add_bos_token", true);
         vocab.add_eos = flag("add_eos_token", false);
 
         let jinja = dir.join("chat_template.jinja");
@@ -214,6 +241,52 @@ fn from_tokenizer_json(path: &Path) -> Result<Vocab> {
     let add_space_prefix = json.get("normalizer").is_some_and(has_prepend);
 
     Ok(Vocab { tokens, scores, types, unk, add_space_prefix, source: "tokenizer.json".into(), ..Vocab::default() })
+}
+
+/// `tokenizer.json` for llama.cpp's `gemma4` tokenizer: pieces, types, and the merges.
+fn gemma4_vocab(path: &Path) -> Result<Vocab> {
+    let mut v = from_tokenizer_json(path)?;
+    let bad = |what: String| Error::BadTokenizer { path: path.to_owned(), what };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let json: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let model = json.get("model").ok_or_else(|| bad("no `model`".into()))?;
+    if model.get("type").and_then(|t| t.as_str()) != Some("BPE") {
+        return Err(bad("Gemma 4 needs a BPE `model` (llama.cpp's gemma4 tokenizer is BPE)".into()));
+    }
+    let merges = model.get("merges").and_then(|m| m.as_array()).ok_or_else(|| bad("`model.merges`: missing".into()))?;
+    if merges.len() > MAX_MERGES {
+        return Err(bad(format!("{} merges is more than any Gemma has", merges.len())));
+    }
+    v.merges = Some(
+        merges
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                merge_string(m).ok_or_else(|| bad(format!("merge {i}: expected \"a b\" or [\"a\", \"b\"], found {m}")))
+            })
+            .collect::<Result<_>>()?,
+    );
+    for (tok, ty) in v.tokens.iter().zip(v.types.iter_mut()) {
+        if GEMMA4_VISIBLE_TOKENS.contains(&tok.as_str()) {
+            *ty = token_type::USER_DEFINED;
+        }
+    }
+    v.add_space_prefix = false;
+    Ok(v)
+}
+
+/// One merge in GGUF's form, `"left right"`. The pair form (transformers ≥ 4.45) may hold
+/// spaces inside a piece: they become U+0120, as gguf-py's `SpecialVocab` writes them, since
+/// llama.cpp splits at the first space after the first byte.
+fn merge_string(m: &Value) -> Option<String> {
+    match m {
+        Value::String(s) if s.get(1..).is_some_and(|rest| rest.contains(' ')) => Some(s.clone()),
+        Value::Array(pair) if pair.len() == 2 => {
+            let part = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(|s| s.replace(' ', "\u{120}"));
+            Some(format!("{} {}", part(&pair[0])?, part(&pair[1])?))
+        }
+        _ => None,
+    }
 }
 
 fn has_prepend(v: &Value) -> bool {

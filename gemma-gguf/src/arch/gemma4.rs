@@ -226,7 +226,7 @@ impl Hparams {
 
 /// `embedding_length_per_layer_input`: required by llama.cpp's gemma4 loader, 0 for none.
 fn required_per_layer_width(g: &GgufFile) -> Result<u32> {
-    let key = arch_key(ARCH, llm::EMBEDDING_LENGTH_PER_LAYER);
+    let key = arch_key(ARCH, llm::EMBEDDING_LENGTH_PER_LAYER_INPUT);
     let v = g.get_u32(&key)?;
     if v > 1 << 16 {
         return Err(Error::BadHparam { key, value: v.to_string(), why: "absurd per-layer embedding width" });
@@ -363,7 +363,7 @@ impl Weights {
                 post_ffw_norm: d.tensor(&name(tensor::POST_FFW_NORM), &[e])?,
                 moe,
                 ple,
-                layer_output_scale: d.optional(&name(tensor::LAYER_OUTPUT_SCALE), &[1])?,
+                layer_output_scale: d.optional(&name(tensor::LAYER_OUT_SCALE), &[1])?,
             });
         }
         Ok(Weights { token_embd, output_norm, output, ple, layers })
@@ -388,9 +388,9 @@ fn declare_moe(d: &mut WeightDecl<'_>, hp: &Hparams, il: usize) -> Result<Moe> {
     Ok(Moe {
         ffn_gate_inp: d.tensor(&name(tensor::FFN_GATE_INP), &[e, n_exp])?,
         ffn_gate_inp_scale: d.tensor(&tensor::block_scale(il, tensor::FFN_GATE_INP), &[e])?,
-        pre_ffw_norm_2: d.tensor(&name(tensor::PRE_FFW_NORM_2), &[e])?,
-        post_ffw_norm_1: d.tensor(&name(tensor::POST_FFW_NORM_1), &[e])?,
-        post_ffw_norm_2: d.tensor(&name(tensor::POST_FFW_NORM_2), &[e])?,
+        pre_ffw_norm_2: d.tensor(&name(tensor::FFN_PRE_NORM_2), &[e])?,
+        post_ffw_norm_1: d.tensor(&name(tensor::FFN_POST_NORM_1), &[e])?,
+        post_ffw_norm_2: d.tensor(&name(tensor::FFN_POST_NORM_2), &[e])?,
         experts_in,
         ffn_down_exps: d.tensor(&name(tensor::FFN_DOWN_EXPS), &[f, e, n_exp])?,
         ffn_down_exps_scale: d.optional(&tensor::block_scale(il, tensor::FFN_DOWN_EXPS), &[n_exp])?,
