@@ -692,7 +692,9 @@ fn string_method(
         [sep] => match sep.as_str() {
             Some("") => return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "split: empty separator")),
             Some(sep) => s.split(sep).map(Value::from).collect(),
-            None => return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "split: the separator is not a string")),
+            None => {
+                return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "split: the separator is not a string"))
+            }
         },
         _ => return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "split takes at most a separator")),
     };

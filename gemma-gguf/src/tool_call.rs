@@ -92,7 +92,11 @@ pub fn tool_call_prefix_at(text: &str) -> Option<usize> {
     let tail = &text[pos..];
     (1..TOOL_CALL_START.len())
         .rev()
-        .find(|&n| tail.len() >= n && tail.is_char_boundary(tail.len() - n) && TOOL_CALL_START.starts_with(&tail[tail.len() - n..]))
+        .find(|&n| {
+            tail.len() >= n
+                && tail.is_char_boundary(tail.len() - n)
+                && TOOL_CALL_START.starts_with(&tail[tail.len() - n..])
+        })
         .map(|n| text.len() - n)
 }
 
@@ -206,7 +210,7 @@ impl Parser<'_> {
         }
         let len = self.rest().find(|c: char| c == ':' || "{}[],\"".contains(c)).unwrap_or(self.rest().len());
         let key = self.rest()[..len].trim_end();
-        if key.is_empty() || self.rest()[len..].chars().next() != Some(':') {
+        if key.is_empty() || !self.rest()[len..].starts_with(':') {
             return Err(self.error("expected a key and ':'"));
         }
         let key = key.to_owned();

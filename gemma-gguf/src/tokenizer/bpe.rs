@@ -81,7 +81,9 @@ pub(super) fn encode(merges: &Merges, pieces: &Pieces, text: &str, out: &mut Vec
     for word in words(&escaped) {
         // One session per index width, reused across words for its buffers.
         match u32::try_from(word.len()) {
-            Ok(n) if n < u32::MAX => session_u32.get_or_insert_with(Session::<u32>::default).run(merges, pieces, word, out),
+            Ok(n) if n < u32::MAX => {
+                session_u32.get_or_insert_with(Session::<u32>::default).run(merges, pieces, word, out)
+            }
             _ => session_usize.get_or_insert_with(Session::<usize>::default).run(merges, pieces, word, out),
         }
     }
@@ -163,7 +165,13 @@ impl<I: Idx> Session<I> {
         self.queue.clear();
         let whole_newlines = word.bytes().all(|b| b == b'\n').then(|| pieces.id(word)).flatten();
         match whole_newlines {
-            Some(id) => self.symbols.push(Symbol { start: I::new(0), len: I::new(word.len()), prev: I::NONE, next: I::NONE, id }),
+            Some(id) => self.symbols.push(Symbol {
+                start: I::new(0),
+                len: I::new(word.len()),
+                prev: I::NONE,
+                next: I::NONE,
+                id,
+            }),
             None => self.split_chars(pieces, word),
         }
         for i in 1..self.symbols.len() {
@@ -274,11 +282,8 @@ pub(super) fn clean_spaces(text: &mut Vec<u8>) {
     let mut pass3 = Vec::with_capacity(t.len());
     for (i, &x) in t.iter().enumerate() {
         if i > 0 && t[i - 1] == b' ' && x == b'\'' {
-            let drop = match (t.get(i + 1), t.get(i + 2)) {
-                (Some(b's' | b'm'), _) => true,
-                (Some(b'r' | b'v'), Some(b'e')) => true,
-                _ => false,
-            };
+            // " 's", " 'm", " 're", " 've" (llama.cpp keeps the space of " 't", " 'd", " 'll").
+            let drop = matches!((t.get(i + 1), t.get(i + 2)), (Some(b's' | b'm'), _) | (Some(b'r' | b'v'), Some(b'e')));
             if drop {
                 pass3.pop();
             }

@@ -220,11 +220,9 @@ impl Tokenizer {
 
         let id = |key, default| special_id(file, key, default, n_tokens);
         let required = |key: &'static str, default: u32| match model {
-            TokenizerModel::Llama => id(key, Some(default))?.ok_or(Error::TokenizerSpecialId {
-                key,
-                id: default.into(),
-                n_tokens,
-            }),
+            TokenizerModel::Llama => {
+                id(key, Some(default))?.ok_or(Error::TokenizerSpecialId { key, id: default.into(), n_tokens })
+            }
             // No default: the key itself must be there (its absence names it).
             TokenizerModel::Gemma4 => {
                 file.get_u32(key)?;
