@@ -2,7 +2,7 @@
 //! turns. Works with piped standard input too (one user message per line).
 use crate::common::{report_memory, report_model, ModelArgs, SamplingArgs};
 use anyhow::Result;
-use gemma_gguf::chat::{encode_pieces, format_turn, ChatFormat, Message, SpecialTokens};
+use gemma_gguf::chat::{encode_pieces, ChatFormat, Message, SpecialTokens};
 use gemma_gguf::generate::{generate, StopReason};
 use gemma_gguf::sampler::Sampler;
 use gemma_gguf::session::Session;
@@ -61,7 +61,7 @@ pub fn run(args: Args) -> Result<()> {
             _ => {}
         }
         let ids = match &format {
-            ChatFormat::Gemma => {
+            ChatFormat::Gemma | ChatFormat::Gemma4 => {
                 let mut turn = Vec::new();
                 if first {
                     turn.extend(args.system.as_deref().map(Message::system));
@@ -69,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
                 turn.push(Message::user(&line));
                 // After a reply the cache ends where generation stopped: close the model's turn.
                 let mut ids = if first { Vec::new() } else { vec![eot] };
-                ids.extend(encode_pieces(&format_turn(&turn, first, true)?, tok)?);
+                ids.extend(encode_pieces(&format.format_turn(&turn, first, true)?, tok)?);
                 ids
             }
             ChatFormat::Template(_) => {

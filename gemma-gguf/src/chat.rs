@@ -18,6 +18,20 @@
 //! untrimmed and followed by `\n\n`, in front of the first user message. Roles must
 //! alternate user, model, user, … as the official template demands.
 //!
+//! # The built-in Gemma 4 format
+//! Gemma 4's official template (`tests/data/tokenizer/gemma4_chat_template.jinja`, as
+//! llama.cpp ships it in `models/templates/gemma4.jinja`), for text messages without tools:
+//! `<bos>`; a system turn `<|turn>` `system\n` content (trimmed) `<turn|>` `\n` when the first
+//! message is a system message (Gemma 4 has the role) or thinking is on (then `<|think|>`
+//! opens it); then per message `<|turn>` role `\n` content `<turn|>` `\n`, the model's
+//! content with `<|channel>…<channel|>` thought blocks cut out, then trimmed; with a
+//! generation prompt, `<|turn>` `model\n` and, thinking being off by default, an empty
+//! thought block `<|channel>` `thought\n` `<channel|>`. Roles need not alternate; a later
+//! system message gets a `system` turn. Generation stops on `<turn|>` ([`GEMMA4_STOP_TOKENS`]).
+//! [`ChatFormat::from_gguf`] picks it for a file without template whose architecture or
+//! tokenizer is `gemma4`, or whose vocabulary has `<|turn>`. Gemma 4's native tool calls
+//! are parsed by [`crate::tool_call`].
+//!
 //! # Multi-turn without re-feeding
 //! [`format_turn`] lays out only the new messages. The contract: a first call starts an empty
 //! cache (it begins with `<bos>`); every other call finds the cache ending right after an
@@ -28,13 +42,21 @@
 //! `<eos>`) needs [`END_OF_TURN`] fed before the next call. For a GGUF template, render the
 //! whole conversation and feed [`pieces_after`] what was fed before.
 //!
+//! Gemma 4 ([`format_turn_gemma4`]) follows the same contract with `<turn|>`, with one
+//! difference: its template drops the empty thought block from past model turns, so what
+//! the cache holds (prompt, empty thought block, reply) is no longer what [`format_gemma4`]
+//! gives for the whole conversation; it is what the model saw, which is what matters for
+//! the cache.
+//!
 //! # GGUF templates: untrusted code (BAD-INPUTS §23)
 //! [`ChatTemplate`] compiles the template with minijinja, configured as Hugging Face's
 //! `apply_chat_template` does (transformers 5.24, `utils/chat_template_utils.py`,
 //! `_compile_jinja_template`: `trim_blocks`, `lstrip_blocks`, loop controls,
 //! `raise_exception`; not its `tojson` and `strftime_now`, which Gemma's templates do not
-//! use), with limits:
-//! - no loader: `include`, `import`, `extends` are not even parsed;
+//! use; Python's `str.split(sep)`, which Gemma 4's calls, as a method on strings), with
+//! limits:
+//! - no loader: `include`, `import`, `extends` compile (minijinja needs them built in for
+//!   macros) but find no template to read;
 //! - fuel [`TEMPLATE_FUEL`] instructions, so loops end;
 //! - output capped at [`TEMPLATE_MAX_OUTPUT`] bytes while it is written;
 //! - call depth [`TEMPLATE_RECURSION_LIMIT`]; minijinja itself caps `range` at 100 000
@@ -53,11 +75,17 @@
 //! (flags `l`/`r` record which side to trim, `b` marks blank content so trimming runs past
 //! it), because templates trim content; other string operations on content (slicing,
 //! `upper`, `length`) see the placeholder, and a placeholder that comes out altered is an
-//! error rather than a silent change.
+//! error rather than a silent change. So a template sees a placeholder where it looks into
+//! content: Gemma 4's `strip_thinking` (`content.split('<channel|>')`) finds no thought
+//! block in a placeholder, and a model message whose content holds one keeps it through a
+//! GGUF template (the built-in format cuts it out, as the official template does on the
+//! real text).
 #![forbid(unsafe_code)]
 
 use crate::gguf::GgufFile;
+use crate::names::general;
 use crate::tokenizer::{self, TokenType, Tokenizer, END_OF_TURN, START_OF_TURN};
+pub use crate::tokenizer::{TURN_END, TURN_START};
 use crate::{Error, Result};
 use minijinja::{AutoEscape, Environment, ErrorKind, Value};
 use std::collections::HashSet;
@@ -72,9 +100,21 @@ pub const EOS: &str = "<eos>";
 /// The tokens that end a model's turn: generation stops on either.
 pub const STOP_TOKENS: [&str; 2] = [END_OF_TURN, EOS];
 
-/// Whether the token with this vocabulary text ends the model's turn ([`STOP_TOKENS`]).
+/// The tokens that end a Gemma 4 model's turn.
+pub const GEMMA4_STOP_TOKENS: [&str; 2] = [TURN_END, EOS];
+/// Gemma 4's switch for thinking, first in the system turn.
+pub const THINK: &str = "<|think|>";
+/// Gemma 4's start of a channel (`<|channel>thought\n…<channel|>` holds the model's thoughts).
+pub const CHANNEL_START: &str = "<|channel>";
+/// Gemma 4's end of a channel.
+pub const CHANNEL_END: &str = "<channel|>";
+/// `general.architecture` of Gemma 4 (llama.cpp's `LLM_ARCH_GEMMA4`, `src/llama-arch.cpp`).
+const GEMMA4_ARCH: &str = "gemma4";
+
+/// Whether the token with this vocabulary text ends the model's turn ([`STOP_TOKENS`],
+/// [`GEMMA4_STOP_TOKENS`]).
 pub fn is_stop_token(piece: &str) -> bool {
-    STOP_TOKENS.contains(&piece)
+    STOP_TOKENS.contains(&piece) || GEMMA4_STOP_TOKENS.contains(&piece)
 }
 
 /// Instructions one render may run (minijinja fuel). Gemma 3's official template spends
@@ -320,6 +360,110 @@ fn split_system(messages: &[Message], first: bool) -> Result<(Option<&str>, &[Me
     Ok((system, turns))
 }
 
+/// Options of Gemma 4's format: the template's variables besides the conversation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gemma4Options {
+    /// The template's `enable_thinking` (default false): `<|think|>` opens a system turn, and
+    /// the generation prompt leaves the thought channel to the model instead of closing it.
+    pub enable_thinking: bool,
+}
+
+/// The whole conversation in Gemma 4's turn format: what the official Gemma 4 template
+/// renders for text messages without tools (see the module doc), `<bos>` first. No messages
+/// at all is an error, as it is for the template.
+pub fn format_gemma4(messages: &[Message], add_generation_prompt: bool, opts: Gemma4Options) -> Result<Vec<Piece>> {
+    gemma4(messages, true, add_generation_prompt, true, opts)
+}
+
+/// The new messages of a Gemma 4 conversation whose earlier part is in the KV cache, ending
+/// right after a `<turn|>` (see the module doc): `first` for an empty cache.
+pub fn format_turn_gemma4(
+    messages: &[Message],
+    first: bool,
+    add_generation_prompt: bool,
+    opts: Gemma4Options,
+) -> Result<Vec<Piece>> {
+    gemma4(messages, first, add_generation_prompt, false, opts)
+}
+
+fn gemma4(
+    messages: &[Message],
+    first: bool,
+    add_generation_prompt: bool,
+    close_last: bool,
+    opts: Gemma4Options,
+) -> Result<Vec<Piece>> {
+    if messages.is_empty() {
+        // The template reads `messages[0]['role']`, undefined then.
+        return Err(Error::ChatMessages { why: "Gemma 4's format needs at least one message".into() });
+    }
+    let mut out = Pieces::default();
+    let mut turns = messages;
+    // Whether a turn was closed, so that its "\n" comes before the next one.
+    let mut closed = !first;
+    if first {
+        out.special(BOS);
+        let system = messages.first().filter(|m| m.role == Role::System);
+        if opts.enable_thinking || system.is_some() {
+            out.special(TURN_START);
+            out.text("system\n");
+            if opts.enable_thinking {
+                out.special(THINK);
+            }
+            if let Some(system) = system {
+                out.text(system.content.trim_matches(is_space));
+                turns = &messages[1..];
+            }
+            out.special(TURN_END);
+            closed = true;
+        }
+    }
+    for m in turns {
+        if closed {
+            out.text("\n");
+        }
+        out.special(TURN_START);
+        out.text(m.role.as_str());
+        out.text("\n");
+        match m.role {
+            Role::Model => out.text(strip_thinking(&m.content).trim_matches(is_space)),
+            _ => out.text(m.content.trim_matches(is_space)),
+        }
+        out.special(TURN_END);
+        closed = true;
+    }
+    if add_generation_prompt {
+        if closed {
+            out.text("\n");
+        }
+        out.special(TURN_START);
+        out.text("model\n");
+        if !opts.enable_thinking {
+            out.special(CHANNEL_START);
+            out.text("thought\n");
+            out.special(CHANNEL_END);
+        }
+    } else if close_last && closed {
+        out.text("\n");
+    }
+    Ok(out.0)
+}
+
+/// The text without its thought blocks, as the template's `strip_thinking` macro cuts them:
+/// of each part between `<channel|>`s, what comes before its first `<|channel>`.
+fn strip_thinking(text: &str) -> String {
+    text.split(CHANNEL_END).map(|part| part.split(CHANNEL_START).next().unwrap_or_default()).collect()
+}
+
+/// Whether a file is Gemma 4's: its architecture or tokenizer model is `gemma4`, or its
+/// vocabulary has `<|turn>`.
+pub fn is_gemma4(file: &GgufFile) -> bool {
+    let is = |key| file.get_str(key).is_ok_and(|v| v == GEMMA4_ARCH);
+    is(general::ARCHITECTURE)
+        || file.get_str(tokenizer::keys::MODEL).is_ok_and(|m| m == tokenizer::MODEL_GEMMA4)
+        || file.get_str_array(tokenizer::keys::TOKENS).is_ok_and(|t| t.iter().any(|p| p == TURN_START))
+}
+
 /// The control tokens a template's own text may contain, and the `bos_token`/`eos_token` it
 /// is given. Build it once per vocabulary: matching is a hash lookup per distinct token
 /// length at each position that starts like some token.
@@ -531,6 +675,32 @@ fn trim_filter(value: String, chars: Option<String>) -> String {
         .collect()
 }
 
+/// Python's `str.split(sep)` (and `str.split()` on whitespace) as a method on strings, for
+/// templates written for Jinja2, where strings have Python's methods: Gemma 4's calls
+/// `text.split('<channel|>')`. Any other unknown method stays an error.
+fn string_method(
+    _: &minijinja::State<'_, '_>,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> std::result::Result<Value, minijinja::Error> {
+    let (Some(s), "split") = (value.as_str(), method) else {
+        return Err(minijinja::Error::from(ErrorKind::UnknownMethod));
+    };
+    let parts: Vec<Value> = match args {
+        [] => s.split(is_space).filter(|p| !p.is_empty()).map(Value::from).collect(),
+        [sep] => match sep.as_str() {
+            Some("") => return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "split: empty separator")),
+            Some(sep) => s.split(sep).map(Value::from).collect(),
+            None => {
+                return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "split: the separator is not a string"))
+            }
+        },
+        _ => return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "split takes at most a separator")),
+    };
+    Ok(Value::from(parts))
+}
+
 fn raise_exception(message: String) -> std::result::Result<Value, minijinja::Error> {
     Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
 }
@@ -582,6 +752,7 @@ impl ChatTemplate {
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.add_function("raise_exception", raise_exception);
         env.add_filter("trim", trim_filter);
+        env.set_unknown_method_callback(string_method);
         env.add_template_owned(TEMPLATE_NAME, source.to_owned()).map_err(|e| template_error(e.to_string()))?;
         Ok(ChatTemplate { env, source_has_delimiters: source.contains([OPEN, CLOSE]) })
     }
@@ -662,22 +833,35 @@ impl ChatTemplate {
 }
 
 /// How a model's conversations are formatted: the file's template if it has one, else
-/// Gemma's built-in format.
+/// Gemma's built-in format (Gemma 4's for a Gemma 4 file).
 #[derive(Debug)]
 pub enum ChatFormat {
+    /// Gemma 1–3's turns (`<start_of_turn>`).
     Gemma,
+    /// Gemma 4's turns (`<|turn>`), thinking off.
+    Gemma4,
     /// Boxed: an environment is large next to the empty variant.
     Template(Box<ChatTemplate>),
 }
 
 impl ChatFormat {
-    /// The template in `tokenizer.chat_template`, or [`ChatFormat::Gemma`] when there is none.
-    /// A template that does not compile is an error: the caller decides whether to fall back.
+    /// The template in `tokenizer.chat_template`, or the built-in format for the file when
+    /// there is none ([`ChatFormat::builtin`]). A template that does not compile is an error:
+    /// the caller decides whether to fall back.
     pub fn from_gguf(file: &GgufFile) -> Result<ChatFormat> {
         Ok(match ChatTemplate::from_gguf(file)? {
             Some(t) => ChatFormat::Template(Box::new(t)),
-            None => ChatFormat::Gemma,
+            None => ChatFormat::builtin(file),
         })
+    }
+
+    /// The built-in format for the file, its template aside: [`ChatFormat::Gemma4`] when
+    /// [`is_gemma4`], else [`ChatFormat::Gemma`].
+    pub fn builtin(file: &GgufFile) -> ChatFormat {
+        match is_gemma4(file) {
+            true => ChatFormat::Gemma4,
+            false => ChatFormat::Gemma,
+        }
     }
 
     /// The whole conversation; `specials` serves templates only.
@@ -689,7 +873,32 @@ impl ChatFormat {
     ) -> Result<Vec<Piece>> {
         match self {
             ChatFormat::Gemma => format(messages, add_generation_prompt),
+            ChatFormat::Gemma4 => format_gemma4(messages, add_generation_prompt, Gemma4Options::default()),
             ChatFormat::Template(t) => t.render(messages, add_generation_prompt, specials),
+        }
+    }
+
+    /// The new messages of a conversation continued in the KV cache ([`format_turn`],
+    /// [`format_turn_gemma4`]). A template has no such mode: render the whole conversation
+    /// and use [`pieces_after`] ([`Error::ChatMessages`] here).
+    pub fn format_turn(&self, messages: &[Message], first: bool, add_generation_prompt: bool) -> Result<Vec<Piece>> {
+        match self {
+            ChatFormat::Gemma => format_turn(messages, first, add_generation_prompt),
+            ChatFormat::Gemma4 => format_turn_gemma4(messages, first, add_generation_prompt, Gemma4Options::default()),
+            ChatFormat::Template(_) => Err(Error::ChatMessages {
+                why: "a chat template renders whole conversations: render it all and take pieces_after".into(),
+            }),
+        }
+    }
+
+    /// The texts of the tokens that end the model's turn: [`STOP_TOKENS`] or
+    /// [`GEMMA4_STOP_TOKENS`]; for a template, both (generation itself stops on the
+    /// vocabulary's end-of-generation tokens, `Tokenizer::is_end_of_generation`).
+    pub fn stop_tokens(&self) -> &'static [&'static str] {
+        match self {
+            ChatFormat::Gemma => &STOP_TOKENS,
+            ChatFormat::Gemma4 => &GEMMA4_STOP_TOKENS,
+            ChatFormat::Template(_) => &[END_OF_TURN, TURN_END, EOS],
         }
     }
 }
@@ -993,11 +1202,19 @@ mod tests {
             "{% import 'macros.j2' as m %}",
             "{% from 'macros.j2' import m %}",
             "{% extends 'base.j2' %}",
+            "{% include '/etc/passwd' %}",
         ] {
-            let err = ChatTemplate::from_source(source).unwrap_err();
+            let err = ChatTemplate::from_source(source)
+                .and_then(|t| t.render(&[Message::user("u")], false, &specials()))
+                .unwrap_err();
             println!("{source} -> {err}");
-            assert!(err.to_string().contains("unknown statement"), "{err}");
+            assert!(err.to_string().contains("template not found"), "{err}");
         }
+        // The one template there is, by its own name: the recursion limit ends it.
+        let source = format!("x{{% include '{TEMPLATE_NAME}' %}}");
+        let err = ChatTemplate::from_source(&source).unwrap().render(&[], false, &specials()).unwrap_err();
+        println!("{source} -> {err}");
+        assert!(matches!(err, Error::ChatTemplate { .. }));
     }
 
     #[test]
@@ -1131,6 +1348,151 @@ mod tests {
 
     fn tiny_tokenizer() -> Tokenizer {
         Tokenizer::from_gguf(&tiny_gguf(None)).unwrap()
+    }
+
+    // ---- Gemma 4 ----
+
+    /// Gemma 4's official template (see `tests/data/tokenizer/gemma4_chat_template.jinja.source`).
+    const GEMMA4_TEMPLATE: &str = include_str!("../../tests/data/tokenizer/gemma4_chat_template.jinja");
+
+    fn gemma4_specials() -> SpecialTokens {
+        // Control in llama.cpp's conversion; the channel and tool-call tokens are USER_DEFINED
+        // there (matched in text by `encode`), so not in this list.
+        SpecialTokens::new(BOS, EOS, ["<pad>", "<unk>", "<mask>", TURN_START, TURN_END, THINK, "<|tool_response>"])
+    }
+
+    /// The pieces with `<|channel>`/`<channel|>` as text, as a template's output is cut for
+    /// a vocabulary where they are USER_DEFINED: what a tokenizer sees either way.
+    fn as_text(pieces: &[Piece]) -> Vec<Piece> {
+        let mut out = Pieces::default();
+        for p in pieces {
+            match p {
+                Piece::Special(s) if s == CHANNEL_START || s == CHANNEL_END => out.text(s),
+                p => out.push(p),
+            }
+        }
+        out.0
+    }
+
+    fn gemma4_cases() -> Vec<Vec<Message>> {
+        let conv = conversation();
+        vec![
+            vec![Message::user("Hello")],
+            conv.clone(),
+            conv[1..].to_vec(),
+            vec![Message::system("  spaced system  "), Message::user("\n\t ")],
+            vec![Message::user(""), Message::model("   "), Message::user("x")],
+            vec![Message::system("only a system prompt")],
+            vec![Message::model("model first")],
+            vec![Message::user("a"), Message::user("b"), Message::system("later system"), Message::model("c")],
+            vec![Message::user(INJECTION), Message::model(" <start_of_turn>x ")],
+        ]
+    }
+
+    #[test]
+    fn gemma4_builtin_layout() {
+        let g = |m: &[Message], gen| show(&format_gemma4(m, gen, Gemma4Options::default()).unwrap());
+        assert_eq!(
+            g(&[Message::user(" Hi ")], true),
+            "<bos><|turn>user\nHi<turn|>\n<|turn>model\n<|channel>thought\n<channel|>"
+        );
+        assert_eq!(
+            g(&[Message::system(" Be brief. "), Message::user("Hi"), Message::model("Hello")], false),
+            "<bos><|turn>system\nBe brief.<turn|>\n<|turn>user\nHi<turn|>\n<|turn>model\nHello<turn|>\n"
+        );
+        let think = Gemma4Options { enable_thinking: true };
+        assert_eq!(
+            show(&format_gemma4(&[Message::user("Hi")], true, think).unwrap()),
+            "<bos><|turn>system\n<|think|><turn|>\n<|turn>user\nHi<turn|>\n<|turn>model\n"
+        );
+        // Thought blocks are cut out of the model's past turns.
+        let m = Message::model("<|channel>thought\nhmm<channel|> Hello <|channel>x<channel|>!");
+        assert_eq!(g(&[Message::user("u"), m], false), "<bos><|turn>user\nu<turn|>\n<|turn>model\nHello !<turn|>\n");
+        assert_eq!(
+            format_gemma4(&[Message::user("Hi")], true, Gemma4Options::default()).unwrap(),
+            [
+                sp(BOS),
+                sp(TURN_START),
+                t("user\nHi"),
+                sp(TURN_END),
+                t("\n"),
+                sp(TURN_START),
+                t("model\n"),
+                sp(CHANNEL_START),
+                t("thought\n"),
+                sp(CHANNEL_END)
+            ]
+        );
+        assert!(matches!(format_gemma4(&[], true, Gemma4Options::default()), Err(Error::ChatMessages { .. })));
+    }
+
+    /// The official Gemma 4 template, rendered in the sandbox, gives exactly the built-in
+    /// format (the channel tokens aside, which it leaves in text for the tokenizer).
+    #[test]
+    fn gemma4_official_template_matches_builtin() {
+        let tmpl = ChatTemplate::from_source(GEMMA4_TEMPLATE).unwrap();
+        for msgs in gemma4_cases() {
+            for gen in [true, false] {
+                let builtin = format_gemma4(&msgs, gen, Gemma4Options::default()).unwrap();
+                let rendered = tmpl.render(&msgs, gen, &gemma4_specials()).unwrap();
+                assert_eq!(rendered, as_text(&builtin), "{msgs:?} gen={gen}");
+                assert_eq!(show(&rendered), show(&builtin));
+            }
+        }
+        println!("{}", show(&tmpl.render(&conversation(), true, &gemma4_specials()).unwrap()));
+        // No messages: the template fails (messages[0] is undefined), as the built-in does.
+        assert!(matches!(tmpl.render(&[], true, &gemma4_specials()), Err(Error::ChatTemplate { .. })));
+    }
+
+    /// Fed turn by turn, the cache holds the whole conversation's format except for the
+    /// empty thought blocks the model saw after each generation prompt.
+    #[test]
+    fn gemma4_incremental_turns() {
+        let conv = conversation();
+        let o = Gemma4Options::default();
+        let reply = |m: &Message| [t(&m.content), sp(TURN_END)];
+        let mut fed = format_turn_gemma4(&conv[..2], true, true, o).unwrap();
+        fed.extend(reply(&conv[2]));
+        fed.extend(format_turn_gemma4(&conv[3..4], false, true, o).unwrap());
+        fed.extend(reply(&conv[4]));
+        fed.extend(format_turn_gemma4(&conv[5..], false, true, o).unwrap());
+        let empty_thought = format!("{CHANNEL_START}thought\n{CHANNEL_END}");
+        let whole = show(&format_gemma4(&conv, true, o).unwrap());
+        let fed = show(&fed);
+        assert_eq!(fed.matches(&empty_thought).count(), 3);
+        assert_eq!(fed.replacen(&empty_thought, "", 2), whole);
+        assert!(format_turn_gemma4(&conv[3..4], false, true, o).unwrap().starts_with(&[t("\n"), sp(TURN_START)]));
+    }
+
+    #[test]
+    fn gemma4_stop_tokens_and_detection() {
+        assert!(is_stop_token(TURN_END) && !is_stop_token(TURN_START));
+        assert_eq!(ChatFormat::Gemma4.stop_tokens(), [TURN_END, EOS]);
+        let mut w = GgufWriter::from_writer(Vec::new());
+        w.add_kv(general::ARCHITECTURE, "gemma4").unwrap();
+        let file = GgufFile::from_bytes(w.finish().unwrap()).unwrap();
+        assert!(is_gemma4(&file));
+        assert!(matches!(ChatFormat::from_gguf(&file).unwrap(), ChatFormat::Gemma4));
+        assert!(!is_gemma4(&tiny_gguf(None)));
+        assert!(matches!(ChatFormat::builtin(&tiny_gguf(None)), ChatFormat::Gemma));
+        let tmpl = ChatFormat::Template(Box::new(ChatTemplate::from_source("x").unwrap()));
+        assert!(matches!(tmpl.format_turn(&[Message::user("u")], true, true), Err(Error::ChatMessages { .. })));
+    }
+
+    #[test]
+    fn split_method_for_jinja2_templates() {
+        let tmpl = ChatTemplate::from_source(
+            "{{ 'a,b,,c'.split(',') | join('|') }} {{ ' x  y '.split() | join('|') }} \
+             {{ messages[0].content.split('<channel|>') | length }}",
+        )
+        .unwrap();
+        let pieces = tmpl.render(&[Message::user("p<channel|>q")], false, &specials()).unwrap();
+        // Content is a placeholder to the template: one part.
+        assert_eq!(pieces, [t("a|b||c x|y 1")]);
+        for bad in ["{{ 'a'.split('') }}", "{{ 'a'.split(1) }}", "{{ 'a'.split(',', 1) }}", "{{ 'a'.strip() }}"] {
+            let err = ChatTemplate::from_source(bad).unwrap().render(&[], false, &specials()).unwrap_err();
+            println!("{bad} -> {err}");
+        }
     }
 
     #[test]

@@ -88,9 +88,13 @@ pub enum Error {
     /// `tokenizer.ggml.model` names a tokenizer this crate does not implement.
     #[error(
         "tokenizer.ggml.model = {model:?} is not supported: only \"llama\" \
-         (SentencePiece-style, as Gemma 1-3 use) is"
+         (SentencePiece-style, as Gemma 1-3 use) and \"gemma4\" (BPE, Gemma 4) are"
     )]
     TokenizerUnsupportedModel { model: String },
+    /// An entry of `tokenizer.ggml.merges` that is not two tokens whose concatenation is a
+    /// token.
+    #[error("tokenizer.ggml.merges[{index}] = {merge:?}: {why}")]
+    TokenizerBadMerge { index: usize, merge: String, why: String },
     /// A tokenizer array whose length disagrees with `tokenizer.ggml.tokens`.
     #[error("{key} has {len} entries but tokenizer.ggml.tokens has {n_tokens}")]
     TokenizerArrayLength { key: &'static str, len: usize, n_tokens: usize },
@@ -120,6 +124,10 @@ pub enum Error {
     /// A control token of the chat format that the vocabulary does not have.
     #[error("chat control token {piece:?} is not in the vocabulary")]
     ChatSpecialToken { piece: String },
+    /// Model output that is not a well-formed Gemma 4 tool call (`<|tool_call>call:NAME{…}
+    /// <tool_call|>`): `at` is the byte offset in the text where parsing failed.
+    #[error("tool call at byte {at}: {why}")]
+    ToolCall { at: usize, why: String },
     /// A base-logits file (`quality`) that is malformed, cut short, or made for another
     /// model family; or a base whose logits cannot be recorded.
     #[error("base logits file: {why}")]

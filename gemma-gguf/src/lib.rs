@@ -34,6 +34,7 @@ pub mod gguf;
 pub mod names;
 pub mod sampler;
 pub mod tokenizer;
+pub mod tool_call;
 
 #[cfg(feature = "ggml")]
 #[allow(unsafe_code)]

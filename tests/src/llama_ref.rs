@@ -55,6 +55,14 @@ impl LlamaVocab {
         n.max(0) as usize
     }
 
+    /// `llama_vocab_is_eog`: whether generation ends at this token. False for an id outside
+    /// the vocabulary (libllama looks ids up in a set, so any id is safe to pass).
+    pub fn is_eog(&self, id: u32) -> bool {
+        let Ok(token) = ll::llama_token::try_from(id) else { return false };
+        // SAFETY: `self.vocab()` is valid while `self` is; the call only looks the id up.
+        unsafe { ll::llama_vocab_is_eog(self.vocab(), token) }
+    }
+
     /// `llama_tokenize`. `add_special` adds BOS/EOS as the vocabulary asks; `parse_special`
     /// recognises control tokens written in the text.
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {

@@ -58,11 +58,15 @@ impl Tokenizer {
 
     /// The text of `ids`, as llama.cpp's `llama_detokenize` with `remove_special = false`
     /// and `unparse_special = false`: control tokens (`<bos>`, `<end_of_turn>`) leave no
-    /// text. Byte sequences that are not UTF-8 become U+FFFD.
+    /// text; for a `"gemma4"` vocabulary, llama.cpp's `clean_spaces` runs on the bytes
+    /// (`"a ."` → `"a."`). Byte sequences that are not UTF-8 become U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
             bytes.extend_from_slice(&self.text_bytes(id, i == 0));
+        }
+        if self.clean_spaces {
+            super::bpe::clean_spaces(&mut bytes);
         }
         String::from_utf8_lossy(&bytes).into_owned()
     }
@@ -76,7 +80,9 @@ impl Tokenizer {
 /// Decodes one token at a time and only ever returns complete UTF-8 text: the bytes of a
 /// character split across tokens are held back until the character is complete
 /// (BAD-INPUTS 22). The text of all [`push`](Self::push) calls followed by
-/// [`finish`](Self::finish) equals [`Tokenizer::decode`] of all the tokens.
+/// [`finish`](Self::finish) equals [`Tokenizer::decode`] of all the tokens, except that for a
+/// `"gemma4"` vocabulary it is the tokens' text without `clean_spaces` (what llama.cpp's
+/// server streams, one `token_to_piece` at a time).
 #[derive(Clone, Debug)]
 pub struct Decoder<'t> {
     tok: &'t Tokenizer,

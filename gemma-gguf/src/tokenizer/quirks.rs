@@ -108,3 +108,72 @@ pub(super) fn apply(pieces: &Pieces, types: &mut [TokenType], eos: u32) {
         set("</s>", TokenType::Normal);
     }
 }
+
+/// Texts llama.cpp puts in its end-of-generation set (the list after "maintain a list of
+/// tokens that cause end-of-generation" in `impl::load`).
+const END_OF_GENERATION: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
+];
+
+/// Fill-in-the-middle pad, repository and file-separator texts: llama.cpp finds these ids by
+/// text and adds them to the end-of-generation set too.
+const FIM_END_OF_GENERATION: &[&str] = &[
+    "<|fim_pad|>",
+    "<fim-pad>",
+    "<fim_pad>",
+    "<PAD>",
+    "[PAD]",
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+    "<|file_sep|>",
+];
+
+/// llama.cpp's `special_eog_ids`, sorted: the tokens of [`END_OF_GENERATION`] and
+/// [`FIM_END_OF_GENERATION`], EOS, the file's EOT; then without o200k_harmony's `<|end|>`,
+/// and without `</s>` in a vocabulary with `<|tool_response>` (Gemma 4) or PLaMo's EOS.
+pub(super) fn end_of_generation(pieces: &Pieces, eos: u32, eot: Option<u32>) -> Vec<u32> {
+    let id = |text: &str| pieces.id(text);
+    let mut eog: Vec<u32> = END_OF_GENERATION.iter().chain(FIM_END_OF_GENERATION).filter_map(|t| id(t)).collect();
+    eog.push(eos);
+    eog.extend(eot);
+    eog.sort_unstable();
+    eog.dedup();
+    let mut remove = |text: &str| {
+        if let Some(i) = id(text) {
+            eog.retain(|&e| e != i);
+        }
+    };
+    let has = |text: &str| id(text).is_some();
+    let has_call = has("<|call|>") || has("<|calls|>");
+    if has("<|end|>") && has_call && (has("<|return|>") || has("<|flush|>")) {
+        remove("<|end|>");
+    }
+    if has("<|tool_response>") || pieces.get(eos) == Some("<|plamo:eos|>") {
+        remove("</s>");
+    }
+    eog
+}

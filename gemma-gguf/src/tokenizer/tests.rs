@@ -306,3 +306,205 @@ fn empty_pieces_are_renamed_as_llama_cpp_does() {
     let tok = Tokenizer::from_gguf(&file_with(&v, vec![])).unwrap();
     assert_eq!(tok.piece(280), Some("[EMPTY_280]"));
 }
+
+// ---- Gemma 4: BPE by merge rank (`"gemma4"`) ----
+
+/// A vocabulary in the shape of Gemma 4's: specials, newline runs, byte tokens, normal pieces.
+fn bpe_vocab() -> Vec<(String, i32)> {
+    let mut v: Vec<(String, i32)> = [
+        ("<pad>", CONTROL),
+        ("<eos>", CONTROL),
+        ("<bos>", CONTROL),
+        ("<unk>", 2),
+        ("<|turn>", CONTROL),
+        ("<turn|>", CONTROL),
+        ("<|channel>", USER),
+        ("<|tool_response>", USER),
+        ("</s>", USER),
+    ]
+    .into_iter()
+    .map(|(p, t)| (p.to_owned(), t))
+    .collect();
+    v.extend((0..=255u8).filter(|&b| b != 0xB6).map(|b| (format!("<0x{b:02X}>"), 6)));
+    let normal = [
+        "▁", "a", "b", "c", "ab", "bc", "abc", "aa", "aaaa", "▁a", "▁▁", "\n", "\n\n", "a\n", "é", ".", "▁.", "'", "s",
+        "▁'", "'s",
+    ];
+    v.extend(normal.iter().map(|p| (p.to_string(), NORMAL)));
+    v
+}
+
+const BPE_MERGES: &[&str] = &["b c", "a b", "a bc", "a a", "aa aa", "▁ a", "▁ ▁", "\n \n", "a \n", "▁ .", "' s"];
+
+fn bpe_file(merges: &[&str], extra: Vec<(&str, GgufValue)>) -> GgufFile {
+    let v = bpe_vocab();
+    let mut kv: Vec<(&str, GgufValue)> = vec![
+        (keys::MODEL, "gemma4".into()),
+        (keys::PRE, "gemma4".into()),
+        (keys::TOKENS, v.iter().map(|t| t.0.clone()).collect::<Vec<_>>().into()),
+        (keys::SCORES, vec![-1000.0f32; v.len()].into()),
+        (keys::TOKEN_TYPE, v.iter().map(|t| t.1).collect::<Vec<_>>().into()),
+        (keys::MERGES, merges.iter().map(|m| m.to_string()).collect::<Vec<_>>().into()),
+        (keys::BOS_ID, 2u32.into()),
+        (keys::EOS_ID, 1u32.into()),
+        (keys::ADD_SPACE_PREFIX, false.into()),
+        (keys::ADD_BOS, true.into()),
+    ];
+    for (key, value) in extra {
+        match kv.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => kv.push((key, value)),
+        }
+    }
+    let mut w = GgufWriter::from_writer(Vec::new());
+    for (key, value) in kv {
+        w.add_kv(key, value).unwrap();
+    }
+    GgufFile::from_bytes(w.finish().unwrap()).unwrap()
+}
+
+fn bpe() -> Tokenizer {
+    Tokenizer::from_gguf(&bpe_file(BPE_MERGES, vec![])).unwrap()
+}
+
+#[test]
+fn bpe_merges_lowest_rank_first() {
+    let tok = bpe();
+    assert_eq!(tok.model(), TokenizerModel::Gemma4);
+    assert_eq!(tok.n_merges(), BPE_MERGES.len());
+    // "b c" (rank 0) before "a b" (rank 1), then "a bc".
+    assert_eq!(encode(&tok, "abc"), ["abc"]);
+    let tok2 = Tokenizer::from_gguf(&bpe_file(&["a b", "b c"], vec![])).unwrap();
+    assert_eq!(encode(&tok2, "abc"), ["ab", "c"]);
+    // Equal ranks (the same merge): the leftmost pair first.
+    assert_eq!(encode(&tok, "aaa"), ["aa", "a"]);
+    assert_eq!(encode(&tok, "aaaa"), ["aaaa"]);
+    assert_eq!(encode(&tok, "aaaaa"), ["aaaa", "a"]);
+    // Spaces become ▁, with no space prefix.
+    assert_eq!(encode(&tok, "a a"), ["a", "▁a"]);
+    // "▁ a" (rank 5) before "▁ ▁" (rank 6).
+    assert_eq!(encode(&tok, "  a"), ["▁", "▁a"]);
+    assert_eq!(encode(&tok, "  "), ["▁▁"]);
+    assert_eq!(encode(&tok, "a ."), ["a", "▁."]);
+}
+
+#[test]
+fn bpe_newline_runs_are_words_of_their_own() {
+    let tok = bpe();
+    // "a\n" is a token and "a \n" a merge, but newlines never merge with other text.
+    assert_eq!(encode(&tok, "a\n"), ["a", "\n"]);
+    assert_eq!(encode(&tok, "a\n\nb"), ["a", "\n\n", "b"]);
+    // A run that is no token is merged like any word.
+    assert_eq!(encode(&tok, "\n\n\n"), ["\n\n", "\n"]);
+    assert_eq!(encode(&tok, "\n\n\n\n"), ["\n\n", "\n\n"]);
+}
+
+#[test]
+fn bpe_byte_fallback_drops_missing_bytes() {
+    let tok = bpe();
+    assert_eq!(encode(&tok, "é"), ["é"]);
+    // "ж" is D0 B6 and the vocabulary has no <0xB6>: llama.cpp drops the byte.
+    assert_eq!(encode(&tok, "aж"), ["a", "<0xD0>"]);
+    assert_eq!(encode(&tok, "😀"), ["<0xF0>", "<0x9F>", "<0x98>", "<0x80>"]);
+}
+
+#[test]
+fn bpe_specials_bos_and_end_of_generation() {
+    let tok = bpe();
+    let id = |p| tok.token_id(p).unwrap();
+    assert_eq!(encode(&tok, "a<|channel>b"), ["a", "<|channel>", "b"]);
+    let plain = tok.encode("<|turn>x<turn|>", false);
+    assert!(plain.iter().all(|&i| tok.token_type(i) != Some(TokenType::Control)), "{plain:?}");
+    assert_eq!(tok.decode(&plain), "<|turn>x<turn|>");
+    assert_eq!(pieces(&tok, &tok.encode_with_special("<|turn>a<turn|>", false)), ["<|turn>", "a", "<turn|>"]);
+    // llama.cpp forces add_bos on for Gemma 4.
+    let no_bos = Tokenizer::from_gguf(&bpe_file(BPE_MERGES, vec![(keys::ADD_BOS, false.into())])).unwrap();
+    assert!(no_bos.adds_bos());
+    assert_eq!(no_bos.encode("a", true), [2, id("a")]);
+    // <|tool_response> is an end-of-generation text (so control), and makes </s> a normal token.
+    assert_eq!(tok.token_type(id("<|tool_response>")), Some(TokenType::Control));
+    assert_eq!(tok.token_type(id("</s>")), Some(TokenType::Normal));
+    let eog: Vec<&str> = tok.end_of_generation_ids().iter().map(|&i| tok.piece(i).unwrap()).collect();
+    assert_eq!(eog, ["<eos>", "<turn|>", "<|tool_response>"]);
+    assert_eq!(tok.end_of_turn(), Some(id("<turn|>")));
+    assert_eq!(tok.start_of_turn(), Some(id("<|turn>")));
+    assert_eq!(tok.unk(), None);
+}
+
+#[test]
+fn bpe_decode_cleans_spaces_but_streaming_does_not() {
+    let tok = bpe();
+    let ids = tok.encode("a . a 's", false);
+    assert_eq!(tok.decode(&ids), "a. a's");
+    let mut d = tok.decoder();
+    let streamed: String = ids.iter().map(|&i| d.push(i)).collect();
+    assert_eq!(streamed + &d.finish(), "a . a 's");
+}
+
+#[test]
+fn clean_spaces_as_llama_cpp() {
+    let clean = |s: &str| {
+        let mut b = s.as_bytes().to_vec();
+        super::bpe::clean_spaces(&mut b);
+        String::from_utf8(b).unwrap()
+    };
+    assert_eq!(clean(""), "");
+    assert_eq!(clean(" ."), ".");
+    assert_eq!(clean("a , b ! c ? d ."), "a, b! c? d.");
+    assert_eq!(clean("a  ."), "a .");
+    assert_eq!(clean("a ' b"), "a'b");
+    // The space after a matched apostrophe is consumed and no longer counts.
+    assert_eq!(clean("a ' ' b"), "a'' b");
+    assert_eq!(clean("it 's I 'm we 're you 've"), "it's I'm we're you've");
+    assert_eq!(clean("don 't I 'd we 'll"), "don 't I 'd we 'll");
+    assert_eq!(clean(" 's"), "'s");
+    assert_eq!(clean("x '"), "x '");
+}
+
+#[test]
+fn bpe_long_inputs_are_fast() {
+    let tok = bpe();
+    let text = "ab".repeat(100_000);
+    assert_eq!(tok.encode(&text, false).len(), 100_000);
+    let text = "a".repeat(400_000);
+    assert_eq!(tok.encode(&text, false).len(), 100_000);
+    let text = "\n".repeat(100_001) + &"😀".repeat(10_000);
+    assert_eq!(tok.encode(&text, false).len(), 50_001 + 40_000);
+}
+
+/// One case per defect in the merges or the keys only Gemma 4 needs.
+#[test]
+fn bpe_malformed_vocabularies_are_rejected() {
+    let missing = |key: &str| {
+        let mut w = GgufWriter::from_writer(Vec::new());
+        let file = bpe_file(BPE_MERGES, vec![]);
+        for (k, v) in file.metadata().filter(|(k, _)| *k != key) {
+            w.add_kv(k, v.clone()).unwrap();
+        }
+        Tokenizer::from_gguf(&GgufFile::from_bytes(w.finish().unwrap()).unwrap()).unwrap_err()
+    };
+    for key in [keys::MERGES, keys::BOS_ID, keys::EOS_ID] {
+        let e = missing(key);
+        println!("no {key}: {e}");
+        assert!(matches!(&e, Error::Gguf(crate::gguf::GgufError::MissingKey { key: k }) if k == key), "{e}");
+    }
+    let e = Tokenizer::from_gguf(&bpe_file(BPE_MERGES, vec![(keys::MERGES, vec![1u32, 2].into())])).unwrap_err();
+    assert!(matches!(e, Error::Gguf(crate::gguf::GgufError::WrongType { .. })), "{e}");
+    let bad = |merge: &str, why: &str| {
+        let e = Tokenizer::from_gguf(&bpe_file(&["a b", merge], vec![])).unwrap_err();
+        println!("{merge:?}: {e}");
+        assert!(matches!(&e, Error::TokenizerBadMerge { index: 1, why: w, .. } if w.contains(why)), "{e}");
+    };
+    bad("ab", "no space");
+    bad("", "no space");
+    bad(" a", "no space");
+    bad("a x", "\"x\" is not a token");
+    bad("q a", "\"q\" is not a token");
+    bad("b a", "\"ba\" is not a token");
+    bad("a ", "\"\" is not a token");
+    // A repeated merge keeps its first rank, as llama.cpp's emplace does.
+    let tok = Tokenizer::from_gguf(&bpe_file(&["a b", "b c", "a b"], vec![])).unwrap();
+    assert_eq!((tok.n_merges(), encode(&tok, "abc")), (2, vec!["ab".to_owned(), "c".to_owned()]));
+    let e = Tokenizer::from_gguf(&bpe_file(BPE_MERGES, vec![(keys::BOS_ID, 100_000u32.into())])).unwrap_err();
+    assert!(matches!(e, Error::TokenizerSpecialId { key: keys::BOS_ID, .. }), "{e}");
+}
