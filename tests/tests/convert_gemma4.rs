@@ -12,8 +12,10 @@
 //! - Blocks bit-identical to `llama_model_quantize` for every mix, from the f32 conversion.
 //! - Malformed checkpoints: typed errors naming the field or tensor, never a panic.
 //!
-//! Our own runtime joins the comparison with one line in [`references`].
+//! Our runtime is compared the same way ([`references`]), flash attention off and on.
 use gemma_gguf::gguf::{GgmlType, GgufArray, GgufFile, GgufValue};
+use gemma_gguf::model::{LoadOptions, Model};
+use gemma_gguf::session::{Outputs, Session, SessionOptions};
 use gemma_tests::llama_logits::{LlamaOptions, LlamaRunner};
 use gemma_tests::llama_quantize::{compare_tensors, llama_quantize, QuantizeRequest};
 use gemma_tests::workspace_root;
@@ -84,10 +86,22 @@ fn llama(path: &Path, ids: &[u32], flash_attn: bool) -> Vec<f32> {
 /// A runtime compared with the goldens: its name and its logits for all positions.
 type Reference = (&'static str, fn(&Path, &[u32]) -> Vec<f32>);
 
-/// The runtimes compared with transformers, each on every converted file. Our runtime's
-/// Gemma 4 support adds one line here: `("ours", ours)`.
+/// Our runtime's logits on the converted file, every position.
+fn ours(path: &Path, ids: &[u32], flash_attn: bool) -> Vec<f32> {
+    let model = Model::load(path, &LoadOptions { threads: Some(2), ..Default::default() })
+        .unwrap_or_else(|e| panic!("our runtime loads {}: {e}", path.display()));
+    let mut ses = Session::new(&model, SessionOptions { n_ctx: 256, flash_attn, ..Default::default() }).unwrap();
+    ses.decode(ids, Outputs::All).unwrap()
+}
+
+/// The runtimes compared with transformers, each on every converted file.
 fn references() -> Vec<Reference> {
-    vec![("llama.cpp", |p, ids| llama(p, ids, false)), ("llama.cpp fa", |p, ids| llama(p, ids, true))]
+    vec![
+        ("llama.cpp", |p, ids| llama(p, ids, false)),
+        ("llama.cpp fa", |p, ids| llama(p, ids, true)),
+        ("ours", |p, ids| ours(p, ids, false)),
+        ("ours fa", |p, ids| ours(p, ids, true)),
+    ]
 }
 
 /// (max |Δ| / max |golden|, top-1 agreement).
