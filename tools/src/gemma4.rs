@@ -556,3 +556,83 @@ pub(crate) fn arch_keys(c: &ModelConfig) -> Vec<(String, GgufValue)> {
     }
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(cfg: serde_json::Value) -> Result<ModelConfig> {
+        ModelConfig::parse(&cfg.to_string(), Path::new("config.json"))
+    }
+
+    /// E2B's published shape: 35 layers (4 sliding : 1 full), 20 sharing KV, PLE 256, the
+    /// double-wide MLP on shared layers, in the hub's layout.
+    fn e2b() -> serde_json::Value {
+        let types: Vec<&str> =
+            (0..35).map(|il| if (il + 1) % 5 == 0 { "full_attention" } else { "sliding_attention" }).collect();
+        serde_json::json!({
+            "architectures": ["Gemma4ForConditionalGeneration"],
+            "text_config": {
+                "vocab_size": 262144, "hidden_size": 1536, "intermediate_size": 6144,
+                "num_hidden_layers": 35, "num_attention_heads": 8, "num_key_value_heads": 1,
+                "head_dim": 256, "global_head_dim": 512, "layer_types": types,
+                "sliding_window": 512, "num_kv_shared_layers": 20, "use_double_wide_mlp": true,
+                "hidden_size_per_layer_input": 256, "vocab_size_per_layer_input": 262144,
+                "final_logit_softcapping": 30.0, "max_position_embeddings": 131072,
+                "rope_parameters": {
+                    "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1e6},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn e2b_hub_config() {
+        let c = parse(e2b()).unwrap();
+        let g = c.gemma4.as_ref().unwrap();
+        assert_eq!((g.head_dim_swa, g.head_dim_full, g.n_kv_start()), (256, 512, 15));
+        assert_eq!(g.n_ff[14], 6144);
+        assert_eq!(g.n_ff[15], 12288);
+        assert_eq!(c.final_softcap, Some(30.0));
+        let f = g.rope_freqs();
+        assert_eq!(f.len(), 256);
+        assert_eq!(f.iter().filter(|&&x| x == 1.0).count(), 64);
+        let keys = arch_keys(&c);
+        let get = |k: &str| keys.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("gemma4.attention.shared_kv_layers"), Some(GgufValue::U32(20)));
+        assert_eq!(get("gemma4.attention.head_count_kv"), Some(GgufValue::U32(1)));
+    }
+
+    #[test]
+    fn global_kv_heads_apply_only_with_k_eq_v() {
+        let mut cfg = e2b();
+        cfg["text_config"]["num_global_key_value_heads"] = serde_json::json!(2);
+        cfg["text_config"]["num_key_value_heads"] = serde_json::json!(4);
+        let g = parse(cfg.clone()).unwrap().gemma4.unwrap();
+        assert!(g.n_head_kv.iter().all(|&kv| kv == 4), "transformers ignores it without attention_k_eq_v");
+        cfg["text_config"]["attention_k_eq_v"] = serde_json::json!(true);
+        let g = parse(cfg).unwrap().gemma4.unwrap();
+        assert_eq!(&g.n_head_kv[..5], &[4, 4, 4, 4, 2]);
+    }
+
+    #[test]
+    fn proportional_factor_goes_into_rope_freqs() {
+        let mut cfg = e2b();
+        cfg["text_config"]["rope_parameters"]["full_attention"]["factor"] = serde_json::json!(8.0);
+        let g = parse(cfg).unwrap().gemma4.unwrap();
+        let f = g.rope_freqs();
+        assert!(f[..64].iter().all(|&x| x == 8.0) && f[64..].iter().all(|&x| x == NO_ROTATION));
+    }
+
+    #[test]
+    fn missing_softcap_is_written_as_none() {
+        let mut cfg = e2b();
+        cfg["text_config"].as_object_mut().unwrap().remove("final_logit_softcapping");
+        let c = parse(cfg).unwrap();
+        let keys = arch_keys(&c);
+        let v = keys.iter().find(|(n, _)| n == "gemma4.final_logit_softcapping").map(|(_, v)| v.clone());
+        assert_eq!(v, Some(GgufValue::F32(0.0)));
+    }
+}
