@@ -3,8 +3,9 @@
 //! proportional RoPE, soft-cap), a MoE like 26B-A4B and a dense K=V one like 31B.
 //!
 //! - Every type: each checkpoint is converted, loaded in libllama (the vendored llama.cpp,
-//!   which has the `gemma4` architecture) with flash attention off and on, and its logits
-//!   compared with transformers' float32 logits for a prompt 5× the sliding window.
+//!   which has the `gemma4` architecture) with flash attention off and on, and one token per
+//!   step, and its logits compared with transformers' float32 logits for a prompt 5× the
+//!   sliding window.
 //!   Tolerance as in convert_tiny.rs: max |Δlogit| / max |logit| ≤ K · unit(type).
 //! - Keys and tensors written (the gguf reader), the text model of a
 //!   `Gemma4ForConditionalGeneration` in the hub's layout giving the same file, and libllama's
@@ -83,6 +84,13 @@ fn llama(path: &Path, ids: &[u32], flash_attn: bool) -> Vec<f32> {
     ll.eval(ids, true)
 }
 
+/// One token per decode step, as generation feeds them: the sliding-window cache past its
+/// window, and the shared-KV layers reading caches filled one step earlier.
+fn llama_steps(path: &Path, ids: &[u32]) -> Vec<f32> {
+    let mut ll = LlamaRunner::load(path, LlamaOptions { capture: &[], n_ctx: 256, n_threads: 2, flash_attn: false });
+    ids.iter().flat_map(|&t| ll.eval(&[t], false)).collect()
+}
+
 /// A runtime compared with the goldens: its name and its logits for all positions.
 type Reference = (&'static str, fn(&Path, &[u32]) -> Vec<f32>);
 
@@ -99,6 +107,7 @@ fn references() -> Vec<Reference> {
     vec![
         ("llama.cpp", |p, ids| llama(p, ids, false)),
         ("llama.cpp fa", |p, ids| llama(p, ids, true)),
+        ("llama.cpp 1×1", llama_steps),
         ("ours", |p, ids| ours(p, ids, false)),
         ("ours fa", |p, ids| ours(p, ids, true)),
     ]

@@ -427,6 +427,11 @@ mod tests {
         let mut p = Planner::new([], OutType::parse("q8_0").unwrap(), &[], 4, 0);
         assert_eq!(p.choose("per_layer_model_proj.weight", &[256, 256]).ty, Type::F32);
         assert_eq!(p.choose("blk.0.proj.weight", &[64, 256]).ty, Type::Q8_0);
+        // --tensor-type names the PLE table; the router stays f32 whatever is asked.
+        let o = [Override::parse("per_layer_token_embd=q4_k").unwrap(), Override::parse("ffn_gate_inp=q8_0").unwrap()];
+        let mut p = Planner::new([], m, &o, 4, 0);
+        assert_eq!(p.choose("per_layer_token_embd.weight", &[256, 512]).ty, Type::Q4_K);
+        assert_eq!(p.choose("blk.0.ffn_gate_inp.weight", &[256, 8]).ty, Type::F32);
     }
 
     #[test]
