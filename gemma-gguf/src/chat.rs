@@ -32,6 +32,12 @@
 //! tokenizer is `gemma4`, or whose vocabulary has `<|turn>`. Gemma 4's native tool calls
 //! are parsed by [`crate::tool_call`].
 //!
+//! In user text, `<|turn>`, `<turn|>`, `<|think|>`, `<|tool>`, `<|tool_response>` stay text
+//! (CONTROL). The channel, tool-call and string-delimiter tokens (`<|channel>`, `<channel|>`,
+//! `<|tool_call>`, `<tool_call|>`, `<tool_response|>`, `<|"|>`) are USER_DEFINED in files
+//! made by llama.cpp's converter, which "always renders" them: `encode` matches them in any
+//! text, user text included, exactly as llama.cpp does with such a file.
+//!
 //! # Multi-turn without re-feeding
 //! [`format_turn`] lays out only the new messages. The contract: a first call starts an empty
 //! cache (it begins with `<bos>`); every other call finds the cache ending right after an
