@@ -32,6 +32,12 @@
 //! tokenizer is `gemma4`, or whose vocabulary has `<|turn>`. Gemma 4's native tool calls
 //! are parsed by [`crate::tool_call`].
 //!
+//! In user text, `<|turn>`, `<turn|>`, `<|think|>`, `<|tool>`, `<|tool_response>` stay text
+//! (CONTROL). The channel, tool-call and string-delimiter tokens (`<|channel>`, `<channel|>`,
+//! `<|tool_call>`, `<tool_call|>`, `<tool_response|>`, `<|"|>`) are USER_DEFINED in files
+//! made by llama.cpp's converter, which "always renders" them: `encode` matches them in any
+//! text, user text included, exactly as llama.cpp does with such a file.
+//!
 //! # Multi-turn without re-feeding
 //! [`format_turn`] lays out only the new messages. The contract: a first call starts an empty
 //! cache (it begins with `<bos>`); every other call finds the cache ending right after an
@@ -773,6 +779,18 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         specials: &SpecialTokens,
     ) -> Result<Vec<Piece>> {
+        self.render_with(messages, add_generation_prompt, specials, None)
+    }
+
+    /// [`render`](Self::render), with `enable_thinking` set to this value (Gemma 4's template
+    /// reads it; `None` leaves it undefined, which the template takes as off).
+    pub fn render_with(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        specials: &SpecialTokens,
+        enable_thinking: Option<bool>,
+    ) -> Result<Vec<Piece>> {
         let nonce = RandomState::new().hash_one(messages.len());
         let placeholder = |index, m: &Message| Placeholder {
             nonce,
@@ -787,12 +805,14 @@ impl ChatTemplate {
                 ("content", Value::from(placeholder(i, m).to_text())),
             ])
         }));
-        let ctx = Value::from_iter([
+        let mut vars = vec![
             ("messages", messages_value),
             ("add_generation_prompt", Value::from(add_generation_prompt)),
             ("bos_token", Value::from(specials.bos_token.as_str())),
             ("eos_token", Value::from(specials.eos_token.as_str())),
-        ]);
+        ];
+        vars.extend(enable_thinking.map(|on| ("enable_thinking", Value::from(on))));
+        let ctx = Value::from_iter(vars);
         let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| template_error(e.to_string()))?;
         let mut out = CappedOutput::default();
         if let Err(e) = template.render_captured_to(ctx, &mut out) {
@@ -1437,6 +1457,16 @@ mod tests {
                 let rendered = tmpl.render(&msgs, gen, &gemma4_specials()).unwrap();
                 assert_eq!(rendered, as_text(&builtin), "{msgs:?} gen={gen}");
                 assert_eq!(show(&rendered), show(&builtin));
+            }
+        }
+        let think = Gemma4Options { enable_thinking: true };
+        for msgs in gemma4_cases() {
+            for gen in [true, false] {
+                let builtin = format_gemma4(&msgs, gen, think).unwrap();
+                let rendered = tmpl.render_with(&msgs, gen, &gemma4_specials(), Some(true)).unwrap();
+                assert_eq!(rendered, as_text(&builtin), "{msgs:?} gen={gen}, thinking");
+                let off = tmpl.render_with(&msgs, gen, &gemma4_specials(), Some(false)).unwrap();
+                assert_eq!(off, tmpl.render(&msgs, gen, &gemma4_specials()).unwrap());
             }
         }
         println!("{}", show(&tmpl.render(&conversation(), true, &gemma4_specials()).unwrap()));

@@ -460,6 +460,89 @@ mod tests {
         }
     }
 
+    /// Calls as Gemma 4's official template renders them (its `format_argument` macro, run
+    /// by minijinja on the fixture) parse back into the arguments given.
+    #[test]
+    fn calls_rendered_by_the_official_template_parse_back() {
+        let mut env = minijinja::Environment::new();
+        env.add_template("t", include_str!("../../tests/data/tokenizer/gemma4_chat_template.jinja")).unwrap();
+        let args = minijinja::context! {
+            city => "Tokyo, \"JP\" {x: [1]}",
+            days => 3,
+            ratio => 2.5,
+            metric => true,
+            nothing => (),
+            tags => vec!["a", "b"],
+            nested => minijinja::context! { deep => minijinja::context! { n => -1 }, empty => Vec::<i32>::new() },
+        };
+        let one = minijinja::context! { function => minijinja::context! { name => "get_weather", arguments => args } };
+        let messages = vec![
+            minijinja::context! { role => "user", content => "weather?" },
+            minijinja::context! { role => "assistant", tool_calls => vec![one.clone(), one] },
+        ];
+        let rendered =
+            env.get_template("t").unwrap().render(minijinja::context! { messages, bos_token => "<bos>" }).unwrap();
+        println!("{rendered}");
+        let model_turn = rendered.split("<|turn>model\n").nth(1).unwrap();
+        let parsed = parse_tool_calls(model_turn).unwrap();
+        assert_eq!(parsed.content, "<turn|>\n");
+        // The template writes keys sorted (dictsort); the JSON keeps the model's order.
+        let expected = call(
+            "get_weather",
+            r#"{"city":"Tokyo, \"JP\" {x: [1]}","days":3,"metric":true,"nested":{"deep":{"n":-1},"empty":[]},"nothing":null,"ratio":2.5,"tags":["a","b"]}"#,
+        );
+        assert_eq!(parsed.calls, [expected.clone(), expected]);
+    }
+
+    /// Hostile or random model output: an error or a parse, never a panic.
+    #[test]
+    fn random_output_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let parts = [
+            TOOL_CALL_START,
+            TOOL_CALL_END,
+            STRING_DELIM,
+            "call:",
+            "f",
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            "\"",
+            "\\",
+            "u00",
+            "1",
+            "-",
+            ".",
+            "e",
+            "true",
+            "None",
+            " ",
+            "é",
+            "😀",
+            "<|",
+            "|>",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (mut ok, mut errors) = (0, 0);
+        for _ in 0..20_000 {
+            let n = rng.gen_range(0..30);
+            let text: String = (0..n).map(|_| parts[rng.gen_range(0..parts.len())]).collect();
+            match parse_tool_calls(&text) {
+                Ok(_) => ok += 1,
+                Err(Error::ToolCall { at, .. }) => {
+                    assert!(at <= text.len());
+                    errors += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            let _ = tool_call_prefix_at(&text);
+        }
+        println!("{ok} parsed, {errors} errors");
+    }
+
     #[test]
     fn streaming_holds_back_what_may_become_a_call() {
         assert_eq!(tool_call_prefix_at("hello"), None);

@@ -20,6 +20,7 @@ use gemma_gguf::gguf::{GgufFile, GgufWriter};
 use gemma_gguf::tokenizer::{keys, TokenType, Tokenizer, TokenizerModel};
 use gemma_gguf::tool_call::parse_tool_calls;
 use gemma_tests::llama_ref::LlamaVocab;
+use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -510,4 +511,80 @@ fn chat_format_on_the_gemma4_file() {
     assert_eq!(parsed.calls[0].name, "get_weather");
     let args: serde_json::Value = serde_json::from_str(&parsed.calls[0].arguments).unwrap();
     assert_eq!(args, serde_json::json!({"city": "Tokyo", "days": 3}));
+}
+
+/// Random texts from pieces that stress the BPE loop and the special-token split (spaces,
+/// newline runs, apostrophes and punctuation for clean_spaces, multi-byte characters, bytes
+/// outside the vocabulary, Gemma 4's markers whole and cut): ids and decoding as libllama.
+#[test]
+fn random_texts_match_llama_cpp() {
+    let Some(g) = build() else { return };
+    let (tok, llama) = (&g.tok, &g.llama);
+    let parts = [
+        "a",
+        "the",
+        "The",
+        "ing",
+        " ",
+        "  ",
+        "   ",
+        "\n",
+        "\n\n",
+        "\n\n\n",
+        "\t",
+        "\r\n",
+        ".",
+        ",",
+        "!",
+        "?",
+        "'",
+        "'s",
+        "'t",
+        "é",
+        "日本",
+        "😀",
+        "👨‍👩‍👧",
+        "\u{10fffd}",
+        "\u{0}",
+        "▁",
+        "<",
+        "|",
+        ">",
+        "<|turn>",
+        "<turn|>",
+        "<|\"|>",
+        "<|channel>",
+        "<|tool_call>",
+        "<|tool_response>",
+        "</s>",
+        "<bos>",
+        "<|tur",
+        "42",
+        "3.14",
+        "-",
+        "_",
+        "{",
+        "}",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let (mut compared, mut tokens) = (0, 0);
+    for _ in 0..400 {
+        let n = rng.gen_range(0..40);
+        let text: String = (0..n).map(|_| parts[rng.gen_range(0..parts.len())]).collect();
+        for parse in [false, true] {
+            let ours = match parse {
+                true => tok.encode_with_special(&text, true),
+                false => tok.encode(&text, true),
+            };
+            let theirs = llama.tokenize(&text, true, parse);
+            if let Some(d) = diff(tok, &ours, &theirs) {
+                panic!("{} (parse_special {parse}): {d}", show(&text));
+            }
+            let decoded = String::from_utf8_lossy(&llama.detokenize(&ours, false, false)).into_owned();
+            assert_eq!(tok.decode(&ours), decoded, "{}", show(&text));
+            compared += 1;
+            tokens += ours.len();
+        }
+    }
+    println!("random texts: {compared} tokenizations ({tokens} tokens) and decodings equal to libllama's");
 }

@@ -157,7 +157,8 @@ impl TokenType {
     }
 }
 
-/// A SentencePiece-style tokenizer built from a GGUF vocabulary.
+/// A Gemma tokenizer built from a GGUF vocabulary: SentencePiece-style (`"llama"`) or BPE
+/// (`"gemma4"`), see the module doc.
 #[derive(Clone)]
 pub struct Tokenizer {
     /// Token texts and the index from text to id; an empty text is renamed `[EMPTY_<id>]`
@@ -219,23 +220,12 @@ impl Tokenizer {
         };
 
         let id = |key, default| special_id(file, key, default, n_tokens);
-        let required = |key: &'static str, default: u32| match model {
-            TokenizerModel::Llama => {
-                id(key, Some(default))?.ok_or(Error::TokenizerSpecialId { key, id: default.into(), n_tokens })
-            }
-            // No default: the key itself must be there (its absence names it).
-            TokenizerModel::Gemma4 => {
-                file.get_u32(key)?;
-                Ok(id(key, None)?.unwrap_or_default())
-            }
-        };
-        let bos = required(keys::BOS_ID, defaults::BOS_ID)?;
-        let eos = required(keys::EOS_ID, defaults::EOS_ID)?;
+        // llama.cpp's defaults are for "llama" only; "gemma4" has none.
+        let llama = model == TokenizerModel::Llama;
+        let bos = required_id(file, keys::BOS_ID, llama.then_some(defaults::BOS_ID), n_tokens)?;
+        let eos = required_id(file, keys::EOS_ID, llama.then_some(defaults::EOS_ID), n_tokens)?;
         quirks::apply(&vocab.pieces, &mut vocab.types, eos);
-        let unk = match model {
-            TokenizerModel::Llama => id(keys::UNK_ID, Some(defaults::UNK_ID))?,
-            TokenizerModel::Gemma4 => id(keys::UNK_ID, None)?,
-        };
+        let unk = id(keys::UNK_ID, llama.then_some(defaults::UNK_ID))?;
         let pad = id(keys::PAD_ID, None)?;
         let eot_key = id(keys::EOT_ID, None)?;
         let eot = eot_key.or_else(|| vocab.pieces.id(END_OF_TURN)).or_else(|| vocab.pieces.id(TURN_END));
@@ -411,6 +401,22 @@ impl Tokenizer {
     /// `tokenizer.ggml.add_space_prefix` (false for Gemma 3).
     pub fn add_space_prefix(&self) -> bool {
         self.add_space_prefix
+    }
+}
+
+/// A special id the tokenizer cannot do without (BOS, EOS): the key's value, else the
+/// default; with no default the key must be there, and its absence is the error.
+fn required_id(file: &GgufFile, key: &'static str, default: Option<u32>, n_tokens: usize) -> Result<u32> {
+    match default {
+        Some(default) => special_id(file, key, Some(default), n_tokens)?.ok_or(Error::TokenizerSpecialId {
+            key,
+            id: default.into(),
+            n_tokens,
+        }),
+        None => {
+            let id = file.get_u32(key)?;
+            special_id(file, key, None, n_tokens)?.ok_or(Error::TokenizerSpecialId { key, id: id.into(), n_tokens })
+        }
     }
 }
 
