@@ -62,8 +62,8 @@ enum Command {
     /// compare each with the highest-precision one on a text, print the table, draw the
     /// chart, and recommend the smallest file within --kl-budget.
     Sweep(sweep::Args),
-    /// Convert a Hugging Face checkpoint (Gemma 1, 2 or 3: config.json, safetensors,
-    /// tokenizer) to a GGUF that llama.cpp and gemma both load: `gemma convert DIR -o
+    /// Convert a Hugging Face checkpoint (Gemma 1, 2, 3 or 4, the text model of a
+    /// conditional-generation checkpoint too: config.json, safetensors, tokenizer) to a GGUF that llama.cpp and gemma both load: `gemma convert DIR -o
     /// OUT.gguf --type q4_k_m`. One pass, bounded memory, a summary of the type chosen for
     /// each tensor and why.
     Convert(convert::ConvertArgs),

@@ -77,7 +77,10 @@ pub fn run(args: Args) -> Result<()> {
     let memory = report_model(&args.model, &model, &session);
     let tok = model.tokenizer();
     let ids = if args.chat_format {
-        let pieces = gemma_gguf::chat::format(&[gemma_gguf::chat::Message::user(&prompt)], true)?;
+        // The file's built-in turn format (Gemma 4's for a Gemma 4 file).
+        let format = gemma_gguf::chat::ChatFormat::builtin(model.gguf());
+        let specials = gemma_gguf::chat::SpecialTokens::from_tokenizer(tok);
+        let pieces = format.format(&[gemma_gguf::chat::Message::user(&prompt)], true, &specials)?;
         gemma_gguf::chat::encode_pieces(&pieces, tok)?
     } else {
         tok.encode(&prompt, tok.adds_bos())
