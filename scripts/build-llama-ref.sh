@@ -9,7 +9,9 @@
 #
 #   scripts/build-llama-ref.sh          # prints the path of llama-bench
 #
-# Output: target/llama-ref/build/bin/llama-bench (about 8 minutes on 2 cores, once).
+# Output: target/llama-ref/build/bin/llama-bench (about 8 minutes on 2 cores, once), and
+# llama-completion beside it, llama.cpp's plain text generator, for memory comparisons at a
+# given context (`scripts/rss_vs_llama.sh`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { echo "build-llama-ref: $*" >&2; }
@@ -17,7 +19,7 @@ say() { echo "build-llama-ref: $*" >&2; }
 LLAMA_CPP_PYTHON=0.3.36
 out=target/llama-ref
 bench=$out/build/bin/llama-bench
-if [ -x "$bench" ]; then
+if [ -x "$bench" ] && [ -x "$out/build/bin/llama-completion" ]; then
   echo "$PWD/$bench"
   exit 0
 fi
@@ -37,6 +39,6 @@ flags=""
 say "configuring llama.cpp from llama-cpp-python $LLAMA_CPP_PYTHON in $out (Release, llama.cpp's defaults${flags:+, plus $flags})"
 CFLAGS="$flags" CXXFLAGS="$flags" cmake -S "$out/src" -B "$out/build" -DCMAKE_BUILD_TYPE=Release \
   -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >&2
-cmake --build "$out/build" --target llama-bench -j "$(nproc)" >&2
+cmake --build "$out/build" --target llama-bench llama-completion -j "$(nproc)" >&2
 grep -E '^(CMAKE_BUILD_TYPE|GGML_NATIVE|GGML_OPENMP):' "$out/build/CMakeCache.txt" >&2
 echo "$PWD/$bench"

@@ -142,14 +142,26 @@ fn all_types(name: &str) {
         convert(&g.dir, ty, &out);
         let bound = K * unit(ty);
         let mut line = format!("{ty:>7} {bound:>10.2e}");
+        let mut logits = Vec::new();
         for (r, run) in &refs {
-            let (e, top1) = distance(&g.logits, &run(&out, &g.ids), g.n_vocab);
+            let got = run(&out, &g.ids);
+            let (e, top1) = distance(&g.logits, &got, g.n_vocab);
             line += &format!(" {e:>13.2e} {:>5.0}%", top1 * 100.0);
             if e > bound {
                 failures.push(format!("{ty}: {r} {e:.3e} > {bound:.3e}"));
             }
+            logits.push((*r, got));
         }
         println!("{line} {:>9}", std::fs::metadata(&out).unwrap().len() / 1024);
+        // Where the same kernels run on the same data, ours and libllama's are the same
+        // numbers: the whole prompt in one batch, flash attention off and on.
+        for (a, b) in [("ours", "llama.cpp"), ("ours fa", "llama.cpp fa")] {
+            let find = |n: &str| &logits.iter().find(|(r, _)| *r == n).expect("a reference of that name").1;
+            let d = find(a).iter().zip(find(b)).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            if d != 0.0 {
+                failures.push(format!("{ty}: {a} against {b}: max |Δlogit| {d:e}, expected 0"));
+            }
+        }
     }
     assert!(failures.is_empty(), "{name}: {failures:?}");
 }
