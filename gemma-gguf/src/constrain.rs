@@ -61,6 +61,20 @@ impl ConstraintSpec {
         Ok(ConstraintSpec::JsonSchema(schema))
     }
 
+    /// A JSON Schema given as `FILE|JSON` (the CLI's `--json-schema`): text that starts with
+    /// `{` is the schema itself, anything else a path to read it from.
+    pub fn json_schema_arg(arg: &str) -> Result<ConstraintSpec, ConstraintError> {
+        if arg.trim_start().starts_with('{') {
+            return Self::json_schema_str(arg);
+        }
+        Self::json_schema_str(&read_source(std::path::Path::new(arg), "JSON schema")?)
+    }
+
+    /// A Lark grammar read from a file (the CLI's `--grammar`).
+    pub fn lark_file(path: &std::path::Path) -> Result<ConstraintSpec, ConstraintError> {
+        Ok(ConstraintSpec::Lark(read_source(path, "grammar")?))
+    }
+
     /// What kind of constraint it is, for messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -71,6 +85,22 @@ impl ConstraintSpec {
     }
 }
 
+/// Reads a constraint file, refusing one above [`ConstraintLimits::default`]'s source cap
+/// before reading it whole.
+fn read_source(path: &std::path::Path, kind: &'static str) -> Result<String, ConstraintError> {
+    let max = ConstraintLimits::default().max_source_bytes;
+    let io = |e: std::io::Error| ConstraintError::Read { path: path.display().to_string(), message: e.to_string() };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > max as u64 {
+        return Err(ConstraintError::TooLarge { kind, len: usize::try_from(len).unwrap_or(usize::MAX), max });
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    String::from_utf8(bytes).map_err(|e| ConstraintError::Read {
+        path: path.display().to_string(),
+        message: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+    })
+}
+
 /// Why a constraint could not be compiled or followed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -78,6 +108,9 @@ pub enum ConstraintError {
     /// The source is larger than [`ConstraintLimits::max_source_bytes`].
     #[error("the {kind} is {len} bytes; at most {max} are accepted")]
     TooLarge { kind: &'static str, len: usize, max: usize },
+    /// A constraint file that cannot be read.
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
     /// A JSON schema nested deeper than [`ConstraintLimits::max_json_depth`].
     #[error("the JSON schema is nested more than {max} levels deep")]
     TooDeep { max: usize },
