@@ -298,6 +298,13 @@ fn with_layout(schema: &Value) -> Result<Value, ConstraintError> {
     Ok(schema)
 }
 
+/// A JSON Schema as a `%json { … }` item of a Lark grammar (tool-call envelopes around
+/// arguments), in the compact layout, checked against the default depth limit.
+pub fn lark_json(schema: &Value) -> Result<String, ConstraintError> {
+    check_depth(schema, ConstraintLimits::default().max_json_depth)?;
+    Ok(format!("%json {}", with_layout(schema)?))
+}
+
 /// Refuses values nested deeper than `max` (iteratively: no recursion on user input).
 fn check_depth(v: &Value, max: usize) -> Result<(), ConstraintError> {
     let mut stack = vec![(v, 0usize)];
