@@ -259,9 +259,16 @@ impl ConstraintEngine {
             .factory
             .create_parser(grammar)
             .map_err(|e| ConstraintError::Invalid { kind, message: e.to_string() })?;
-        let matcher = Matcher::new(Ok(parser));
+        let mut matcher = Matcher::new(Ok(parser));
         if let Some(message) = matcher.get_error() {
             return Err(ConstraintError::Invalid { kind, message });
+        }
+        // A constraint that admits no output at all (`{"$ref": "#"}`, `start: start`) compiles;
+        // its first mask is empty. Say so now, not at the first token.
+        match matcher.compute_mask() {
+            Ok(m) if !m.is_zero() => {}
+            Ok(_) => return Err(ConstraintError::Invalid { kind, message: "no output can match it".into() }),
+            Err(e) => return Err(ConstraintError::Invalid { kind, message: format!("no output can match it ({e})") }),
         }
         Ok(Constraint { matcher, end_tokens: self.end_tokens.clone(), mask: SimpleVob::new(), tokens: 0 })
     }

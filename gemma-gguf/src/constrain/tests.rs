@@ -269,6 +269,8 @@ fn invalid_constraints_are_named() {
         (ConstraintSpec::JsonSchema(json!({"type": "integer", "minimum": 5, "maximum": 1})), "JSON schema"),
         (ConstraintSpec::JsonSchema(json!({"$ref": "#/$defs/missing"})), "JSON schema"),
         (ConstraintSpec::JsonSchema(json!(42)), "JSON schema"),
+        (ConstraintSpec::JsonSchema(json!({"$ref": "#"})), "JSON schema"),
+        (ConstraintSpec::Lark("start: start".into()), "grammar"),
     ] {
         match fails_fast(spec.clone(), Duration::from_secs(5)) {
             ConstraintError::Invalid { kind: k, message } => {
