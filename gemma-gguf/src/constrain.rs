@@ -42,7 +42,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConstraintSpec {
     /// A JSON Schema (draft 2020-12 keywords as llguidance implements them: types, `properties`,
-    /// `required`, `additionalProperties`, `items`, `enum`, `const`, `anyOf`/`oneOf`, `$ref`,
+    /// `required`, `additionalProperties`, `items`, `enum`, `const`, `anyOf`, `allOf`, `$ref`,
     /// `minimum`/`maximum`, `minLength`/`maxLength`, `pattern`, `format`, `minItems`/`maxItems`).
     JsonSchema(Value),
     /// Any JSON object (OpenAI's `response_format: {"type": "json_object"}`).
