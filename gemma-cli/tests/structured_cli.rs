@@ -68,7 +68,7 @@ fn bad_constraints_are_clear_errors() {
         (vec!["--json-schema", big.to_str().unwrap()], "at most"),
         (vec!["--json-schema", &deep], "nested"),
         (vec!["--json-schema", r#"{"type":"integer","minimum":3,"maximum":1}"#], "JSON schema"),
-        (vec!["--json-schema", r#"{"$ref":"#"}"#], "no output"),
+        (vec!["--json-schema", r##"{"$ref":"#"}"##], "no output"),
         (vec!["--grammar", "/nonexistent.lark"], "/nonexistent.lark"),
         (vec!["--regex", "a("], "regex"),
         (vec!["--regex", "a", "--json-schema", "{}"], "cannot be used with"),

@@ -261,14 +261,19 @@ impl ConstraintEngine {
             .map_err(|e| ConstraintError::Invalid { kind, message: e.to_string() })?;
         let mut matcher = Matcher::new(Ok(parser));
         if let Some(message) = matcher.get_error() {
-            return Err(ConstraintError::Invalid { kind, message });
+            return Err(ConstraintError::Invalid { kind, message: clean(message) });
         }
         // A constraint that admits no output at all (`{"$ref": "#"}`, `start: start`) compiles;
         // its first mask is empty. Say so now, not at the first token.
         match matcher.compute_mask() {
             Ok(m) if !m.is_zero() => {}
             Ok(_) => return Err(ConstraintError::Invalid { kind, message: "no output can match it".into() }),
-            Err(e) => return Err(ConstraintError::Invalid { kind, message: format!("no output can match it ({e})") }),
+            Err(e) => {
+                return Err(ConstraintError::Invalid {
+                    kind,
+                    message: format!("no output can match it ({})", clean(e)),
+                })
+            }
         }
         Ok(Constraint { matcher, end_tokens: self.end_tokens.clone(), mask: SimpleVob::new(), tokens: 0 })
     }
@@ -417,7 +422,13 @@ impl Constraint {
 }
 
 fn step_error(e: impl std::fmt::Display) -> ConstraintError {
-    ConstraintError::Step { message: e.to_string() }
+    ConstraintError::Step { message: clean(e) }
+}
+
+/// llguidance's message without the marker it appends when verbose errors are off.
+fn clean(e: impl std::fmt::Display) -> String {
+    let m = e.to_string();
+    m.trim_end().trim_end_matches("<non-verbose/>").trim_end().to_string()
 }
 
 #[cfg(test)]

@@ -276,6 +276,7 @@ fn invalid_constraints_are_named() {
             ConstraintError::Invalid { kind: k, message } => {
                 assert_eq!(k, kind, "{spec:?}");
                 assert!(!message.is_empty() && message.len() < 4096, "{spec:?}: {} bytes", message.len());
+                assert!(!message.contains("<non-verbose/>"), "{message}");
             }
             e => panic!("{spec:?}: {e}"),
         }
