@@ -1,9 +1,9 @@
 //! `gemma chat`: an interactive, multi-turn conversation that keeps the KV cache between
 //! turns. Works with piped standard input too (one user message per line).
-use crate::common::{report_memory, report_model, ModelArgs, SamplingArgs};
+use crate::common::{report_memory, report_model, ConstraintArgs, ModelArgs, SamplingArgs};
 use anyhow::Result;
 use gemma_gguf::chat::{encode_pieces, ChatFormat, Message, SpecialTokens};
-use gemma_gguf::generate::{generate, StopReason};
+use gemma_gguf::generate::{generate_constrained, StopReason};
 use gemma_gguf::sampler::Sampler;
 use gemma_gguf::session::Session;
 use gemma_gguf::tokenizer::Tokenizer;
@@ -21,14 +21,19 @@ pub struct Args {
     pub n_predict: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Every reply is constrained (a fresh constraint per reply).
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
 }
 
 const HELP: &str = "commands: /reset (forget the conversation), /quit (or end of input)";
 
 pub fn run(args: Args) -> Result<()> {
+    let spec = args.constraint.spec()?;
     let model = args.model.load()?;
     let mut session = args.model.session(&model)?;
     let memory = report_model(&args.model, &model, &session);
+    let constraints = ConstraintArgs::engine(spec, &model)?;
     let tok = model.tokenizer();
     let eot = tok.end_of_turn().ok_or_else(|| anyhow::anyhow!("the vocabulary has no <end_of_turn> token"))?;
     let mut sampler = Sampler::new(args.sampling.params())?;
@@ -86,11 +91,23 @@ pub fn run(args: Args) -> Result<()> {
         }
         first = false;
         let mut reply = String::new();
-        let out = generate(&mut session, &mut sampler, &ids, args.n_predict, |t| {
-            reply.push_str(t);
-            print!("{t}");
-            stdout.flush().is_ok()
-        })?;
+        let mut constraint = match &constraints {
+            Some((engine, spec)) => Some(engine.compile(spec)?),
+            None => None,
+        };
+        let out = generate_constrained(
+            &mut session,
+            &mut sampler,
+            constraint.as_mut(),
+            &ids,
+            args.n_predict,
+            |_, _| {},
+            |t| {
+                reply.push_str(t);
+                print!("{t}");
+                stdout.flush().is_ok()
+            },
+        )?;
         fed.extend(&ids);
         fed.extend(&out.tokens);
         history.push(Message::model(reply));

@@ -1,5 +1,6 @@
 //! Flags shared by the commands that load a model, and the memory report.
 use anyhow::{bail, Context as _, Result};
+use gemma_gguf::constrain::{ConstraintEngine, ConstraintSpec};
 use gemma_gguf::ggml::Type;
 use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::sampler::SamplerParams;
@@ -79,6 +80,42 @@ pub struct SamplingArgs {
     /// Random seed, for reproducible runs (default: from the clock).
     #[arg(long = "seed")]
     pub seed: Option<u64>,
+}
+
+/// Constrained output: at most one of a JSON Schema, a Lark grammar, a regex.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConstraintArgs {
+    /// Constrain the output to a JSON Schema: the schema itself (`{…}`) or a file holding it.
+    #[arg(long = "json-schema", value_name = "FILE|JSON", group = "constraint")]
+    pub json_schema: Option<String>,
+    /// Constrain the output to a grammar in llguidance's Lark syntax, read from FILE.
+    #[arg(long = "grammar", value_name = "FILE", group = "constraint")]
+    pub grammar: Option<PathBuf>,
+    /// Constrain the output to match a regular expression (Rust regex syntax), whole.
+    #[arg(long = "regex", value_name = "RE", group = "constraint")]
+    pub regex: Option<String>,
+}
+
+impl ConstraintArgs {
+    /// The constraint asked for, if any, read and parsed (files read, JSON parsed) but not
+    /// compiled: that needs the model's vocabulary ([`ConstraintArgs::engine`]).
+    pub fn spec(&self) -> Result<Option<ConstraintSpec>> {
+        Ok(Some(match (&self.json_schema, &self.grammar, &self.regex) {
+            (Some(s), _, _) => ConstraintSpec::json_schema_arg(s)?,
+            (_, Some(g), _) => ConstraintSpec::lark_file(g)?,
+            (_, _, Some(r)) => ConstraintSpec::Regex(r.clone()),
+            _ => return Ok(None),
+        }))
+    }
+
+    /// The engine over `model`'s vocabulary and the compiled spec, when one is asked for;
+    /// `compile` gives a fresh constraint for each reply.
+    pub fn engine(spec: Option<ConstraintSpec>, model: &Model) -> Result<Option<(ConstraintEngine, ConstraintSpec)>> {
+        let Some(spec) = spec else { return Ok(None) };
+        let engine = ConstraintEngine::new(model.tokenizer())?;
+        engine.compile(&spec)?; // fail before the first prompt, not after it
+        Ok(Some((engine, spec)))
+    }
 }
 
 impl SamplingArgs {

@@ -1,7 +1,7 @@
 //! `gemma run`: complete a prompt, streaming the text to stdout.
-use crate::common::{report_memory, report_model, ModelArgs, SamplingArgs};
+use crate::common::{report_memory, report_model, ConstraintArgs, ModelArgs, SamplingArgs};
 use anyhow::{bail, Context as _, Result};
-use gemma_gguf::generate::generate_observed;
+use gemma_gguf::generate::generate_constrained;
 use gemma_gguf::sampler::Sampler;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -33,6 +33,8 @@ pub struct Args {
     pub show_top: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
 }
 
 /// `top STEP ID:LOGIT …`: the `n` highest logits, best first (ties: lower id first).
@@ -72,9 +74,14 @@ pub fn run(args: Args) -> Result<()> {
     if prompt.is_empty() {
         bail!("the prompt is empty: give one with -p, -f or on standard input");
     }
+    let spec = args.constraint.spec()?;
     let model = args.model.load()?;
     let mut session = args.model.session(&model)?;
     let memory = report_model(&args.model, &model, &session);
+    let mut constraint = match ConstraintArgs::engine(spec, &model)? {
+        Some((engine, spec)) => Some(engine.compile(&spec)?),
+        None => None,
+    };
     let tok = model.tokenizer();
     let ids = if args.chat_format {
         // The file's built-in turn format (Gemma 4's for a Gemma 4 file).
@@ -106,12 +113,20 @@ pub fn run(args: Args) -> Result<()> {
         }
         step += 1;
     };
-    let result = generate_observed(&mut session, &mut sampler, &ids, args.n_predict, show_top, |text| {
-        let r = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-        let ok = r.is_ok();
-        write_err = r.err();
-        ok
-    })?;
+    let result = generate_constrained(
+        &mut session,
+        &mut sampler,
+        constraint.as_mut(),
+        &ids,
+        args.n_predict,
+        show_top,
+        |text| {
+            let r = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+            let ok = r.is_ok();
+            write_err = r.err();
+            ok
+        },
+    )?;
     writeln!(out)?;
     if let Some(e) = write_err {
         if e.kind() != std::io::ErrorKind::BrokenPipe {

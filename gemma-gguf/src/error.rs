@@ -132,6 +132,10 @@ pub enum Error {
     /// model family; or a base whose logits cannot be recorded.
     #[error("base logits file: {why}")]
     BaseLogits { why: String },
+    /// A JSON schema, grammar or regex that cannot be compiled, or that failed while
+    /// generating (`constrain`).
+    #[error(transparent)]
+    Constraint(#[from] crate::constrain::ConstraintError),
 }
 
 /// Result alias for the library.

@@ -1,6 +1,7 @@
 //! The streaming generation loop: prompt → logits → sampler → token → text, until a stop.
 #![forbid(unsafe_code)]
 
+use crate::constrain::{Constraint, Progress};
 use crate::error::Result;
 use crate::sampler::Sampler;
 use crate::session::{Outputs, Session};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
     /// The model produced an end-of-generation token (`<eos>`, `<end_of_turn>`); it is not
-    /// fed to the cache.
+    /// fed to the cache. Under a [`Constraint`] that is complete, the model's end-of-turn token
+    /// (else `<eos>`) is forced: generation stops with it, unsampled.
     EndOfGeneration(u32),
     /// The token budget was reached.
     MaxTokens,
@@ -73,6 +75,21 @@ pub fn generate_observed(
     sampler: &mut Sampler,
     prompt: &[u32],
     max_tokens: usize,
+    on_step: impl FnMut(&[f32], u32),
+    on_text: impl FnMut(&str) -> bool,
+) -> Result<Generated> {
+    generate_constrained(session, sampler, None, prompt, max_tokens, on_step, on_text)
+}
+
+/// [`generate_observed`] under an optional [`Constraint`]: each step's logits are masked to
+/// the tokens it allows (what `on_step` sees), and generation stops as soon as the output is
+/// complete. A constraint that fails mid-way (a per-step limit) is an error.
+pub fn generate_constrained(
+    session: &mut Session<'_>,
+    sampler: &mut Sampler,
+    mut constraint: Option<&mut Constraint>,
+    prompt: &[u32],
+    max_tokens: usize,
     mut on_step: impl FnMut(&[f32], u32),
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generated> {
@@ -92,16 +109,26 @@ pub fn generate_observed(
         if tokens.len() >= max_tokens {
             break StopReason::MaxTokens;
         }
-        let t = sampler.sample(&logits)?;
+        let t = match constraint.as_deref_mut() {
+            Some(c) => c.sample(sampler, &mut logits)?,
+            None => sampler.sample(&logits)?,
+        };
         on_step(&logits, t);
         if tokenizer.is_end_of_generation(t) {
             break StopReason::EndOfGeneration(t);
         }
+        let progress = match constraint.as_deref_mut() {
+            Some(c) => c.accept(t)?,
+            None => Progress::Open,
+        };
         sampler.accept(t);
         tokens.push(t);
         let text = decoder.push(t);
         if !text.is_empty() && !on_text(&text) {
             break StopReason::Cancelled;
+        }
+        if progress == Progress::Complete {
+            break StopReason::EndOfGeneration(tokenizer.end_of_turn().unwrap_or(tokenizer.eos()));
         }
         if session.n_past() >= session.n_ctx() {
             break StopReason::ContextFull;

@@ -3,7 +3,8 @@
 //! - [`gguf`]: the GGUF format (reader, writer), pure Rust.
 //! - [`ggml`]: the safe layer over ggml; the only module with `unsafe`.
 //! - [`model`], [`session`], [`generate`]: load a model, keep a conversation's KV cache,
-//!   generate; [`tokenizer`], [`sampler`], [`chat`] around them.
+//!   generate; [`tokenizer`], [`sampler`], [`chat`] around them; [`constrain`]: JSON
+//!   Schema, grammar and regex constraints applied while sampling.
 //! - [`quality`]: perplexity over a text (llama-perplexity's method) and a model's
 //!   distributions against a base's (KL-divergence, top-token agreement, the base-logits file).
 //!
@@ -29,6 +30,7 @@
 #![deny(unsafe_code)]
 
 pub mod chat;
+pub mod constrain;
 pub mod error;
 pub mod gguf;
 pub mod names;

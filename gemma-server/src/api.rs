@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 use crate::error::ApiError;
+use crate::tools::{parse_response_format, parse_tools, Gemma3Json, ToolFormat, Tools};
 use gemma_gguf::chat::{Message, Role};
+use gemma_gguf::constrain::ConstraintSpec;
 use gemma_gguf::sampler::SamplerParams;
 use serde::Deserialize;
 use serde_json::Value;
@@ -31,6 +33,10 @@ pub struct GenParams {
     pub stops: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// `response_format`: the reply must match this.
+    pub constraint: Option<ConstraintSpec>,
+    /// `tools` and `tool_choice` (chat only).
+    pub tools: Option<Tools>,
 }
 
 /// A parsed request.
@@ -89,6 +95,21 @@ struct Part {
 struct ChatMessage {
     role: String,
     content: Option<Content>,
+    /// An assistant's past calls.
+    tool_calls: Option<Vec<PastCall>>,
+    /// A `tool` message: the function's name, when given.
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PastCall {
+    function: PastFunction,
+}
+
+#[derive(Deserialize)]
+struct PastFunction {
+    name: String,
+    arguments: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,44 +147,85 @@ fn object(body: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-/// A `/v1/chat/completions` body.
+/// A `/v1/chat/completions` body, tool messages written as Gemma 3's format writes them.
 pub fn parse_chat(body: &[u8]) -> Result<Request, ApiError> {
+    parse_chat_with(body, &Gemma3Json)
+}
+
+/// A `/v1/chat/completions` body. Past tool calls (an assistant's `tool_calls`) and `tool`
+/// messages are written into the conversation as `format` writes them; consecutive messages of
+/// one role (a tool result, then the user's next question) become one turn.
+pub fn parse_chat_with(body: &[u8], format: &dyn ToolFormat) -> Result<Request, ApiError> {
     let v = object(body)?;
     let common: Common = typed(&v)?;
     let fields: ChatFields = typed(&v)?;
     if fields.messages.is_empty() {
         return Err(ApiError::bad("messages", "messages: give at least one message"));
     }
-    let mut messages = Vec::with_capacity(fields.messages.len());
+    let mut messages: Vec<Message> = Vec::with_capacity(fields.messages.len());
     for (i, m) in fields.messages.into_iter().enumerate() {
-        let role: Role = m
-            .role
-            .parse()
-            .map_err(|e: gemma_gguf::Error| ApiError::bad(format!("messages[{i}].role"), e.to_string()))?;
-        let content = match m.content {
+        let is_tool = m.role == "tool";
+        let role: Role = if is_tool {
+            Role::User
+        } else {
+            m.role
+                .parse()
+                .map_err(|e: gemma_gguf::Error| ApiError::bad(format!("messages[{i}].role"), e.to_string()))?
+        };
+        let mut content = match m.content {
             None => String::new(),
-            Some(Content::Text(t)) => t,
-            Some(Content::Parts(parts)) => {
-                let mut text = String::new();
-                for (j, p) in parts.into_iter().enumerate() {
-                    match (p.ty.as_str(), p.text) {
-                        ("text", Some(t)) => text.push_str(&t),
-                        (ty, _) => {
-                            return Err(ApiError::bad(
-                                format!("messages[{i}].content[{j}]"),
-                                format!(
-                                    "content parts of type {ty:?} are not supported: only text with a `text` field"
-                                ),
-                            ))
-                        }
+            Some(c) => content_text(c, i)?,
+        };
+        if is_tool {
+            content = format.render_result(m.name.as_deref(), &content);
+        }
+        for call in m.tool_calls.unwrap_or_default() {
+            let rendered = format.render_call(&call.function.name, call.function.arguments.as_deref().unwrap_or(""));
+            content = if content.is_empty() { rendered } else { format!("{content}\n{rendered}") };
+        }
+        match messages.last_mut() {
+            Some(last) if last.role == role && role != Role::System => {
+                last.content = format!("{}\n\n{content}", last.content);
+            }
+            _ => messages.push(Message::new(role, content)),
+        }
+    }
+    let tools = parse_tools(v.get("tools"), v.get("tool_choice"))?;
+    let mut params = params(common, v.get("response_format"))?;
+    if tools.as_ref().is_some_and(Tools::active) && params.constraint.is_some() {
+        return Err(ApiError::bad(
+            "response_format",
+            "response_format: with tools, give tool_choice \"none\" (a reply is either a call or formatted text)",
+        ));
+    }
+    params.tools = tools;
+    Ok(Request { model: params_model(&v), input: Input::Chat(messages), params })
+}
+
+fn params_model(v: &Value) -> Option<String> {
+    v.get("model").and_then(Value::as_str).map(str::to_string)
+}
+
+/// A message's text: a string, or text parts.
+fn content_text(c: Content, i: usize) -> Result<String, ApiError> {
+    match c {
+        Content::Text(t) => Ok(t),
+        Content::Parts(parts) => {
+            let mut text = String::new();
+            for (j, p) in parts.into_iter().enumerate() {
+                match (p.ty.as_str(), p.text) {
+                    ("text", Some(t)) => text.push_str(&t),
+                    (ty, _) => {
+                        return Err(ApiError::bad(
+                            format!("messages[{i}].content[{j}]"),
+                            format!("content parts of type {ty:?} are not supported: only text with a `text` field"),
+                        ))
                     }
                 }
-                text
             }
-        };
-        messages.push(Message::new(role, content));
+            Ok(text)
+        }
     }
-    Ok(Request { model: common.model.clone(), input: Input::Chat(messages), params: params(common)? })
 }
 
 /// A `/v1/completions` body.
@@ -181,12 +243,16 @@ pub fn parse_completion(body: &[u8]) -> Result<Request, ApiError> {
             ))
         }
     };
-    Ok(Request { model: common.model.clone(), input: Input::Text(prompt), params: params(common)? })
+    if v.get("tools").is_some_and(|t| !t.is_null()) {
+        return Err(ApiError::bad("tools", "tools: only /v1/chat/completions takes tools"));
+    }
+    let model = common.model.clone();
+    Ok(Request { model, input: Input::Text(prompt), params: params(common, v.get("response_format"))? })
 }
 
 /// Checks the shared fields. Sampling defaults are the library's (llama.cpp's): temperature
 /// 0.8, top-k 40, top-p 0.95, min-p 0.05, no repeat penalty; the seed is drawn when absent.
-fn params(c: Common) -> Result<GenParams, ApiError> {
+fn params(c: Common, response_format: Option<&Value>) -> Result<GenParams, ApiError> {
     if let Some(n) = c.n.filter(|&n| n != 1) {
         return Err(ApiError::bad("n", format!("n = {n}: only one choice per request (n = 1) is served")));
     }
@@ -219,7 +285,8 @@ fn params(c: Common) -> Result<GenParams, ApiError> {
     sampler.validate()?;
     let stream = c.stream.unwrap_or(false);
     let include_usage = c.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-    Ok(GenParams { max_tokens, sampler, stops, stream, include_usage })
+    let constraint = parse_response_format(response_format)?;
+    Ok(GenParams { max_tokens, sampler, stops, stream, include_usage, constraint, tools: None })
 }
 
 fn clock_seed() -> u64 {

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::step::{finish_run, pick_slot, Sessions};
 use crate::stop::StopFilter;
 use gemma_gguf::chat::{encode_pieces, ChatFormat, SpecialTokens};
+use gemma_gguf::constrain::{Constraint, ConstraintEngine};
 use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::sampler::Sampler;
 use gemma_gguf::session::{Session, SessionOptions};
@@ -71,6 +72,8 @@ pub struct Job {
     pub events: UnboundedSender<Event>,
     pub deadline: Instant,
     pub timeout: Duration,
+    /// The compiled `response_format` or tool-call constraint of the reply.
+    pub constraint: Option<Constraint>,
 }
 
 /// What the handlers need to know about the loaded model.
@@ -79,6 +82,9 @@ pub struct ModelInfo {
     pub n_ctx: u32,
     pub n_vocab: u32,
     pub arch: &'static str,
+    /// Compiles constraints over the model's vocabulary (built once at start, about 1 s for
+    /// Gemma 3's 262 144 tokens); handlers compile each request's own off this thread.
+    pub constraints: Arc<ConstraintEngine>,
 }
 
 /// Where and how to load the model.
@@ -110,8 +116,19 @@ pub fn start(
             };
             match Engine::new(&model, &cfg, metrics) {
                 Ok(engine) => {
-                    let info =
-                        ModelInfo { n_ctx: cfg.session.n_ctx, n_vocab: model.n_vocab(), arch: model.arch().name() };
+                    let constraints = match ConstraintEngine::new(model.tokenizer()) {
+                        Ok(c) => Arc::new(c),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(ServerError::Model(e)));
+                            return;
+                        }
+                    };
+                    let info = ModelInfo {
+                        n_ctx: cfg.session.n_ctx,
+                        n_vocab: model.n_vocab(),
+                        arch: model.arch().name(),
+                        constraints,
+                    };
                     let _ = ready_tx.send(Ok(info));
                     engine.run(jobs);
                 }
@@ -146,6 +163,7 @@ pub(crate) struct Running<'m> {
     pub generated: usize,
     pub stop: StopFilter,
     pub usage: Usage,
+    pub constraint: Option<Constraint>,
 }
 
 /// One sequence.
@@ -352,8 +370,9 @@ impl<'m> Engine<'m> {
     }
 }
 
-fn start_run<'m>(model: &'m Model, a: Admitted, reuse: usize, n_ctx: u32) -> Running<'m> {
+fn start_run<'m>(model: &'m Model, mut a: Admitted, reuse: usize, n_ctx: u32) -> Running<'m> {
     let mut sampler = a.sampler;
+    let constraint = a.job.constraint.take();
     for &t in &a.prompt {
         sampler.accept(t);
     }
@@ -371,6 +390,7 @@ fn start_run<'m>(model: &'m Model, a: Admitted, reuse: usize, n_ctx: u32) -> Run
         generated: 0,
         stop,
         usage,
+        constraint,
         job: a.job,
     }
 }

@@ -47,6 +47,9 @@ pub enum ApiError {
     ShuttingDown,
     /// A failure inside inference (a ggml error); the message says which.
     Internal { message: String },
+    /// The reply was to be a tool call but ended before the call was complete (`max_tokens`,
+    /// the context): never passed on as text.
+    IncompleteToolCall { message: String },
 }
 
 impl ApiError {
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::QueueFull { .. } | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::IncompleteToolCall { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -79,12 +83,15 @@ impl ApiError {
             ApiError::Timeout { .. } => "timeout",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal { .. } => "internal",
+            ApiError::IncompleteToolCall { .. } => "tool_call_incomplete",
         }
     }
 
     pub fn message(&self) -> String {
         match self {
-            ApiError::BadRequest { message, .. } | ApiError::Internal { message } => message.clone(),
+            ApiError::BadRequest { message, .. }
+            | ApiError::Internal { message }
+            | ApiError::IncompleteToolCall { message } => message.clone(),
             ApiError::PromptTooLong { prompt_tokens, n_ctx, .. } => format!(
                 "the prompt has {prompt_tokens} tokens but the context holds {n_ctx} (the prompt and at least \
                  one generated token must fit): shorten the prompt or start the server with a larger -c"
@@ -113,7 +120,7 @@ impl ApiError {
     /// OpenAI's error object.
     pub fn body(&self) -> serde_json::Value {
         let ty = match self.status().as_u16() {
-            400 | 404 | 413 => "invalid_request_error",
+            400 | 404 | 413 | 422 => "invalid_request_error",
             401 => "authentication_error",
             _ => "server_error",
         };

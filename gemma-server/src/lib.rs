@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod routes;
 pub(crate) mod step;
 pub mod stop;
+pub mod tools;
 
 pub use error::{ApiError, ServerError};
 

@@ -2,10 +2,11 @@
 //! events in OpenAI's chunk shapes).
 #![forbid(unsafe_code)]
 
-use crate::api::{parse_chat, parse_completion, GenParams, Request};
-use crate::engine::{Event, Finish, Job, ModelInfo, Usage};
+use crate::api::{parse_chat_with, parse_completion, GenParams, Input, Request};
+use crate::engine::{Event, Job, ModelInfo, Usage};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::tools::{format_for, Delta, ToolCallParser};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
+use gemma_gguf::constrain::{Constraint, ConstraintSpec};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -127,21 +129,44 @@ async fn answer(app: &Arc<App>, kind: Kind, body: Result<Bytes, BytesRejection>)
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: app.max_body },
         _ => ApiError::BadRequest { message: format!("could not read the body: {r}"), param: None },
     })?;
+    let format = format_for(app.info.arch);
     let req = match kind {
-        Kind::Chat => parse_chat(&body)?,
+        Kind::Chat => parse_chat_with(&body, format)?,
         Kind::Completion => parse_completion(&body)?,
     };
     if let Some(model) = req.model.as_deref().filter(|m| *m != app.model_id) {
         return Err(ApiError::ModelNotFound { model: model.to_string() });
     }
-    let Request { input, params, .. } = req;
+    let Request { mut input, params, .. } = req;
+    // Tools in the prompt and a call grammar, or the response format's schema.
+    let tools = params.tools.as_ref().filter(|t| t.active());
+    let (spec, param) = match tools {
+        Some(t) => {
+            if let Input::Chat(messages) = &mut input {
+                format.declare(t, messages);
+            }
+            (Some(format.constraint(t)?), "tools")
+        }
+        None => (params.constraint.clone(), "response_format"),
+    };
+    let constraint = match spec {
+        Some(spec) => Some(compile(app, spec, param).await?),
+        None => None,
+    };
+    let parser = tools.map(|t| format.parser(t));
     let (tx, mut rx) = unbounded_channel();
     if app.metrics.queued.fetch_add(1, Relaxed) >= app.queue {
         app.metrics.queued.fetch_sub(1, Relaxed);
         return Err(ApiError::QueueFull { retry_after: Duration::from_secs(1) });
     }
-    let job =
-        Job { input, params: params.clone(), events: tx, deadline: Instant::now() + app.timeout, timeout: app.timeout };
+    let job = Job {
+        input,
+        params: params.clone(),
+        events: tx,
+        deadline: Instant::now() + app.timeout,
+        timeout: app.timeout,
+        constraint,
+    };
     let sent = app.jobs.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|j| j.send(job).is_ok());
     if sent != Some(true) {
         app.metrics.queued.fetch_sub(1, Relaxed);
@@ -154,13 +179,22 @@ async fn answer(app: &Arc<App>, kind: Kind, body: Result<Bytes, BytesRejection>)
     }
     let meta = Meta { kind, id: new_id(kind), created: now(), model: app.model_id.clone() };
     if params.stream {
-        return Ok(Sse::new(stream(app.clone(), meta, params, rx)).into_response());
+        return Ok(Sse::new(stream(app.clone(), meta, params, rx, parser)).into_response());
     }
     let mut text = String::new();
     loop {
         match rx.recv().await {
             Some(Event::Text(t)) => text.push_str(&t),
-            Some(Event::Done { finish, usage }) => return Ok(Json(meta.whole(&text, finish, usage)).into_response()),
+            Some(Event::Done { finish, usage }) => {
+                let Some(mut parser) = parser else {
+                    return Ok(Json(meta.whole(&text, None, finish.as_str(), usage)).into_response());
+                };
+                let mut deltas = parser.push(&text);
+                deltas.extend(parser.finish(finish)?);
+                let finish = if parser.called() { "tool_calls" } else { finish.as_str() };
+                let reply = Reply::from_deltas(&deltas);
+                return Ok(Json(meta.whole(&reply.content, reply.call.as_ref(), finish, usage)).into_response());
+            }
             Some(Event::Failed(e)) => return Err(e),
             Some(Event::Accepted { .. }) | None => {
                 return Err(ApiError::Internal { message: "the inference thread dropped the request".into() })
@@ -187,13 +221,19 @@ impl Meta {
         })
     }
 
-    fn whole(&self, text: &str, finish: Finish, usage: Usage) -> Value {
+    fn whole(&self, text: &str, call: Option<&(String, String, String)>, finish: &str, usage: Usage) -> Value {
         let choice = match self.kind {
-            Kind::Chat => json!({
-                "index": 0, "message": { "role": "assistant", "content": text },
-                "logprobs": null, "finish_reason": finish.as_str(),
-            }),
-            Kind::Completion => json!({ "index": 0, "text": text, "logprobs": null, "finish_reason": finish.as_str() }),
+            Kind::Chat => {
+                let mut message = json!({ "role": "assistant", "content": text });
+                if let Some((id, name, arguments)) = call {
+                    message["content"] = Value::Null;
+                    message["tool_calls"] = json!([{
+                        "id": id, "type": "function", "function": { "name": name, "arguments": arguments },
+                    }]);
+                }
+                json!({ "index": 0, "message": message, "logprobs": null, "finish_reason": finish })
+            }
+            Kind::Completion => json!({ "index": 0, "text": text, "logprobs": null, "finish_reason": finish }),
         };
         let object = if self.kind == Kind::Chat { "chat.completion" } else { "text_completion" };
         json!({
@@ -203,8 +243,20 @@ impl Meta {
     }
 
     /// One streamed chunk: `text` (with the role on the first chat chunk), or the finish.
-    fn chunk(&self, text: Option<&str>, first: bool, finish: Option<Finish>) -> Value {
-        let finish = finish.map(Finish::as_str);
+    /// A chat chunk carrying one tool-call delta (OpenAI's `delta.tool_calls[i]`).
+    fn tool_chunk(&self, d: &Delta) -> Value {
+        let call = match d {
+            Delta::Content(t) => return self.chunk(Some(t), false, None),
+            Delta::CallStart { index, id, name } => json!({
+                "index": index, "id": id, "type": "function", "function": { "name": name, "arguments": "" },
+            }),
+            Delta::Arguments { index, text } => json!({ "index": index, "function": { "arguments": text } }),
+        };
+        let choice = json!({ "index": 0, "delta": { "tool_calls": [call] }, "logprobs": null, "finish_reason": null });
+        self.object(vec![choice], None)
+    }
+
+    fn chunk(&self, text: Option<&str>, first: bool, finish: Option<&str>) -> Value {
         let choice = match self.kind {
             Kind::Chat => {
                 let mut delta = serde_json::Map::new();
@@ -240,45 +292,103 @@ fn stream(
     meta: Meta,
     params: GenParams,
     rx: UnboundedReceiver<Event>,
+    parser: Option<Box<dyn ToolCallParser>>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let data = |v: Value| SseEvent::default().data(v.to_string());
     let mut out = VecDeque::new();
     if meta.kind == Kind::Chat {
         out.push_back(data(meta.chunk(Some(""), true, None)));
     }
-    let state = (rx, out, false, app, meta, params.include_usage);
-    futures_util::stream::unfold(state, move |(mut rx, mut out, mut done, app, meta, include_usage)| async move {
-        loop {
-            if let Some(e) = out.pop_front() {
-                return Some((Ok(e), (rx, out, done, app, meta, include_usage)));
-            }
-            if done {
-                return None;
-            }
-            match rx.recv().await {
-                Some(Event::Text(t)) => out.push_back(data(meta.chunk(Some(&t), false, None))),
-                Some(Event::Done { finish, usage }) => {
-                    out.push_back(data(meta.chunk(None, false, Some(finish))));
-                    if include_usage {
-                        out.push_back(data(meta.object(Vec::new(), Some(usage))));
+    let state = (rx, out, false, app, meta, params.include_usage, parser);
+    futures_util::stream::unfold(
+        state,
+        move |(mut rx, mut out, mut done, app, meta, include_usage, mut parser)| async move {
+            loop {
+                if let Some(e) = out.pop_front() {
+                    return Some((Ok(e), (rx, out, done, app, meta, include_usage, parser)));
+                }
+                if done {
+                    return None;
+                }
+                match rx.recv().await {
+                    Some(Event::Text(t)) => match parser.as_mut() {
+                        Some(p) => out.extend(p.push(&t).iter().map(|d| data(meta.tool_chunk(d)))),
+                        None => out.push_back(data(meta.chunk(Some(&t), false, None))),
+                    },
+                    Some(Event::Done { finish, usage }) => {
+                        let (reason, mut finish) = (finish, finish.as_str());
+                        if let Some(p) = parser.as_mut() {
+                            match p.finish(reason) {
+                                Ok(deltas) => out.extend(deltas.iter().map(|d| data(meta.tool_chunk(d)))),
+                                Err(e) => {
+                                    // The call is incomplete: say so, and no [DONE].
+                                    app.metrics.error(e.kind());
+                                    out.push_back(data(meta.chunk(None, false, Some(finish))));
+                                    out.push_back(data(e.body()));
+                                    done = true;
+                                    continue;
+                                }
+                            }
+                            if p.called() {
+                                finish = "tool_calls";
+                            }
+                        }
+                        out.push_back(data(meta.chunk(None, false, Some(finish))));
+                        if include_usage {
+                            out.push_back(data(meta.object(Vec::new(), Some(usage))));
+                        }
+                        out.push_back(SseEvent::default().data("[DONE]"));
+                        done = true;
                     }
-                    out.push_back(SseEvent::default().data("[DONE]"));
-                    done = true;
+                    Some(Event::Failed(e)) => {
+                        app.metrics.error(e.kind());
+                        out.push_back(data(e.body()));
+                        done = true;
+                    }
+                    Some(Event::Accepted { .. }) | None => {
+                        let e = ApiError::Internal { message: "the inference thread dropped the request".into() };
+                        app.metrics.error(e.kind());
+                        out.push_back(data(e.body()));
+                        done = true;
+                    }
                 }
-                Some(Event::Failed(e)) => {
-                    app.metrics.error(e.kind());
-                    out.push_back(data(e.body()));
-                    done = true;
-                }
-                Some(Event::Accepted { .. }) | None => {
-                    let e = ApiError::Internal { message: "the inference thread dropped the request".into() };
-                    app.metrics.error(e.kind());
-                    out.push_back(data(e.body()));
-                    done = true;
+            }
+        },
+    )
+}
+
+/// A whole reply from its deltas: the text, and the call (id, name, arguments) if any.
+struct Reply {
+    content: String,
+    call: Option<(String, String, String)>,
+}
+
+impl Reply {
+    fn from_deltas(deltas: &[Delta]) -> Reply {
+        let mut r = Reply { content: String::new(), call: None };
+        for d in deltas {
+            match d {
+                Delta::Content(t) => r.content.push_str(t),
+                Delta::CallStart { id, name, .. } => r.call = Some((id.clone(), name.clone(), String::new())),
+                Delta::Arguments { text, .. } => {
+                    if let Some(c) = r.call.as_mut() {
+                        c.2.push_str(text);
+                    }
                 }
             }
         }
-    })
+        r
+    }
+}
+
+/// Compiles a request's constraint off the async threads; an invalid or over-limit one is a
+/// 400 naming `param`.
+async fn compile(app: &Arc<App>, spec: ConstraintSpec, param: &'static str) -> Result<Constraint, ApiError> {
+    let engine = app.info.constraints.clone();
+    let compiled = tokio::task::spawn_blocking(move || engine.compile(&spec))
+        .await
+        .map_err(|e| ApiError::Internal { message: format!("compiling the constraint: {e}") })?;
+    compiled.map_err(|e| ApiError::bad(param, format!("{param}: {e}")))
 }
 
 fn now() -> u64 {

@@ -11,6 +11,7 @@
 
 use crate::engine::{Event, Finish, Running, Slot};
 use crate::metrics::Metrics;
+use gemma_gguf::constrain::Progress;
 use gemma_gguf::session::{Outputs, SeqTokens, Session};
 use gemma_gguf::tokenizer::Tokenizer;
 use std::sync::atomic::Ordering::Relaxed;
@@ -109,7 +110,7 @@ pub(crate) fn round(
                 return running.map(|(i, _)| (i, Err(e.to_string()))).collect();
             }
             for (k, f) in feeds.iter().enumerate() {
-                let row = &logits[k * n_vocab..(k + 1) * n_vocab];
+                let row = &mut logits[k * n_vocab..(k + 1) * n_vocab];
                 match after(&mut slots[f.slot], f, row, s.n_past_seq(f.slot as u16), n_ctx, tok, metrics) {
                     Ok(None) => {}
                     Ok(Some(finish)) => ended.push((f.slot, Ok(finish))),
@@ -151,7 +152,7 @@ fn plan(slots: &[Slot<'_>], n_ubatch: usize, shared: bool) -> Vec<Feed> {
 fn after(
     slot: &mut Slot<'_>,
     feed: &Feed,
-    row: &[f32],
+    row: &mut [f32],
     n_past: u32,
     n_ctx: u32,
     tok: &Tokenizer,
@@ -166,10 +167,17 @@ fn after(
             return Ok(None);
         }
     }
-    let t = run.sampler.sample(row)?;
+    let t = match run.constraint.as_mut() {
+        Some(c) => c.sample(&mut run.sampler, row)?,
+        None => run.sampler.sample(row)?,
+    };
     if tok.is_end_of_generation(t) {
         return Ok(Some(Finish::Stop));
     }
+    let complete = match run.constraint.as_mut() {
+        Some(c) => c.accept(t)? == Progress::Complete,
+        None => false,
+    };
     run.sampler.accept(t);
     run.generated += 1;
     run.usage.completion_tokens += 1;
@@ -178,7 +186,7 @@ fn after(
     if !text.is_empty() {
         let _ = run.job.events.send(Event::Text(text));
     }
-    if stopped {
+    if stopped || complete {
         return Ok(Some(Finish::Stop));
     }
     if run.generated >= run.max_tokens || n_past >= n_ctx {

@@ -184,7 +184,7 @@ fn special_ids_and_flags() {
     assert!(tok.encode("", false).is_empty());
 
     let no_bos = file_with(&vocab(), vec![(keys::ADD_BOS, false.into())]);
-    assert_eq!(Tokenizer::from_gguf(&no_bos).unwrap().encode("", true), []);
+    assert_eq!(Tokenizer::from_gguf(&no_bos).unwrap().encode("", true), [0u32; 0]);
     let eos = file_with(&vocab(), vec![(keys::ADD_EOS, true.into())]);
     assert_eq!(Tokenizer::from_gguf(&eos).unwrap().encode("", true), [2, 1]);
 }
