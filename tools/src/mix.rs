@@ -284,13 +284,13 @@ impl<'a> Planner<'a> {
                 // Tied: the token table is quantised as the output (and Gemma's are tied).
                 if ne[0] % base.block_size() as u64 != 0 {
                     reasons.push(format!(
-                        "token table, as the output: q8_0, rows of {} do not fit {}",
+                        "tied embedding (a token table, as the output): q8_0, rows of {} do not fit {}",
                         ne[0],
                         base.name()
                     ));
                     Type::Q8_0
                 } else {
-                    reasons.push("token table, as the output: q6_k".into());
+                    reasons.push("tied embedding (a token table, as the output): q6_k".into());
                     Type::Q6_K
                 }
             }
