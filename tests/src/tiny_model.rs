@@ -87,6 +87,19 @@ const WORDS: [&str; 38] = [
     ",", "\n",
 ];
 
+/// Gemma 4's turn tokens, after the shared vocabulary in `gemma4` files, so that their chat
+/// format (`<|turn>user … <turn|>`) has its tokens.
+const GEMMA4_TURN_TOKENS: [&str; 2] = ["<|turn>", "<turn|>"];
+
+/// The vocabulary of a file of `arch`: [`vocabulary`], and Gemma 4's turn tokens for `gemma4`.
+pub fn vocabulary_for(arch: TinyArch) -> Vec<(String, f32, i32)> {
+    let mut v = vocabulary();
+    if arch == TinyArch::Gemma4 {
+        v.extend(GEMMA4_TURN_TOKENS.iter().map(|t| (t.to_string(), 0.0, token_type::CONTROL)));
+    }
+    v
+}
+
 /// The vocabulary: (piece, score, token type) per id.
 pub fn vocabulary() -> Vec<(String, f32, i32)> {
     let specials = SPECIALS.iter().map(|&(p, ty)| (p.to_owned(), 0.0, ty));
@@ -247,9 +260,9 @@ pub struct TinyModel {
 impl TinyModel {
     /// A valid model of shape `cfg`.
     pub fn new(cfg: TinyConfig) -> Self {
-        let vocab = vocabulary();
-        let n_vocab = vocab.len() as u64;
         let arch = cfg.arch;
+        let vocab = vocabulary_for(arch);
+        let n_vocab = vocab.len() as u64;
         let key = |suffix: &str| arch_key(arch.name(), suffix);
         let mut kvs: Vec<(String, GgufValue)> = vec![
             (general::ARCHITECTURE.into(), arch.name().into()),
@@ -353,7 +366,7 @@ impl TinyModel {
 
     /// Tokens in the vocabulary as written (the length of `tokenizer.ggml.tokens`).
     pub fn n_vocab(&self) -> u32 {
-        vocabulary().len() as u32
+        vocabulary_for(self.cfg.arch).len() as u32
     }
 
     /// Sets `key` (a full key: use [`TinyModel::key`] for `{arch}.*`), replacing its value in place or

@@ -799,7 +799,7 @@ fn gemma4_load_rejects_each_defect() {
     }
     for (name, dims) in [
         (global(tensor::ROPE_FREQS), vec![16]),
-        (global(tensor::PER_LAYER_TOKEN_EMBD), vec![192, 299]),
+        (global(tensor::PER_LAYER_TOKEN_EMBD), vec![192, 301]),
         (global(tensor::PER_LAYER_MODEL_PROJ), vec![64, 80]),
         (blk(4, tensor::ATTN_Q), vec![64, 128]),
         (blk(0, tensor::LAYER_OUT_SCALE), vec![2]),
