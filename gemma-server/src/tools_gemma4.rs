@@ -468,7 +468,8 @@ fn render(history: &[HistoryMessage], tools: &[&Tool]) -> Result<Vec<Piece>, Api
             }
         }
         after_response = !t.responses.is_empty();
-        if !(after_response && !truthy_str(t.content.as_deref())) {
+        // The template leaves a turn that ends with results open.
+        if !after_response || truthy_str(t.content.as_deref()) {
             out.special(TURN_END);
             out.text("\n");
         }
