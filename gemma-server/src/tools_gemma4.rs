@@ -578,66 +578,77 @@ impl Gemma4Parser {
         });
     }
 
+    /// Turns what can be said of the reply into deltas, until more text is needed or a call
+    /// fails.
     fn step(&mut self, out: &mut Vec<Delta>) {
         while self.failed.is_none() {
-            let Some((start, announced)) = self.open else {
-                let rest = &self.text[self.emitted..];
-                if let Some(k) = rest.find(TOOL_CALL_START) {
-                    if k > 0 {
-                        out.push(Delta::Content(rest[..k].to_string()));
-                    }
-                    self.emitted += k;
-                    self.open = Some((self.emitted, false));
-                    continue;
-                }
-                let end = tool_call_prefix_at(rest).unwrap_or(rest.len());
-                if end > 0 {
-                    out.push(Delta::Content(rest[..end].to_string()));
-                    self.emitted += end;
-                }
-                return;
+            let progress = match self.open {
+                None => Ok(self.read_text(out)),
+                Some((start, false)) => self.read_name(start, out),
+                Some((start, true)) => self.read_call(start, out),
             };
-            let body_start = start + TOOL_CALL_START.len();
-            let body = &self.text[body_start..];
-            let end = body.find(TOOL_CALL_END);
-            if !announced {
-                // The name is known once the arguments' brace is there.
-                let Some(brace) = body.find('{').filter(|&b| end.is_none_or(|e| b < e)) else {
-                    if end.is_some() {
-                        return self.invalid("no '{' after the function's name".into());
-                    }
-                    return;
-                };
-                let name = match body[..brace].trim_start().strip_prefix("call:") {
-                    Some(name) => name.trim().to_string(),
-                    None => return self.invalid("it does not start with \"call:\" and the function's name".into()),
-                };
-                if !self.tools.iter().any(|t| t.name == name) {
-                    let names: Vec<&str> = self.tools.iter().map(|t| t.name.as_str()).collect();
-                    let why = format!("{name:?} is not a function it may call ({})", names.join(", "));
-                    return self.invalid(why);
-                }
-                out.push(Delta::CallStart { index: self.calls, id: new_call_id(), name });
-                self.open = Some((start, true));
-                continue;
+            match progress {
+                Ok(true) => continue,
+                Ok(false) => return,
+                Err(why) => return self.invalid(why),
             }
-            let Some(len) = end else { return };
-            let stop = body_start + len + TOOL_CALL_END.len();
-            let parsed = match parse_tool_calls(&self.text[start..stop]) {
-                Ok(p) => p,
-                Err(e) => return self.invalid(e.to_string()),
-            };
-            let Some(c) = parsed.calls.into_iter().next() else { return self.invalid("no call".into()) };
-            let schema = self.tools.iter().find(|t| t.name == c.name).map(|t| t.parameters.clone());
-            let args: Value = serde_json::from_str(&c.arguments).unwrap_or(Value::Null);
-            if let Err(why) = grammar::check(&schema.unwrap_or(Value::Null), &args, "arguments", 0) {
-                return self.invalid(format!("{why} (function {})", c.name));
-            }
-            out.push(Delta::Arguments { index: self.calls, text: c.arguments });
-            self.calls += 1;
-            self.emitted = stop;
-            self.open = None;
         }
+    }
+
+    /// Text up to a call's start or to what may become one; whether a call opened.
+    fn read_text(&mut self, out: &mut Vec<Delta>) -> bool {
+        let rest = &self.text[self.emitted..];
+        let (end, opens) = match rest.find(TOOL_CALL_START) {
+            Some(k) => (k, true),
+            None => (tool_call_prefix_at(rest).unwrap_or(rest.len()), false),
+        };
+        if end > 0 {
+            out.push(Delta::Content(rest[..end].to_string()));
+            self.emitted += end;
+        }
+        if opens {
+            self.open = Some((self.emitted, false));
+        }
+        opens
+    }
+
+    /// The call's name, known once the arguments' brace is there; whether it went out.
+    fn read_name(&mut self, start: usize, out: &mut Vec<Delta>) -> Result<bool, String> {
+        let body = &self.text[start + TOOL_CALL_START.len()..];
+        let end = body.find(TOOL_CALL_END);
+        let Some(brace) = body.find('{').filter(|&b| end.is_none_or(|e| b < e)) else {
+            return match end {
+                Some(_) => Err("no '{' after the function's name".into()),
+                None => Ok(false),
+            };
+        };
+        let Some(name) = body[..brace].trim_start().strip_prefix("call:").map(|n| n.trim().to_string()) else {
+            return Err("it does not start with \"call:\" and the function's name".into());
+        };
+        if !self.tools.iter().any(|t| t.name == name) {
+            let names: Vec<&str> = self.tools.iter().map(|t| t.name.as_str()).collect();
+            return Err(format!("{name:?} is not a function it may call ({})", names.join(", ")));
+        }
+        out.push(Delta::CallStart { index: self.calls, id: new_call_id(), name });
+        self.open = Some((start, true));
+        Ok(true)
+    }
+
+    /// The whole call once its `<tool_call|>` is there, parsed and checked; whether it was.
+    fn read_call(&mut self, start: usize, out: &mut Vec<Delta>) -> Result<bool, String> {
+        let body_start = start + TOOL_CALL_START.len();
+        let Some(len) = self.text[body_start..].find(TOOL_CALL_END) else { return Ok(false) };
+        let stop = body_start + len + TOOL_CALL_END.len();
+        let parsed = parse_tool_calls(&self.text[start..stop]).map_err(|e| e.to_string())?;
+        let c = parsed.calls.into_iter().next().ok_or("no call")?;
+        let schema = self.tools.iter().find(|t| t.name == c.name).map_or(Value::Null, |t| t.parameters.clone());
+        let args: Value = serde_json::from_str(&c.arguments).unwrap_or(Value::Null);
+        grammar::check(&schema, &args, "arguments", 0).map_err(|why| format!("{why} (function {})", c.name))?;
+        out.push(Delta::Arguments { index: self.calls, text: c.arguments });
+        self.calls += 1;
+        self.emitted = stop;
+        self.open = None;
+        Ok(true)
     }
 }
 
