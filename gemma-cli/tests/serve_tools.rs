@@ -117,3 +117,92 @@ fn hostile_schemas_and_tools_get_a_400_in_bounded_time() {
     let ok = server.post("/v1/chat/completions", &json!({"messages": ask, "max_tokens": 2}));
     assert_eq!(ok.status, 200);
 }
+
+/// A tiny random `gemma4` file whose vocabulary has Gemma 4's turn and tool tokens (in place of
+/// its last two-letter words, so every tensor keeps its shape), typed as llama.cpp's converter
+/// types them: a request with tools goes through the native format, and a required call comes
+/// back whole and streamed.
+#[test]
+fn a_gemma4_model_answers_tools_in_its_native_format() {
+    use gemma_gguf::chat::encode_pieces;
+    use gemma_gguf::gguf::GgufFile;
+    use gemma_gguf::names::tokenizer as keys;
+    use gemma_gguf::tokenizer::Tokenizer;
+    use gemma_server::api::{parse_chat_with, Input};
+    use gemma_server::tools::format_for;
+    use gemma_tests::tiny_model::{vocabulary, TinyConfig, TinyModel};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (control, user_defined) = (3, 4);
+    let gemma4_tokens = [
+        ("<|turn>", control),
+        ("<turn|>", control),
+        ("<|tool_response>", control),
+        ("<|channel>", user_defined),
+        ("<channel|>", user_defined),
+        ("<|tool>", user_defined),
+        ("<tool|>", user_defined),
+        ("<|tool_call>", user_defined),
+        ("<tool_call|>", user_defined),
+        ("<|\"|>", user_defined),
+        ("<tool_response|>", user_defined),
+    ];
+    let mut vocab = vocabulary();
+    // Before the last three words (".", ",", "\n").
+    let at = vocab.len() - 3 - gemma4_tokens.len();
+    for (slot, (piece, ty)) in vocab[at..].iter_mut().zip(gemma4_tokens) {
+        *slot = (piece.to_string(), 0.0, ty);
+    }
+    let mut model = TinyModel::new(TinyConfig { n_ctx_train: 1024, ..TinyConfig::gemma4() });
+    model.set(keys::TOKENS, vocab.iter().map(|v| v.0.clone()).collect::<Vec<_>>());
+    model.set(keys::TOKEN_TYPE, vocab.iter().map(|v| v.2).collect::<Vec<_>>());
+    let path = model.write(&dir.path().join("tiny-gemma4-tools.gguf")).unwrap();
+
+    let server = ServeProcess::start(&gemma(), &path, &["-c", "512"]);
+    let tools = json!([{"type": "function", "function": {"name": "set_unit", "description": "Sets the unit",
+        "parameters": {"type": "object", "properties": {"unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["unit"]}}}]);
+    let body = json!({"messages": [{"role": "user", "content": "Which unit?"}], "tools": tools,
+        "tool_choice": "required", "max_tokens": 64, "temperature": 0});
+    let r = server.post("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, server.log.lock().unwrap());
+    let v = r.json();
+    println!("{}", serde_json::to_string_pretty(&v).unwrap());
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let call = &v["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "set_unit");
+    let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    assert!(args == json!({"unit": "c"}) || args == json!({"unit": "f"}), "{args}");
+
+    // The prompt fed is the native one (Gemma 4's declarations in the system turn): the
+    // server counts its tokens.
+    let tok = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    let native = match parse_chat_with(body.to_string().as_bytes(), format_for("gemma4")).unwrap().input {
+        Input::Pieces(p) => p,
+        other => panic!("{other:?}"),
+    };
+    let text: String = native
+        .iter()
+        .map(|p| match p {
+            gemma_gguf::chat::Piece::Text(t) | gemma_gguf::chat::Piece::Special(t) => t.as_str(),
+        })
+        .collect();
+    assert!(text.contains("<|tool>declaration:set_unit{"), "{text}");
+    let n_native = encode_pieces(&native, &tok).unwrap().len();
+    assert_eq!(v["usage"]["prompt_tokens"], n_native);
+
+    // Streamed: the id and name, then the arguments, then finish_reason "tool_calls".
+    let mut body = body;
+    body["stream"] = json!(true);
+    let r = server.post("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let events = r.events();
+    let chunks: Vec<Value> =
+        events.iter().filter(|e| *e != "[DONE]").map(|e| serde_json::from_str(e).unwrap()).collect();
+    let calls: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0)).collect();
+    assert_eq!(calls[0]["function"]["name"], "set_unit", "{events:?}");
+    let streamed: String = calls.iter().filter_map(|c| c["function"]["arguments"].as_str()).collect();
+    assert_eq!(streamed, call["arguments"].as_str().unwrap());
+    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "tool_calls"), "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+}

@@ -203,7 +203,7 @@ impl Message {
 /// Whitespace as `trim` in the reference renderer (Python's `str.strip`, under Jinja2's
 /// `trim` in transformers) sees it: Unicode White_Space plus the separators U+001C–U+001F,
 /// which Rust's `char::is_whitespace` leaves out.
-fn is_space(c: char) -> bool {
+pub fn is_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
@@ -457,7 +457,7 @@ fn gemma4(
 
 /// The text without its thought blocks, as the template's `strip_thinking` macro cuts them:
 /// of each part between `<channel|>`s, what comes before its first `<|channel>`.
-fn strip_thinking(text: &str) -> String {
+pub fn strip_thinking(text: &str) -> String {
     text.split(CHANNEL_END).map(|part| part.split(CHANNEL_START).next().unwrap_or_default()).collect()
 }
 

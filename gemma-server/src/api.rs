@@ -5,8 +5,8 @@
 #![forbid(unsafe_code)]
 
 use crate::error::ApiError;
-use crate::tools::{parse_response_format, parse_tools, Gemma3Json, ToolFormat, Tools};
-use gemma_gguf::chat::{Message, Role};
+use crate::tools::{parse_response_format, parse_tools, Gemma3Json, HistoryCall, HistoryMessage, ToolFormat, Tools};
+use gemma_gguf::chat::{Message, Piece, Role};
 use gemma_gguf::constrain::ConstraintSpec;
 use gemma_gguf::sampler::SamplerParams;
 use serde::Deserialize;
@@ -22,6 +22,9 @@ pub enum Input {
     Chat(Vec<Message>),
     /// A raw text prompt (BOS added as the model's tokenizer says).
     Text(String),
+    /// A whole chat prompt written by a tool format with markup of its own
+    /// ([`ToolFormat::prompt`]: Gemma 4's tool tokens), `<bos>` first.
+    Pieces(Vec<Piece>),
 }
 
 /// How to generate: checked parameters.
@@ -99,10 +102,13 @@ struct ChatMessage {
     tool_calls: Option<Vec<PastCall>>,
     /// A `tool` message: the function's name, when given.
     name: Option<String>,
+    /// A `tool` message: the id of the call it answers.
+    tool_call_id: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct PastCall {
+    id: Option<String>,
     function: PastFunction,
 }
 
@@ -154,7 +160,9 @@ pub fn parse_chat(body: &[u8]) -> Result<Request, ApiError> {
 
 /// A `/v1/chat/completions` body. Past tool calls (an assistant's `tool_calls`) and `tool`
 /// messages are written into the conversation as `format` writes them; consecutive messages of
-/// one role (a tool result, then the user's next question) become one turn.
+/// one role (a tool result, then the user's next question) become one turn. A format that
+/// writes the whole prompt itself ([`ToolFormat::prompt`]) gets the messages as sent and makes
+/// the input [`Input::Pieces`].
 pub fn parse_chat_with(body: &[u8], format: &dyn ToolFormat) -> Result<Request, ApiError> {
     let v = object(body)?;
     let common: Common = typed(&v)?;
@@ -163,6 +171,7 @@ pub fn parse_chat_with(body: &[u8], format: &dyn ToolFormat) -> Result<Request, 
         return Err(ApiError::bad("messages", "messages: give at least one message"));
     }
     let mut messages: Vec<Message> = Vec::with_capacity(fields.messages.len());
+    let mut history: Vec<HistoryMessage> = Vec::with_capacity(fields.messages.len());
     for (i, m) in fields.messages.into_iter().enumerate() {
         let is_tool = m.role == "tool";
         let role: Role = if is_tool {
@@ -172,17 +181,36 @@ pub fn parse_chat_with(body: &[u8], format: &dyn ToolFormat) -> Result<Request, 
                 .parse()
                 .map_err(|e: gemma_gguf::Error| ApiError::bad(format!("messages[{i}].role"), e.to_string()))?
         };
-        let mut content = match m.content {
-            None => String::new(),
-            Some(c) => content_text(c, i)?,
+        let sent = match m.content {
+            None => None,
+            Some(c) => Some(content_text(c, i)?),
         };
+        let calls: Vec<HistoryCall> = m
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| HistoryCall {
+                id: c.id,
+                name: c.function.name,
+                arguments: c.function.arguments.unwrap_or_default(),
+            })
+            .collect();
+        let mut content = sent.clone().unwrap_or_default();
         if is_tool {
             content = format.render_result(m.name.as_deref(), &content);
         }
-        for call in m.tool_calls.unwrap_or_default() {
-            let rendered = format.render_call(&call.function.name, call.function.arguments.as_deref().unwrap_or(""));
+        for call in &calls {
+            let rendered = format.render_call(&call.name, &call.arguments);
             content = if content.is_empty() { rendered } else { format!("{content}\n{rendered}") };
         }
+        history.push(HistoryMessage {
+            role,
+            tool: is_tool,
+            content: sent,
+            calls,
+            name: m.name,
+            tool_call_id: m.tool_call_id,
+        });
         match messages.last_mut() {
             Some(last) if last.role == role && role != Role::System => {
                 last.content = format!("{}\n\n{content}", last.content);
@@ -198,8 +226,12 @@ pub fn parse_chat_with(body: &[u8], format: &dyn ToolFormat) -> Result<Request, 
             "response_format: with tools, give tool_choice \"none\" (a reply is either a call or formatted text)",
         ));
     }
+    let input = match format.prompt(&history, tools.as_ref().filter(|t| t.active()))? {
+        Some(pieces) => Input::Pieces(pieces),
+        None => Input::Chat(messages),
+    };
     params.tools = tools;
-    Ok(Request { model: params_model(&v), input: Input::Chat(messages), params })
+    Ok(Request { model: params_model(&v), input, params })
 }
 
 fn params_model(v: &Value) -> Option<String> {

@@ -277,13 +277,14 @@ impl<'m> Engine<'m> {
         let prompt = match input {
             Input::Chat(messages) => encode_pieces(&self.format.format(messages, true, &self.specials)?, tok)?,
             Input::Text(text) => tok.encode(text, tok.adds_bos()),
+            Input::Pieces(pieces) => encode_pieces(pieces, tok)?,
         };
         let n_ctx = self.sessions.n_ctx();
         if prompt.is_empty() {
             return Err(ApiError::bad("prompt", "prompt: the prompt is empty"));
         }
         if prompt.len() >= n_ctx as usize {
-            let param = if matches!(input, Input::Chat(_)) { "messages" } else { "prompt" };
+            let param = if matches!(input, Input::Text(_)) { "prompt" } else { "messages" };
             return Err(ApiError::PromptTooLong { prompt_tokens: prompt.len(), n_ctx, param });
         }
         Ok(prompt)

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// The reply was to be a tool call but ended before the call was complete (`max_tokens`,
     /// the context): never passed on as text.
     IncompleteToolCall { message: String },
+    /// The reply's tool call is complete but unusable: it does not parse, names no callable
+    /// function, or its arguments do not fit the function's schema. Never passed on as text.
+    InvalidToolCall { message: String },
 }
 
 impl ApiError {
@@ -66,7 +69,7 @@ impl ApiError {
             ApiError::QueueFull { .. } | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::IncompleteToolCall { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IncompleteToolCall { .. } | ApiError::InvalidToolCall { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -84,6 +87,7 @@ impl ApiError {
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal { .. } => "internal",
             ApiError::IncompleteToolCall { .. } => "tool_call_incomplete",
+            ApiError::InvalidToolCall { .. } => "tool_call_invalid",
         }
     }
 
@@ -91,7 +95,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { message, .. }
             | ApiError::Internal { message }
-            | ApiError::IncompleteToolCall { message } => message.clone(),
+            | ApiError::IncompleteToolCall { message }
+            | ApiError::InvalidToolCall { message } => message.clone(),
             ApiError::PromptTooLong { prompt_tokens, n_ctx, .. } => format!(
                 "the prompt has {prompt_tokens} tokens but the context holds {n_ctx} (the prompt and at least \
                  one generated token must fit): shorten the prompt or start the server with a larger -c"

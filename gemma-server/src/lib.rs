@@ -23,6 +23,7 @@ pub mod routes;
 pub(crate) mod step;
 pub mod stop;
 pub mod tools;
+pub mod tools_gemma4;
 
 pub use error::{ApiError, ServerError};
 

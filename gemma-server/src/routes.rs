@@ -145,7 +145,7 @@ async fn answer(app: &Arc<App>, kind: Kind, body: Result<Bytes, BytesRejection>)
             if let Input::Chat(messages) = &mut input {
                 format.declare(t, messages);
             }
-            (Some(format.constraint(t)?), "tools")
+            (format.constraint(t)?, "tools")
         }
         None => (params.constraint.clone(), "response_format"),
     };
@@ -187,13 +187,13 @@ async fn answer(app: &Arc<App>, kind: Kind, body: Result<Bytes, BytesRejection>)
             Some(Event::Text(t)) => text.push_str(&t),
             Some(Event::Done { finish, usage }) => {
                 let Some(mut parser) = parser else {
-                    return Ok(Json(meta.whole(&text, None, finish.as_str(), usage)).into_response());
+                    return Ok(Json(meta.whole(&text, &[], finish.as_str(), usage)).into_response());
                 };
                 let mut deltas = parser.push(&text);
                 deltas.extend(parser.finish(finish)?);
                 let finish = if parser.called() { "tool_calls" } else { finish.as_str() };
                 let reply = Reply::from_deltas(&deltas);
-                return Ok(Json(meta.whole(&reply.content, reply.call.as_ref(), finish, usage)).into_response());
+                return Ok(Json(meta.whole(&reply.content, &reply.calls, finish, usage)).into_response());
             }
             Some(Event::Failed(e)) => return Err(e),
             Some(Event::Accepted { .. }) | None => {
@@ -221,15 +221,22 @@ impl Meta {
         })
     }
 
-    fn whole(&self, text: &str, call: Option<&(String, String, String)>, finish: &str, usage: Usage) -> Value {
+    /// A whole answer; with `calls`, `content` is the text besides them (null when none).
+    fn whole(&self, text: &str, calls: &[(String, String, String)], finish: &str, usage: Usage) -> Value {
         let choice = match self.kind {
             Kind::Chat => {
                 let mut message = json!({ "role": "assistant", "content": text });
-                if let Some((id, name, arguments)) = call {
-                    message["content"] = Value::Null;
-                    message["tool_calls"] = json!([{
-                        "id": id, "type": "function", "function": { "name": name, "arguments": arguments },
-                    }]);
+                if !calls.is_empty() {
+                    if text.is_empty() {
+                        message["content"] = Value::Null;
+                    }
+                    let calls: Vec<Value> = calls
+                        .iter()
+                        .map(|(id, name, arguments)| {
+                            json!({ "id": id, "type": "function", "function": { "name": name, "arguments": arguments } })
+                        })
+                        .collect();
+                    message["tool_calls"] = Value::Array(calls);
                 }
                 json!({ "index": 0, "message": message, "logprobs": null, "finish_reason": finish })
             }
@@ -357,21 +364,21 @@ fn stream(
     )
 }
 
-/// A whole reply from its deltas: the text, and the call (id, name, arguments) if any.
+/// A whole reply from its deltas: the text, and the calls (id, name, arguments) in order.
 struct Reply {
     content: String,
-    call: Option<(String, String, String)>,
+    calls: Vec<(String, String, String)>,
 }
 
 impl Reply {
     fn from_deltas(deltas: &[Delta]) -> Reply {
-        let mut r = Reply { content: String::new(), call: None };
+        let mut r = Reply { content: String::new(), calls: Vec::new() };
         for d in deltas {
             match d {
                 Delta::Content(t) => r.content.push_str(t),
-                Delta::CallStart { id, name, .. } => r.call = Some((id.clone(), name.clone(), String::new())),
-                Delta::Arguments { text, .. } => {
-                    if let Some(c) = r.call.as_mut() {
+                Delta::CallStart { id, name, .. } => r.calls.push((id.clone(), name.clone(), String::new())),
+                Delta::Arguments { index, text } => {
+                    if let Some(c) = r.calls.get_mut(*index) {
                         c.2.push_str(text);
                     }
                 }

@@ -8,17 +8,18 @@
 //! have no tool tokens: [`Gemma3Json`] follows Google's Gemma 3 function-calling prompt (the
 //! JSON variant: `{"name": function name, "parameters": dictionary of argument name and its
 //! value}`) and generates the call under a grammar built from the tools' parameter schemas, so
-//! the call always parses and its arguments fit their schema. Gemma 4's native tool-call
-//! tokens are another implementation of the same trait (not yet: its parser lands with the
-//! Gemma 4 tokenizer).
+//! the call always parses and its arguments fit their schema. Gemma 4 has tool tokens of its
+//! own: [`Gemma4Native`](crate::tools_gemma4::Gemma4Native) writes the whole prompt as its
+//! official template does ([`ToolFormat::prompt`]) and parses the native calls.
 //!
 //! A call cut short (`max_tokens`, the context) is an error the client sees
-//! ([`ApiError::IncompleteToolCall`]), never text.
+//! ([`ApiError::IncompleteToolCall`]), never text; so is a call that does not parse, names no
+//! callable function or whose arguments do not fit the schema ([`ApiError::InvalidToolCall`]).
 #![forbid(unsafe_code)]
 
 use crate::engine::Finish;
 use crate::error::ApiError;
-use gemma_gguf::chat::Message;
+use gemma_gguf::chat::{Message, Piece, Role};
 use gemma_gguf::constrain::{lark_json, ConstraintSpec};
 use serde_json::{json, Value};
 
@@ -61,7 +62,7 @@ impl Tools {
     }
 
     /// The tools the reply may call: all of them, or the named one.
-    fn callable(&self) -> Vec<&Tool> {
+    pub(crate) fn callable(&self) -> Vec<&Tool> {
         match &self.choice {
             ToolChoice::Named(name) => self.tools.iter().filter(|t| &t.name == name).collect(),
             ToolChoice::None => Vec::new(),
@@ -214,12 +215,45 @@ pub trait ToolCallParser: Send {
     fn called(&self) -> bool;
 }
 
+/// A message of a chat request as the client sent it, for formats that write the whole prompt
+/// themselves ([`ToolFormat::prompt`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryMessage {
+    /// `tool` messages are [`Role::User`] here, with `tool` set.
+    pub role: Role,
+    /// A `tool` message: a function's result.
+    pub tool: bool,
+    pub content: Option<String>,
+    /// An assistant's past calls.
+    pub calls: Vec<HistoryCall>,
+    /// A `tool` message's `name`.
+    pub name: Option<String>,
+    /// A `tool` message's `tool_call_id`.
+    pub tool_call_id: Option<String>,
+}
+
+/// One past call of an assistant message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryCall {
+    pub id: Option<String>,
+    pub name: String,
+    /// JSON text, as OpenAI's `function.arguments`.
+    pub arguments: String,
+}
+
 /// A model family's way of calling tools.
 pub trait ToolFormat: Send + Sync {
+    /// The whole prompt, for a format with markup of its own (Gemma 4's tool tokens), from the
+    /// request's messages and its active tools; `Ok(None)` leaves the conversation to the
+    /// model's chat format, with [`declare`](Self::declare), [`render_call`](Self::render_call)
+    /// and [`render_result`](Self::render_result).
+    fn prompt(&self, _history: &[HistoryMessage], _tools: Option<&Tools>) -> Result<Option<Vec<Piece>>, ApiError> {
+        Ok(None)
+    }
     /// Puts the declarations of the callable tools into the conversation.
     fn declare(&self, tools: &Tools, messages: &mut Vec<Message>);
-    /// The constraint of the reply.
-    fn constraint(&self, tools: &Tools) -> Result<ConstraintSpec, ApiError>;
+    /// The constraint of the reply; `None`: the reply is free text, parsed afterwards.
+    fn constraint(&self, tools: &Tools) -> Result<Option<ConstraintSpec>, ApiError>;
     /// A past call of the conversation, as the model would have written it.
     fn render_call(&self, name: &str, arguments: &str) -> String;
     /// A tool's result, as the text of a user turn.
@@ -228,10 +262,13 @@ pub trait ToolFormat: Send + Sync {
     fn parser(&self, tools: &Tools) -> Box<dyn ToolCallParser>;
 }
 
-/// The tool format of an architecture (`general.architecture`).
-pub fn format_for(_arch: &str) -> &'static dyn ToolFormat {
-    // gemma, gemma2, gemma3: prompt-based. Gemma 4 gets its native format here.
-    &Gemma3Json
+/// The tool format of an architecture (`general.architecture`): Gemma 4's native tokens for
+/// `gemma4`, the prompt-based JSON calls for gemma, gemma2 and gemma3.
+pub fn format_for(arch: &str) -> &'static dyn ToolFormat {
+    match arch {
+        "gemma4" => &crate::tools_gemma4::Gemma4Native,
+        _ => &Gemma3Json,
+    }
 }
 
 /// Gemma 3's prompt-based function calling, JSON variant (see the module doc).
@@ -266,7 +303,7 @@ impl ToolFormat for Gemma3Json {
         }
     }
 
-    fn constraint(&self, tools: &Tools) -> Result<ConstraintSpec, ApiError> {
+    fn constraint(&self, tools: &Tools) -> Result<Option<ConstraintSpec>, ApiError> {
         let mut rules = Vec::new();
         let mut alts = Vec::new();
         for (i, t) in tools.callable().iter().enumerate() {
@@ -286,7 +323,7 @@ impl ToolFormat for Gemma3Json {
             alts.push("TEXT".into());
             rules.push(r"TEXT: /[^{\s](.|\n)*/".into());
         }
-        Ok(ConstraintSpec::Lark(format!("start: {}\n{}\n", alts.join(" | "), rules.join("\n"))))
+        Ok(Some(ConstraintSpec::Lark(format!("start: {}\n{}\n", alts.join(" | "), rules.join("\n")))))
     }
 
     fn render_call(&self, name: &str, arguments: &str) -> String {
@@ -428,7 +465,7 @@ impl ToolCallParser for Gemma3Parser {
 }
 
 /// `call_…`, unique within a run.
-fn new_call_id() -> String {
+pub(crate) fn new_call_id() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -503,7 +540,7 @@ mod tests {
     #[test]
     fn the_grammar_names_each_callable_function() {
         let g = match Gemma3Json.constraint(&tools(ToolChoice::Auto)).unwrap() {
-            ConstraintSpec::Lark(g) => g,
+            Some(ConstraintSpec::Lark(g)) => g,
             other => panic!("{other:?}"),
         };
         assert!(g.starts_with("start: call_0 | TEXT\n"), "{g}");
