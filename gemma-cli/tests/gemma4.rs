@@ -94,8 +94,22 @@ fn sweep_converts_a_gemma4_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("sweep");
     let args = [
-        "sweep", p(&hf), "--types", "f16,q8_0", "-f", p(&text), "-o", p(&out_dir), "-c", "32", "--chunks", "2", "-t",
-        "1", "--kl-budget", "1000",
+        "sweep",
+        p(&hf),
+        "--types",
+        "f16,q8_0",
+        "-f",
+        p(&text),
+        "-o",
+        p(&out_dir),
+        "-c",
+        "32",
+        "--chunks",
+        "2",
+        "-t",
+        "1",
+        "--kl-budget",
+        "1000",
     ];
     let (stdout, _) = ok(&args);
     assert!(stdout.contains("base gemma4-e2b-f16.gguf"), "the highest-precision file is the base");

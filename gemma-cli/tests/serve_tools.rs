@@ -130,7 +130,7 @@ fn a_gemma4_model_answers_tools_in_its_native_format() {
     use gemma_gguf::tokenizer::Tokenizer;
     use gemma_server::api::{parse_chat_with, Input};
     use gemma_server::tools::format_for;
-    use gemma_tests::tiny_model::{vocabulary, TinyConfig, TinyModel};
+    use gemma_tests::tiny_model::{vocabulary, vocabulary_for, TinyArch, TinyConfig, TinyModel};
 
     let dir = tempfile::tempdir().unwrap();
     let (control, user_defined) = (3, 4);
@@ -147,10 +147,13 @@ fn a_gemma4_model_answers_tools_in_its_native_format() {
         ("<|\"|>", user_defined),
         ("<tool_response|>", user_defined),
     ];
-    let mut vocab = vocabulary();
-    // Before the last three words (".", ",", "\n").
-    let at = vocab.len() - 3 - gemma4_tokens.len();
-    for (slot, (piece, ty)) in vocab[at..].iter_mut().zip(gemma4_tokens) {
+    // The gemma4 file's vocabulary ends with its turn and channel tokens; the other tool
+    // tokens take the places of words before the last three (".", ",", "\n") and those.
+    let mut vocab = vocabulary_for(TinyArch::Gemma4);
+    let missing: Vec<_> = gemma4_tokens.iter().filter(|(p, _)| !vocab.iter().any(|v| v.0 == *p)).collect();
+    let shared = vocabulary().len();
+    let at = shared - 3 - missing.len();
+    for (slot, &&(piece, ty)) in vocab[at..shared - 3].iter_mut().zip(&missing) {
         *slot = (piece.to_string(), 0.0, ty);
     }
     let mut model = TinyModel::new(TinyConfig { n_ctx_train: 1024, ..TinyConfig::gemma4() });

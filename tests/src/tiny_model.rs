@@ -68,6 +68,7 @@ mod token_type {
     pub const NORMAL: i32 = 1;
     pub const UNKNOWN: i32 = 2;
     pub const CONTROL: i32 = 3;
+    pub const USER_DEFINED: i32 = 4;
     pub const BYTE: i32 = 6;
 }
 
@@ -87,15 +88,21 @@ const WORDS: [&str; 38] = [
     ",", "\n",
 ];
 
-/// Gemma 4's turn tokens, after the shared vocabulary in `gemma4` files, so that their chat
-/// format (`<|turn>user … <turn|>`) has its tokens.
-const GEMMA4_TURN_TOKENS: [&str; 2] = ["<|turn>", "<turn|>"];
+/// Gemma 4's turn and channel tokens, after the shared vocabulary in `gemma4` files, so that
+/// their chat format (`<|turn>user … <turn|>`, the empty thought `<|channel>…<channel|>`)
+/// has its tokens; typed as llama.cpp's converter types them (conversion/gemma.py).
+const GEMMA4_TURN_TOKENS: [(&str, i32); 4] = [
+    ("<|turn>", token_type::CONTROL),
+    ("<turn|>", token_type::CONTROL),
+    ("<|channel>", token_type::USER_DEFINED),
+    ("<channel|>", token_type::USER_DEFINED),
+];
 
 /// The vocabulary of a file of `arch`: [`vocabulary`], and Gemma 4's turn tokens for `gemma4`.
 pub fn vocabulary_for(arch: TinyArch) -> Vec<(String, f32, i32)> {
     let mut v = vocabulary();
     if arch == TinyArch::Gemma4 {
-        v.extend(GEMMA4_TURN_TOKENS.iter().map(|t| (t.to_string(), 0.0, token_type::CONTROL)));
+        v.extend(GEMMA4_TURN_TOKENS.iter().map(|&(t, ty)| (t.to_string(), 0.0, ty)));
     }
     v
 }
