@@ -74,7 +74,7 @@ fn schema(i: usize) -> Value {
         }
         props.insert(name.to_string(), kinds[(i * 3 + k * 11) % kinds.len()].clone());
         // The last property of every third schema is optional.
-        if !(i % 3 == 0 && k == n - 1) {
+        if !(i.is_multiple_of(3) && k == n - 1) {
             required.push(name);
         }
     }

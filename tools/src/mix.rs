@@ -282,7 +282,7 @@ impl<'a> Planner<'a> {
         match role(name) {
             Role::TokenEmbd => {
                 // Tied: the token table is quantised as the output (and Gemma's are tied).
-                if ne[0] % base.block_size() as u64 != 0 {
+                if !ne[0].is_multiple_of(base.block_size() as u64) {
                     reasons.push(format!(
                         "tied embedding (a token table, as the output): q8_0, rows of {} do not fit {}",
                         ne[0],
@@ -345,7 +345,7 @@ impl<'a> Planner<'a> {
 
 /// llama.cpp's `tensor_type_fallback`: K-quants need rows that are a multiple of 256.
 fn fallback(ncols: u64, mut ty: Type, mut reasons: Vec<String>) -> Choice {
-    if ncols % ty.block_size() as u64 != 0 {
+    if !ncols.is_multiple_of(ty.block_size() as u64) {
         let wanted = ty;
         ty = match ty {
             t if t == Type::Q4_K => Type::Q5_0,
@@ -354,7 +354,7 @@ fn fallback(ncols: u64, mut ty: Type, mut reasons: Vec<String>) -> Choice {
             t if t == Type::Q2_K || t == Type::Q3_K => Type::Q4_0,
             t => t,
         };
-        if ncols % ty.block_size() as u64 != 0 {
+        if !ncols.is_multiple_of(ty.block_size() as u64) {
             ty = Type::F16;
         }
         reasons.push(format!(

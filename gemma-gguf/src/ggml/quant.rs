@@ -4,7 +4,7 @@ use super::{sys, Error, Result, Type};
 
 fn check_rows(ty: Type, n_elements: usize, n_per_row: usize) -> Result<usize> {
     let row = ty.row_size(n_per_row as i64)?;
-    if n_per_row == 0 || n_elements % n_per_row != 0 {
+    if n_per_row == 0 || !n_elements.is_multiple_of(n_per_row) {
         return Err(Error::Length {
             what: format!("{n_elements} values in rows of {n_per_row}"),
             expected: n_elements.next_multiple_of(n_per_row.max(1)),
@@ -87,7 +87,7 @@ pub fn quantize_rows(ty: Type, src: &[f32], n_per_row: usize) -> Result<Vec<u8>>
 /// Dequantises rows of `ty` (`n_per_row` values each) to f32 with ggml's `to_float`.
 pub fn dequantize_rows(ty: Type, src: &[u8], n_per_row: usize) -> Result<Vec<f32>> {
     let row = ty.row_size(n_per_row as i64)?;
-    if row == 0 || src.len() % row != 0 {
+    if row == 0 || !src.len().is_multiple_of(row) {
         return Err(Error::Length { what: format!("{ty} rows of {n_per_row}"), expected: row, actual: src.len() });
     }
     if ty == Type::F32 {
