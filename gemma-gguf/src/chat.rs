@@ -216,12 +216,13 @@ pub enum Piece {
     Special(String),
 }
 
-/// A piece list under construction: text merged, empty text dropped.
-#[derive(Default)]
-struct Pieces(Vec<Piece>);
+/// A piece list under construction: text merged, empty text dropped (the server's Gemma 4
+/// tool prompts build on it too).
+#[derive(Debug, Default)]
+pub struct Pieces(pub Vec<Piece>);
 
 impl Pieces {
-    fn text(&mut self, s: &str) {
+    pub fn text(&mut self, s: &str) {
         if s.is_empty() {
             return;
         }
@@ -231,7 +232,7 @@ impl Pieces {
         }
     }
 
-    fn special(&mut self, s: &str) {
+    pub fn special(&mut self, s: &str) {
         self.0.push(Piece::Special(s.to_owned()));
     }
 

@@ -28,7 +28,7 @@ use crate::engine::Finish;
 use crate::error::ApiError;
 use crate::tools::{new_call_id, Delta, HistoryMessage, Tool, ToolCallParser, ToolChoice, ToolFormat, Tools};
 use gemma_gguf::chat::{is_space, strip_thinking, Message, Piece, Role, BOS, CHANNEL_END, CHANNEL_START};
-use gemma_gguf::chat::{TURN_END, TURN_START};
+use gemma_gguf::chat::{Pieces, TURN_END, TURN_START};
 use gemma_gguf::constrain::ConstraintSpec;
 use gemma_gguf::tool_call::{parse_tool_calls, tool_call_prefix_at, STRING_DELIM, TOOL_CALL_END, TOOL_CALL_START};
 use serde_json::{Map, Value};
@@ -48,25 +48,24 @@ const MAX_SCHEMA_DEPTH: usize = 32;
 /// Gemma 4's native tool calls (see the module doc).
 pub struct Gemma4Native;
 
-/// A piece list under construction: text merged.
+/// A piece list under construction (the chat module's, text merged), with Gemma 4's strings.
 #[derive(Default)]
-struct Out(Vec<Piece>);
+struct Out(Pieces);
+
+impl std::ops::Deref for Out {
+    type Target = Pieces;
+    fn deref(&self) -> &Pieces {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Out {
+    fn deref_mut(&mut self) -> &mut Pieces {
+        &mut self.0
+    }
+}
 
 impl Out {
-    fn text(&mut self, s: &str) {
-        if s.is_empty() {
-            return;
-        }
-        match self.0.last_mut() {
-            Some(Piece::Text(t)) => t.push_str(s),
-            _ => self.0.push(Piece::Text(s.to_owned())),
-        }
-    }
-
-    fn special(&mut self, s: &str) {
-        self.0.push(Piece::Special(s.to_owned()));
-    }
-
     /// A string value: verbatim between two `<|"|>` tokens.
     fn string(&mut self, s: &str) {
         self.special(STRING_DELIM);
@@ -482,7 +481,7 @@ fn render(history: &[HistoryMessage], tools: &[&Tool]) -> Result<Vec<Piece>, Api
     out.special(CHANNEL_START);
     out.text("thought\n");
     out.special(CHANNEL_END);
-    Ok(out.0)
+    Ok(out.0 .0)
 }
 
 impl ToolFormat for Gemma4Native {
@@ -506,7 +505,7 @@ impl ToolFormat for Gemma4Native {
             declaration(t, &mut out);
             out.special(TOOL_END);
         }
-        let text = show(&out.0);
+        let text = show(&out.0 .0);
         match messages.first_mut() {
             Some(m) if m.role == Role::System => m.content = format!("{}{text}", m.content),
             _ => messages.insert(0, Message::system(text)),
@@ -526,13 +525,13 @@ impl ToolFormat for Gemma4Native {
             Ok(args) => call(name, &args, &mut out),
             Err(_) => out.text(arguments),
         }
-        show(&out.0)
+        show(&out.0 .0)
     }
 
     fn render_result(&self, name: Option<&str>, content: &str) -> String {
         let mut out = Out::default();
         response(name.unwrap_or("unknown"), &result_value(Some(content)), &mut out);
-        show(&out.0)
+        show(&out.0 .0)
     }
 
     fn parser(&self, tools: &Tools) -> Box<dyn ToolCallParser> {

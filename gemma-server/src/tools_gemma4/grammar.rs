@@ -143,7 +143,7 @@ impl Grammar {
 fn literal(v: &Value) -> String {
     let mut out = Out::default();
     argument(v, false, &mut out);
-    lark_string(&show(&out.0))
+    lark_string(&show(&out.0 .0))
 }
 
 fn alternatives(alts: Vec<String>) -> String {
