@@ -152,33 +152,40 @@ def configs():
     ]
 
 
+
+def write_tokenizer(out, tok_json):
+    """Writes tokenizer.json and a Gemma tokenizer_config.json into `out` (made if missing);
+    returns the transformers tokenizer over them."""
+    from transformers import PreTrainedTokenizerFast
+
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8") as fh:
+        json.dump(tok_json, fh, ensure_ascii=False)
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as fh:
+        json.dump(
+            {
+                "add_bos_token": True,
+                "add_eos_token": False,
+                "bos_token": "<bos>",
+                "eos_token": "<eos>",
+                "unk_token": "<unk>",
+                "pad_token": "<pad>",
+                "tokenizer_class": "GemmaTokenizer",
+            },
+            fh,
+            indent=2,
+        )
+    return PreTrainedTokenizerFast(tokenizer_file=os.path.join(out, "tokenizer.json"), bos_token="<bos>",
+                                   eos_token="<eos>", unk_token="<unk>", pad_token="<pad>")
+
 def main():
     import transformers
-    from transformers import PreTrainedTokenizerFast
 
     torch.manual_seed(1234)
     tok_json = cut_tokenizer(REAL_TOKENIZER)
     for name, config, cls_name, dtype in configs():
         out = os.path.join(OUT, name)
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8") as fh:
-            json.dump(tok_json, fh, ensure_ascii=False)
-        with open(os.path.join(out, "tokenizer_config.json"), "w") as fh:
-            json.dump(
-                {
-                    "add_bos_token": True,
-                    "add_eos_token": False,
-                    "bos_token": "<bos>",
-                    "eos_token": "<eos>",
-                    "unk_token": "<unk>",
-                    "pad_token": "<pad>",
-                    "tokenizer_class": "GemmaTokenizer",
-                },
-                fh,
-                indent=2,
-            )
-        tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(out, "tokenizer.json"), bos_token="<bos>",
-                                      eos_token="<eos>", unk_token="<unk>", pad_token="<pad>")
+        tok = write_tokenizer(out, tok_json)
 
         config.attn_implementation = "eager"
         model = getattr(transformers, cls_name)(config)

@@ -208,31 +208,13 @@ def randomize(model):
 
 def main():
     import transformers
-    from transformers import Gemma4ForCausalLM, PreTrainedTokenizerFast
+    from transformers import Gemma4ForCausalLM
 
     torch.manual_seed(1234)
     tok_json = tokenizer_json()
     for name, config, dtype in configs():
         out = os.path.join(OUT, name)
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8") as fh:
-            json.dump(tok_json, fh, ensure_ascii=False)
-        with open(os.path.join(out, "tokenizer_config.json"), "w") as fh:
-            json.dump(
-                {
-                    "add_bos_token": True,
-                    "add_eos_token": False,
-                    "bos_token": "<bos>",
-                    "eos_token": "<eos>",
-                    "unk_token": "<unk>",
-                    "pad_token": "<pad>",
-                    "tokenizer_class": "GemmaTokenizer",
-                },
-                fh,
-                indent=2,
-            )
-        tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(out, "tokenizer.json"), bos_token="<bos>",
-                                      eos_token="<eos>", unk_token="<unk>", pad_token="<pad>")
+        tok = tiny.write_tokenizer(out, tok_json)
 
         config._attn_implementation = "eager"
         model = Gemma4ForCausalLM(config)

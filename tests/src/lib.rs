@@ -7,6 +7,7 @@ pub mod llama_logits;
 pub mod llama_quantize;
 pub mod llama_ref;
 pub mod serve;
+pub mod tiny_golden;
 pub mod tiny_model;
 
 /// The workspace root (the folder of the top-level Cargo.toml).

@@ -19,6 +19,7 @@ use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::session::{Outputs, Session, SessionOptions};
 use gemma_tests::llama_logits::{LlamaOptions, LlamaRunner};
 use gemma_tests::llama_quantize::{compare_tensors, llama_quantize, QuantizeRequest};
+use gemma_tests::tiny_golden::golden;
 use gemma_tests::workspace_root;
 use gemma_tools::{convert_hf, requantize, ConvertOptions, OutType, RequantizeOptions, RunOptions, TYPE_NAMES};
 use serde_json::{json, Value};
@@ -42,35 +43,6 @@ fn unit(ty: &str) -> f64 {
         _ => 2,
     };
     2f64.powi(-bits)
-}
-
-/// A transformers reference: the checkpoint, its tokens and float32 logits.
-pub struct Golden {
-    pub dir: PathBuf,
-    pub ids: Vec<u32>,
-    pub logits: Vec<f32>,
-    pub n_vocab: usize,
-    pub tokenizer: Vec<(String, Vec<u32>)>,
-}
-
-fn golden(name: &str) -> Golden {
-    let dir = workspace_root().join("tests/data/tiny").join(name);
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
-    let ids: Vec<u32> = g["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    let n_vocab = g["logits_shape"][1].as_u64().unwrap() as usize;
-    let raw = std::fs::read(dir.join("logits.f32")).unwrap();
-    let logits: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    assert_eq!(logits.len(), ids.len() * n_vocab);
-    let tokenizer = g["tokenizer"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            let ids = t["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-            (t["text"].as_str().unwrap().to_owned(), ids)
-        })
-        .collect();
-    Golden { dir, ids, logits, n_vocab, tokenizer }
 }
 
 /// Converts the checkpoint in `dir` to `ty`, at `out`.

@@ -10,9 +10,9 @@
 use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::session::{Outputs, Session, SessionOptions};
 use gemma_tests::llama_logits::{LlamaOptions, LlamaRunner};
-use gemma_tests::workspace_root;
+use gemma_tests::tiny_golden::{golden, Golden};
 use gemma_tools::{convert_hf, ConvertOptions, OutType};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// How many rounding units of error the logits may show (transformers' float32 forward
 /// against ggml's, through a few random layers).
@@ -28,35 +28,6 @@ fn unit(ty: &str) -> f64 {
 }
 
 const TYPES: [&str; 7] = ["f32", "f16", "bf16", "q8_0", "q4_k", "q4_k_m", "q5_k_m"];
-
-struct Golden {
-    dir: PathBuf,
-    ids: Vec<u32>,
-    logits: Vec<f32>,
-    n_vocab: usize,
-    tokenizer: Vec<(String, Vec<u32>)>,
-}
-
-fn golden(name: &str) -> Golden {
-    let dir = workspace_root().join("tests/data/tiny").join(name);
-    let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
-    let ids: Vec<u32> = g["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    let n_vocab = g["logits_shape"][1].as_u64().unwrap() as usize;
-    let raw = std::fs::read(dir.join("logits.f32")).unwrap();
-    let logits: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    assert_eq!(logits.len(), ids.len() * n_vocab);
-    let tokenizer = g["tokenizer"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            let ids = t["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-            (t["text"].as_str().unwrap().to_owned(), ids)
-        })
-        .collect();
-    Golden { dir, ids, logits, n_vocab, tokenizer }
-}
 
 /// (max abs difference / max |golden|, mean KL(golden ‖ other) in nats, top-1 agreement).
 fn distance(golden: &[f32], other: &[f32], n_vocab: usize) -> (f64, f64, f64) {
