@@ -119,6 +119,36 @@ fn missing_tensor(n: impl Into<String>) -> Expect {
     Box::new(move |e| matches!(e, Error::MissingTensor { name } if *name == n))
 }
 
+/// Sets key `k` to `v`.
+fn set(k: String, v: GgufValue) -> Edit {
+    Box::new(move |m| _ = m.set(&k, v.clone()))
+}
+
+/// Deletes key `k`.
+fn remove(k: String) -> Edit {
+    Box::new(move |m| _ = m.remove(&k))
+}
+
+/// Drops tensor `name`.
+fn drop_tensor(name: String) -> Edit {
+    Box::new(move |m| _ = m.remove_tensor(&name))
+}
+
+/// One defect of one kind of file: (case, the valid file, the defect, the error expected).
+type Case = (String, fn() -> TinyModel, Edit, Expect);
+
+/// Loads every case's file and prints the table; each must end in its expected error.
+fn check_load_cases(cases: &[Case], title: &str) {
+    let dir = TempDir::new().expect("temp dir");
+    let mut table = Table::default();
+    for (i, (name, base, edit, expect)) in cases.iter().enumerate() {
+        let mut m = base();
+        edit(&mut m);
+        table.check(name, expect, || load(&dir, &format!("case{i}"), &m));
+    }
+    table.finish(title);
+}
+
 /// Case → result → message rows, printed once at the end of a test.
 #[derive(Default)]
 struct Table {
@@ -215,13 +245,10 @@ fn quantised_tiny_models_decode() {
 /// that names it (BAD-INPUTS.md §13).
 #[test]
 fn load_rejects_each_defect() {
-    let set = |k: String, v: GgufValue| -> Edit { Box::new(move |m| _ = m.set(&k, v.clone())) };
     let both = |a: &str, b: &str, v: u32| -> Edit {
         let (a, b) = (key(a), key(b));
         Box::new(move |m| _ = m.set(&a, v).set(&b, v))
     };
-    let remove = |k: String| -> Edit { Box::new(move |m| _ = m.remove(&k)) };
-    let drop_tensor = |name: String| -> Edit { Box::new(move |m| _ = m.remove_tensor(&name)) };
     let edit_tensor = |name: String, f: fn(&mut TensorSpec)| -> Edit { Box::new(move |m| f(m.tensor_mut(&name))) };
     let n_vocab = TinyModel::new(TinyConfig::default()).n_vocab();
     let (blk, global) = (tensor::block, tensor::global);
@@ -606,14 +633,10 @@ fn gemma12_load_rejects_each_defect() {
     let gemma = || TinyModel::new(TinyConfig::gemma());
     let k2 = |suffix: &str| gemma2().key(suffix);
     let k1 = |suffix: &str| gemma().key(suffix);
-    let set = |k: String, v: GgufValue| -> Edit { Box::new(move |m| _ = m.set(&k, v.clone())) };
-    let remove = |k: String| -> Edit { Box::new(move |m| _ = m.remove(&k)) };
-    let drop_tensor = |name: String| -> Edit { Box::new(move |m| _ = m.remove_tensor(&name)) };
     let edit_tensor = |name: String, f: fn(&mut TensorSpec)| -> Edit { Box::new(move |m| f(m.tensor_mut(&name))) };
     let blk = tensor::block;
     let nan = f32::NAN;
     // (case, base file, defect, expected error)
-    type Case = (String, fn() -> TinyModel, Edit, Expect);
     let mut cases: Vec<Case> = Vec::new();
     for (suffix, v) in [
         (llm::ATTN_LOGIT_SOFTCAPPING, GgufValue::from(0.0_f32)),
@@ -679,14 +702,7 @@ fn gemma12_load_rejects_each_defect() {
         cases.push((format!("gemma2 {name} missing"), gemma2, drop_tensor(name.clone()), missing_tensor(name)));
     }
 
-    let dir = TempDir::new().expect("temp dir");
-    let mut table = Table::default();
-    for (i, (name, base, edit, expect)) in cases.iter().enumerate() {
-        let mut m = base();
-        edit(&mut m);
-        table.check(name, expect, || load(&dir, &format!("case{i}"), &m));
-    }
-    table.finish("Model::load of gemma / gemma2 files: case → error");
+    check_load_cases(&cases, "Model::load of gemma / gemma2 files: case → error");
 }
 
 /// The valid tiny Gemma 4 files (E2B-like and with experts) load, and 40 tokens in one batch
@@ -728,12 +744,8 @@ fn gemma4_load_rejects_each_defect() {
     let e2b = || TinyModel::new(TinyConfig::gemma4());
     let moe = || TinyModel::new(TinyConfig::gemma4_moe());
     let k = |suffix: &str| e2b().key(suffix);
-    let set = |k: String, v: GgufValue| -> Edit { Box::new(move |m| _ = m.set(&k, v.clone())) };
-    let remove = |k: String| -> Edit { Box::new(move |m| _ = m.remove(&k)) };
-    let drop_tensor = |name: String| -> Edit { Box::new(move |m| _ = m.remove_tensor(&name)) };
     let reshape = |name: String, dims: Vec<u64>| -> Edit { Box::new(move |m| m.tensor_mut(&name).dims = dims.clone()) };
     let (blk, scale, global) = (tensor::block, tensor::block_scale, tensor::global);
-    type Case = (String, fn() -> TinyModel, Edit, Expect);
     let mut cases: Vec<Case> = Vec::new();
     for suffix in [
         llm::KEY_LENGTH_SWA,
@@ -820,12 +832,5 @@ fn gemma4_load_rejects_each_defect() {
         ));
     }
 
-    let dir = TempDir::new().expect("temp dir");
-    let mut table = Table::default();
-    for (i, (name, base, edit, expect)) in cases.iter().enumerate() {
-        let mut m = base();
-        edit(&mut m);
-        table.check(name, expect, || load(&dir, &format!("case{i}"), &m));
-    }
-    table.finish("Model::load of gemma4 files: case → error");
+    check_load_cases(&cases, "Model::load of gemma4 files: case → error");
 }
