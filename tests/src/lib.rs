@@ -9,6 +9,7 @@ pub mod llama_ref;
 pub mod serve;
 pub mod tiny_golden;
 pub mod tiny_model;
+pub mod token_diff;
 
 /// The workspace root (the folder of the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {

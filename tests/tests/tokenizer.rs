@@ -10,6 +10,7 @@
 use gemma_gguf::gguf::GgufFile;
 use gemma_gguf::tokenizer::Tokenizer;
 use gemma_tests::llama_ref::LlamaVocab;
+use gemma_tests::token_diff::{diff, show};
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 
@@ -61,36 +62,6 @@ fn load() -> Option<(Tokenizer, LlamaVocab)> {
     let llama = LlamaVocab::load(&path).expect("libllama loads the vocabulary");
     assert_eq!(ours.vocab_size(), llama.n_tokens());
     Some((ours, llama))
-}
-
-fn show(text: &str) -> String {
-    let s = format!("{text:?}");
-    match s.char_indices().nth(100) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s,
-    }
-}
-
-/// Compares two id lists; on a difference, a description around the first one.
-fn diff(tok: &Tokenizer, ours: &[u32], theirs: &[u32]) -> Option<String> {
-    if ours == theirs {
-        return None;
-    }
-    let at = ours.iter().zip(theirs).take_while(|(a, b)| a == b).count();
-    let window = |ids: &[u32]| {
-        let from = at.saturating_sub(2);
-        let to = (at + 4).min(ids.len());
-        let pieces: Vec<String> =
-            ids[from..to].iter().map(|&id| format!("{id}:{:?}", tok.piece(id).unwrap_or("?"))).collect();
-        format!("[{from}..{to}] {}", pieces.join(" "))
-    };
-    Some(format!(
-        "first difference at token {at} (ours {} tokens, theirs {})\n      ours:   {}\n      theirs: {}",
-        ours.len(),
-        theirs.len(),
-        window(ours),
-        window(theirs)
-    ))
 }
 
 /// Why transformers and libllama tokenize `text` differently, for the corpus lines where

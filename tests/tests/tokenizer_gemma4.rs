@@ -20,6 +20,7 @@ use gemma_gguf::gguf::{GgufFile, GgufWriter};
 use gemma_gguf::tokenizer::{keys, TokenType, Tokenizer, TokenizerModel};
 use gemma_gguf::tool_call::parse_tool_calls;
 use gemma_tests::llama_ref::LlamaVocab;
+use gemma_tests::token_diff::{diff, show};
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -216,36 +217,6 @@ fn build() -> Option<Gemma4> {
     assert_eq!(tok.vocab_size(), llama.n_tokens());
     println!("gemma4 vocabulary: {} tokens, {} merges", tok.vocab_size(), tok.n_merges());
     Some(Gemma4 { _dir: dir, path, tok, llama })
-}
-
-fn show(text: &str) -> String {
-    let s = format!("{text:?}");
-    match s.char_indices().nth(100) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s,
-    }
-}
-
-/// On a difference, a description around the first one.
-fn diff(tok: &Tokenizer, ours: &[u32], theirs: &[u32]) -> Option<String> {
-    if ours == theirs {
-        return None;
-    }
-    let at = ours.iter().zip(theirs).take_while(|(a, b)| a == b).count();
-    let window = |ids: &[u32]| {
-        let from = at.saturating_sub(2);
-        let to = (at + 4).min(ids.len());
-        let pieces: Vec<String> =
-            ids[from..to].iter().map(|&id| format!("{id}:{:?}", tok.piece(id).unwrap_or("?"))).collect();
-        format!("[{from}..{to}] {}", pieces.join(" "))
-    };
-    Some(format!(
-        "first difference at token {at} (ours {} tokens, theirs {})\n      ours:   {}\n      theirs: {}",
-        ours.len(),
-        theirs.len(),
-        window(ours),
-        window(theirs)
-    ))
 }
 
 /// Why `tokenizers` and libllama tokenize `text` differently, where they do; we follow
