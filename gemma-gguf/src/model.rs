@@ -2,7 +2,7 @@
 //! declare its weights and back them with the mapped file (CPU) or copies (other devices).
 #![forbid(unsafe_code)]
 
-use crate::arch::{gemma, gemma2, gemma3, gemma4, names, WeightDecl};
+use crate::arch::{gemma, gemma2, gemma3, gemma3n, gemma4, names, WeightDecl};
 use crate::error::{Error, Result};
 use crate::ggml::{default_threads, Backend, BufferType, Context, Device, TensorId};
 use crate::gguf::GgufFile;
@@ -32,6 +32,7 @@ pub enum Arch {
     Gemma2 { hp: gemma2::Hparams, weights: gemma2::Weights },
     Gemma3 { hp: gemma3::Hparams, weights: gemma3::Weights },
     Gemma4 { hp: gemma4::Hparams, weights: gemma4::Weights },
+    Gemma3n { hp: gemma3n::Hparams, weights: gemma3n::Weights },
 }
 
 impl Arch {
@@ -54,6 +55,10 @@ impl Arch {
                 let hp = gemma4::Hparams::from_gguf(gguf)?;
                 Arch::Gemma4 { weights: gemma4::Weights::declare(decl, &hp)?, hp }
             }
+            "gemma3n" => {
+                let hp = gemma3n::Hparams::from_gguf(gguf)?;
+                Arch::Gemma3n { weights: gemma3n::Weights::declare(decl, &hp)?, hp }
+            }
             _ => return Err(Error::UnsupportedArch { arch: name.into() }),
         })
     }
@@ -65,6 +70,7 @@ impl Arch {
             Arch::Gemma2 { .. } => "gemma2",
             Arch::Gemma3 { .. } => "gemma3",
             Arch::Gemma4 { .. } => "gemma4",
+            Arch::Gemma3n { .. } => "gemma3n",
         }
     }
 
@@ -75,6 +81,7 @@ impl Arch {
             Arch::Gemma2 { hp, .. } => hp.dims.n_vocab,
             Arch::Gemma3 { hp, .. } => hp.dims.n_vocab,
             Arch::Gemma4 { hp, .. } => hp.dims.n_vocab,
+            Arch::Gemma3n { hp, .. } => hp.dims.n_vocab,
         }
     }
 
@@ -85,6 +92,7 @@ impl Arch {
             Arch::Gemma2 { hp, .. } => &hp.dims,
             Arch::Gemma3 { hp, .. } => &hp.dims,
             Arch::Gemma4 { hp, .. } => &hp.dims,
+            Arch::Gemma3n { hp, .. } => &hp.dims,
         }
     }
 
@@ -95,6 +103,7 @@ impl Arch {
             Arch::Gemma2 { hp, .. } => hp.dims.n_ctx_train,
             Arch::Gemma3 { hp, .. } => hp.dims.n_ctx_train,
             Arch::Gemma4 { hp, .. } => hp.dims.n_ctx_train,
+            Arch::Gemma3n { hp, .. } => hp.dims.n_ctx_train,
         }
     }
 
@@ -113,6 +122,10 @@ impl Arch {
                 window: Some(hp.sliding_window),
                 shared_from: hp.layers.iter().map(|l| l.shared_from).collect(),
             },
+            Arch::Gemma3n { hp, .. } => KvLayout {
+                shared_from: hp.shared_from.clone(),
+                ..KvLayout::uniform(kv_dim(&hp.dims), hp.is_local.clone(), Some(hp.sliding_window))
+            },
         }
     }
 
@@ -123,6 +136,7 @@ impl Arch {
             Arch::Gemma2 { weights: w, .. } => (&mut w.output, w.token_embd),
             Arch::Gemma3 { weights: w, .. } => (&mut w.output, w.token_embd),
             Arch::Gemma4 { weights: w, .. } => (&mut w.output, w.token_embd),
+            Arch::Gemma3n { weights: w, .. } => (&mut w.output, w.token_embd),
         }
     }
 }

@@ -45,6 +45,16 @@ pub mod llm {
     pub const EXPERT_USED_COUNT: &str = "expert_used_count";
     pub const EXPERT_FEED_FORWARD_LENGTH: &str = "expert_feed_forward_length";
     // --- end of the Gemma 4 keys.
+
+    // --- Gemma 3n keys, as llama.cpp's converter writes them (gguf-py `Keys.LLM`;
+    // conversion/gemma.py `Gemma3NModel.set_gguf_parameters`). libllama reads none of these
+    // and hard-codes their values (src/models/gemma3n.cpp, llama-hparams.h).
+    pub const ALTUP_ACTIVE_IDX: &str = "altup.active_idx";
+    pub const ALTUP_NUM_INPUTS: &str = "altup.num_inputs";
+    /// One f32 per layer: the Gaussian top-k's standard-deviation multiplier, the normal
+    /// quantile of the layer's sparsity target (−∞ where the layer has none).
+    pub const ACTIVATION_SPARSITY_SCALE: &str = "activation_sparsity_scale";
+    // --- end of the Gemma 3n keys.
 }
 
 /// `tokenizer.*` keys.
@@ -120,6 +130,24 @@ pub mod tensor {
         format!("blk.{il}.{name}.scale")
     }
     // --- end of the Gemma 4 tensors.
+
+    // --- Gemma 3n tensors, llama.cpp's LLM_TENSOR_* spellings (src/llama-arch.cpp,
+    // llama-cpp-sys-2 0.1.161).
+    /// Global: the AltUp stream projections, `[n_embd, n_embd, n_altup − 1]` each.
+    pub const ALTUP_PROJ: &str = "altup_proj";
+    pub const ALTUP_UNEMBD_PROJ: &str = "altup_unembd_proj";
+    /// Per block: AltUp's router, its norm, the predict and correct coefficients, and the
+    /// correction's output scale.
+    pub const ALTUP_CORRECT_COEF: &str = "altup_correct_coef";
+    pub const ALTUP_CORRECT_SCALE: &str = "altup_correct_scale";
+    pub const ALTUP_PREDICT_COEF: &str = "altup_predict_coef";
+    pub const ALTUP_ROUTER: &str = "altup_router";
+    pub const ALTUP_ROUTER_NORM: &str = "altup_router_norm";
+    /// Per block: LAuReL's low-rank residual (left `[n_embd, rank]`, right `[rank, n_embd]`).
+    pub const LAUREL_L: &str = "laurel_l";
+    pub const LAUREL_R: &str = "laurel_r";
+    pub const LAUREL_POST_NORM: &str = "laurel_post_norm";
+    // --- end of the Gemma 3n tensors.
 
     /// `name.weight`, a global tensor.
     pub fn global(name: &str) -> String {

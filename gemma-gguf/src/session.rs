@@ -6,7 +6,7 @@
 //! allocate nothing per token.
 #![forbid(unsafe_code)]
 
-use crate::arch::{gemma, gemma2, gemma3, gemma4, Pass};
+use crate::arch::{gemma, gemma2, gemma3, gemma3n, gemma4, Pass};
 use crate::error::{Error, Result};
 use crate::ggml::{Context, GraphId, TensorId, Type};
 use crate::kv_cache::{v_trans_indices, BatchInputs, KindPlan, KvCache, KvInput, KvOptions, KvPlan};
@@ -339,6 +339,7 @@ impl<'m> Session<'m> {
             Arch::Gemma2 { hp, weights: w } => gemma2::Forward { pass, w, hp }.build(&mut gf)?,
             Arch::Gemma3 { hp, weights: w } => gemma3::Forward { pass, w, hp }.build(&mut gf)?,
             Arch::Gemma4 { hp, weights: w } => gemma4::Forward { pass, w, hp }.build(&mut gf)?,
+            Arch::Gemma3n { hp, weights: w } => gemma3n::Forward { pass, w, hp }.build(&mut gf)?,
         };
         let logits = logits.set_output();
         gf.expand(logits)?;

@@ -37,6 +37,9 @@ pub enum TinyArch {
     /// Gemma 4: per-layer head sizes, shared KV layers, per-layer embeddings, optional
     /// experts and K = V ([`Gemma4Shape`]).
     Gemma4,
+    /// Gemma 3n: AltUp streams, LAuReL, per-layer embeddings, activation sparsity, shared KV
+    /// layers ([`Gemma3nShape`]).
+    Gemma3n,
 }
 
 impl TinyArch {
@@ -47,6 +50,7 @@ impl TinyArch {
             TinyArch::Gemma2 => "gemma2",
             TinyArch::Gemma3 => "gemma3",
             TinyArch::Gemma4 => "gemma4",
+            TinyArch::Gemma3n => "gemma3n",
         }
     }
 }
@@ -140,6 +144,8 @@ pub struct TinyConfig {
     pub seed: u64,
     /// What only Gemma 4 files have.
     pub gemma4: Gemma4Shape,
+    /// What only Gemma 3n files have.
+    pub gemma3n: Gemma3nShape,
 }
 
 /// The Gemma 4 parts of a tiny file. `head_dim` of [`TinyConfig`] is the full layers'.
@@ -199,6 +205,7 @@ impl Default for TinyConfig {
             weight_type: GgmlType::F32,
             seed: 0x0067_656d_6d61, // "gemma" in ASCII
             gemma4: Gemma4Shape::default(),
+            gemma3n: Gemma3nShape::default(),
         }
     }
 }
@@ -245,6 +252,51 @@ impl TinyConfig {
             ..Default::default()
         };
         TinyConfig { n_layer: 4, n_head: 4, n_head_kv: 2, gemma4: g4, ..TinyConfig::gemma4() }
+    }
+}
+
+/// The Gemma 3n parts of a tiny file. libllama hard-codes 4 AltUp streams, per-layer
+/// embeddings of 256, LAuReL rank 64, KV on layers < 20 (layer 18 read by the shared sliding
+/// layers, 19 by the full ones) and sparsity on layers < 10 (src/models/gemma3n.cpp,
+/// llama-hparams.h), so a file it runs has those; the keys say the same.
+#[derive(Debug, Clone)]
+pub struct Gemma3nShape {
+    /// `true` for sliding layers, one per layer.
+    pub swa_layers: Vec<bool>,
+    pub n_altup: u32,
+    pub altup_active: u32,
+    pub n_embd_per_layer: u32,
+    pub laurel_rank: u32,
+    pub n_shared_kv: u32,
+    /// `activation_sparsity_scale`, one per layer (−∞: dense).
+    pub sparsity: Vec<f32>,
+}
+
+/// libllama's Gaussian top-k multiplier (models.h `f_sparsity_std_mul`).
+pub const GEMMA3N_SPARSITY_STD_MUL: f32 = 1.644_853_4;
+
+impl Default for Gemma3nShape {
+    /// 22 layers: four sliding and one full, repeated, with layer 21 full; the last two share
+    /// the KV of layers 18 (sliding) and 19 (full); sparsity on the first 10.
+    fn default() -> Self {
+        let n = 22;
+        Gemma3nShape {
+            swa_layers: (0..n).map(|il| !(il % 5 == 4 || il == n - 1)).collect(),
+            n_altup: 4,
+            altup_active: 0,
+            n_embd_per_layer: 256,
+            laurel_rank: 64,
+            n_shared_kv: 2,
+            sparsity: (0..n).map(|il| if il < 10 { GEMMA3N_SPARSITY_STD_MUL } else { f32::NEG_INFINITY }).collect(),
+        }
+    }
+}
+
+impl TinyConfig {
+    /// Gemma 3n shaped as libllama runs it ([`Gemma3nShape::default`]): 2 heads over 1 KV
+    /// head of 32, an FFN of 128, an 8-token window, final soft-cap 30 (libllama's fixed one).
+    pub fn gemma3n() -> Self {
+        TinyConfig { arch: TinyArch::Gemma3n, n_layer: 22, final_softcap: 30.0, ..Default::default() }
     }
 }
 
@@ -311,6 +363,7 @@ impl TinyModel {
                 (key(llm::SLIDING_WINDOW_PATTERN), cfg.swa_period.into()),
             ],
             TinyArch::Gemma4 => gemma4_keys(&cfg),
+            TinyArch::Gemma3n => gemma3n_keys(&cfg),
         };
         for (k, v) in extra {
             // A generation's own form of a generic key (Gemma 4's per-layer KV heads) replaces it.
@@ -332,13 +385,17 @@ impl TinyModel {
             tensors.extend(gemma4_tensors(&cfg, n_vocab));
             return TinyModel { cfg, kvs, tensors };
         }
+        if arch == TinyArch::Gemma3n {
+            tensors.extend(gemma3n_tensors(&cfg, n_vocab));
+            return TinyModel { cfg, kvs, tensors };
+        }
         let wanted = |name: &str| match arch {
             TinyArch::Gemma => {
                 ![tensor::ATTN_Q_NORM, tensor::ATTN_K_NORM, tensor::POST_ATTENTION_NORM, tensor::POST_FFW_NORM]
                     .contains(&name)
             }
             TinyArch::Gemma2 => ![tensor::ATTN_Q_NORM, tensor::ATTN_K_NORM].contains(&name),
-            TinyArch::Gemma3 | TinyArch::Gemma4 => true,
+            TinyArch::Gemma3 | TinyArch::Gemma4 | TinyArch::Gemma3n => true,
         };
         for il in 0..cfg.n_layer as usize {
             let layer: [(&str, &[u64], GgmlType); 13] = [
@@ -544,6 +601,73 @@ fn gemma4_tensors(cfg: &TinyConfig, n_vocab: u64) -> Vec<TensorSpec> {
             out.push(spec(tensor::block_scale(il, tensor::FFN_GATE_INP), &[e], norm));
             out.push(spec(tensor::block_scale(il, tensor::FFN_DOWN_EXPS), &[n_exp], norm));
         }
+        out.extend(layer.into_iter().map(|(name, dims, ty)| spec(tensor::block(il, name), &dims, ty)));
+    }
+    out
+}
+
+/// The `gemma3n.*` keys llama.cpp's converter writes (conversion/gemma.py, `Gemma3NModel`).
+fn gemma3n_keys(cfg: &TinyConfig) -> Vec<(String, GgufValue)> {
+    let key = |suffix: &str| arch_key("gemma3n", suffix);
+    let g = &cfg.gemma3n;
+    vec![
+        (key(llm::ROPE_FREQ_BASE), 1_000_000_f32.into()),
+        (key(llm::ROPE_FREQ_BASE_SWA), 10_000_f32.into()),
+        (key(llm::SLIDING_WINDOW), cfg.sliding_window.into()),
+        (key(llm::SLIDING_WINDOW_PATTERN), GgufValue::Array(GgufArray::Bool(g.swa_layers.clone()))),
+        (key(llm::FINAL_LOGIT_SOFTCAPPING), cfg.final_softcap.into()),
+        (key(llm::ALTUP_ACTIVE_IDX), g.altup_active.into()),
+        (key(llm::ALTUP_NUM_INPUTS), g.n_altup.into()),
+        (key(llm::EMBEDDING_LENGTH_PER_LAYER_INPUT), g.n_embd_per_layer.into()),
+        (key(llm::SHARED_KV_LAYERS), g.n_shared_kv.into()),
+        (key(llm::ACTIVATION_SPARSITY_SCALE), g.sparsity.clone().into()),
+    ]
+}
+
+/// The tensors of a tiny Gemma 3n file, after `token_embd` and `output_norm`. The AltUp
+/// coefficient matrices (rows of `n_altup`) stay F32, as converters keep them.
+fn gemma3n_tensors(cfg: &TinyConfig, n_vocab: u64) -> Vec<TensorSpec> {
+    let g = &cfg.gemma3n;
+    let (w, f32_) = (cfg.weight_type, GgmlType::F32);
+    let spec = |name: String, dims: &[u64], ty| TensorSpec { name, dims: dims.to_vec(), ty };
+    let (e, ff, hd, p) = (cfg.n_embd as u64, cfg.n_ff as u64, cfg.head_dim as u64, g.n_embd_per_layer as u64);
+    let (q, kv, na, r) = (cfg.n_head as u64 * hd, cfg.n_head_kv as u64 * hd, g.n_altup as u64, g.laurel_rank as u64);
+    let pl = p * cfg.n_layer as u64;
+    let mut out = vec![
+        spec(tensor::global(tensor::ALTUP_PROJ), &[e, e, na - 1], w),
+        spec(tensor::global(tensor::ALTUP_UNEMBD_PROJ), &[e, e, na - 1], w),
+        spec(tensor::global(tensor::PER_LAYER_TOKEN_EMBD), &[pl, n_vocab], w),
+        spec(tensor::global(tensor::PER_LAYER_MODEL_PROJ), &[e, pl], w),
+        spec(tensor::global(tensor::PER_LAYER_PROJ_NORM), &[p], f32_),
+    ];
+    for il in 0..cfg.n_layer as usize {
+        // libllama loads K, V and the K norm on every layer, shared ones too.
+        let layer: [(&str, Vec<u64>, GgmlType); 24] = [
+            (tensor::ATTN_NORM, vec![e], f32_),
+            (tensor::ATTN_Q, vec![e, q], w),
+            (tensor::ATTN_K, vec![e, kv], w),
+            (tensor::ATTN_V, vec![e, kv], w),
+            (tensor::ATTN_Q_NORM, vec![hd], f32_),
+            (tensor::ATTN_K_NORM, vec![hd], f32_),
+            (tensor::ATTN_OUTPUT, vec![q, e], w),
+            (tensor::POST_ATTENTION_NORM, vec![e], f32_),
+            (tensor::FFN_NORM, vec![e], f32_),
+            (tensor::FFN_GATE, vec![e, ff], w),
+            (tensor::FFN_UP, vec![e, ff], w),
+            (tensor::FFN_DOWN, vec![ff, e], w),
+            (tensor::POST_FFW_NORM, vec![e], f32_),
+            (tensor::PER_LAYER_INP_GATE, vec![e, p], w),
+            (tensor::PER_LAYER_PROJ, vec![p, e], w),
+            (tensor::PER_LAYER_POST_NORM, vec![e], f32_),
+            (tensor::ALTUP_CORRECT_COEF, vec![na, na], f32_),
+            (tensor::ALTUP_CORRECT_SCALE, vec![e], f32_),
+            (tensor::ALTUP_PREDICT_COEF, vec![na, na * na], f32_),
+            (tensor::ALTUP_ROUTER, vec![e, na], w),
+            (tensor::ALTUP_ROUTER_NORM, vec![e], f32_),
+            (tensor::LAUREL_L, vec![e, r], w),
+            (tensor::LAUREL_R, vec![r, e], w),
+            (tensor::LAUREL_POST_NORM, vec![e], f32_),
+        ];
         out.extend(layer.into_iter().map(|(name, dims, ty)| spec(tensor::block(il, name), &dims, ty)));
     }
     out

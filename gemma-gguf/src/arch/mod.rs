@@ -5,6 +5,7 @@
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;
+pub mod gemma3n;
 pub mod gemma4;
 
 pub use crate::names;

@@ -18,6 +18,7 @@ mod ops;
 mod quant;
 mod reference;
 mod routing;
+mod stats;
 mod system;
 mod types;
 
