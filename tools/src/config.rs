@@ -17,6 +17,7 @@ pub enum Arch {
     Gemma2,
     Gemma3,
     Gemma4,
+    Gemma3n,
 }
 
 impl Arch {
@@ -27,6 +28,7 @@ impl Arch {
             Arch::Gemma2 => "gemma2",
             Arch::Gemma3 => "gemma3",
             Arch::Gemma4 => "gemma4",
+            Arch::Gemma3n => "gemma3n",
         }
     }
 
@@ -38,6 +40,8 @@ impl Arch {
             Arch::Gemma => None,
             Arch::Gemma2 => Some(2),
             Arch::Gemma3 | Arch::Gemma4 => Some(6),
+            // src/models/gemma3n.cpp: `load_swa_pattern(ml, 5)`.
+            Arch::Gemma3n => Some(5),
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct ModelConfig {
     pub source_repo: Option<String>,
     /// Gemma 4's own hyper-parameters (per-layer head dims and counts, PLE, MoE, KV sharing).
     pub gemma4: Option<crate::gemma4::Gemma4Config>,
+    /// Gemma 3n's own hyper-parameters (AltUp, LAuReL, PLE, sparsity, KV sharing).
+    pub gemma3n: Option<crate::gemma3n::Gemma3nConfig>,
 }
 
 // Sanity caps: far above any Gemma (262 144 vocabulary, 5376 hidden, 62 layers) and low
@@ -252,6 +258,13 @@ impl ModelConfig {
                 let f = Fields { obj: text, path, prefix: "text_config.", defaults: crate::gemma4::TEXT_DEFAULTS };
                 return crate::gemma4::parse_config(&f, top, name, "");
             }
+            "Gemma3nForCausalLM" | "gemma3n_text" => (Arch::Gemma3n, top, "", "model.", crate::gemma3n::TEXT_DEFAULTS),
+            "Gemma3nForConditionalGeneration" | "gemma3n" => {
+                let text = top.get("text_config").and_then(|v| v.as_object()).ok_or_else(|| {
+                    bad("`text_config`: missing (a Gemma3nForConditionalGeneration config has one)".into())
+                })?;
+                (Arch::Gemma3n, text, "text_config.", "", crate::gemma3n::TEXT_DEFAULTS)
+            }
             "Gemma3ForConditionalGeneration" | "gemma3" => {
                 let text = top.get("text_config").and_then(|v| v.as_object()).ok_or_else(|| {
                     bad("`text_config`: missing (a Gemma3ForConditionalGeneration config has one)".into())
@@ -289,7 +302,7 @@ impl ModelConfig {
             Arch::Gemma => None,
             // Gemma 2's default, as llama.cpp's (src/models/gemma2.cpp: n_swa = 4096).
             Arch::Gemma2 => Some(f.opt_uint("sliding_window", 1, MAX_CONTEXT)?.unwrap_or(4096)),
-            Arch::Gemma3 | Arch::Gemma4 => Some(f.uint("sliding_window", 1, MAX_CONTEXT)?),
+            Arch::Gemma3 | Arch::Gemma4 | Arch::Gemma3n => Some(f.uint("sliding_window", 1, MAX_CONTEXT)?),
         };
         let softcap =
             |key: &str| -> Result<Option<f32>> { f.get(key).map(|v| f.positive(key, v).map(|x| x as f32)).transpose() };
@@ -302,7 +315,8 @@ impl ModelConfig {
             tensor_prefix: tensor_prefix.to_owned(),
             vocab_size: f.uint("vocab_size", 1, MAX_VOCAB)?,
             n_embd,
-            n_ff: f.uint("intermediate_size", 1, MAX_EMBD * 16)?,
+            // Gemma 3n may give one per layer: its own parser reads it (the largest here).
+            n_ff: if arch == Arch::Gemma3n { 0 } else { f.uint("intermediate_size", 1, MAX_EMBD * 16)? },
             n_layer,
             n_head,
             n_head_kv,
@@ -315,15 +329,24 @@ impl ModelConfig {
             sliding_window,
             swa_layers,
             attn_softcap: if arch == Arch::Gemma2 { softcap("attn_logit_softcapping")? } else { None },
-            final_softcap: if arch == Arch::Gemma { None } else { softcap("final_logit_softcapping")? },
+            final_softcap: match arch {
+                Arch::Gemma => None,
+                // Gemma3nTextConfig's default is 30 (an explicit null: none).
+                Arch::Gemma3n if !f.obj.contains_key("final_logit_softcapping") => Some(30.0),
+                _ => softcap("final_logit_softcapping")?,
+            },
             query_pre_attn_scalar: f.opt_positive("query_pre_attn_scalar")?,
             bos_token_id: token_id("bos_token_id")?,
             eos_token_id: token_id("eos_token_id")?,
             pad_token_id: token_id("pad_token_id")?,
             source_repo,
             gemma4: None,
+            gemma3n: None,
         };
         let _ = f.str("model_type")?;
+        if arch == Arch::Gemma3n {
+            return crate::gemma3n::complete_config(&f, top, cfg);
+        }
         Ok(cfg)
     }
 
@@ -397,19 +420,20 @@ fn rope(f: &Fields, arch: Arch) -> Result<(f32, Option<f32>, Option<f32>)> {
             return Ok((base, local, factor));
         }
         let (base, factor) = read(obj, "")?;
-        return Ok((base, if arch == Arch::Gemma3 { Some(10_000.0) } else { None }, factor));
+        let local = if matches!(arch, Arch::Gemma3 | Arch::Gemma3n) { Some(10_000.0) } else { None };
+        return Ok((base, local, factor));
     }
     // Older layout.
     let base = match f.get("rope_theta") {
         Some(v) => f.positive("rope_theta", v)? as f32,
         // transformers' defaults: 10 000 for Gemma 1/2, 1 000 000 for Gemma 3.
-        None if arch == Arch::Gemma3 => 1_000_000.0,
+        None if matches!(arch, Arch::Gemma3 | Arch::Gemma3n) => 1_000_000.0,
         None => 10_000.0,
     };
     let local = match (arch, f.get("rope_local_base_freq")) {
-        (Arch::Gemma3, Some(v)) => Some(f.positive("rope_local_base_freq", v)? as f32),
+        (Arch::Gemma3 | Arch::Gemma3n, Some(v)) => Some(f.positive("rope_local_base_freq", v)? as f32),
         // Gemma3TextConfig's default, and llama.cpp's when the key is absent.
-        (Arch::Gemma3, None) => Some(10_000.0),
+        (Arch::Gemma3 | Arch::Gemma3n, None) => Some(10_000.0),
         _ => None,
     };
     let factor = match f.get("rope_scaling") {

@@ -6,6 +6,7 @@
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::config::{Arch, ModelConfig};
 use crate::error::{Error, Result};
+use crate::gemma3n;
 use crate::gemma4::{self, From};
 use crate::mix::{OutType, Override, Planner};
 use crate::output::check_output;
@@ -52,7 +53,7 @@ pub fn convert_hf(dir: &Path, output: &Path, opts: &ConvertOptions) -> Result<Su
     let inputs: Vec<&Path> = ckpt.tensors().map(|t| ckpt.shard_path(t)).collect();
     check_output(output, &inputs, opts.force)?;
 
-    let mut warnings = Vec::new();
+    let mut warnings = gemma3n::libllama_warnings(&config);
     let (sources, skipped) = map_tensors(&ckpt, &config, vocab.len())?;
     let n_expert = config.gemma4.as_ref().and_then(|g| g.moe.as_ref()).map_or(0, |m| m.n_expert);
     let mut planner = Planner::new(
@@ -69,6 +70,8 @@ pub fn convert_hf(dir: &Path, output: &Path, opts: &ConvertOptions) -> Result<Su
             let source_type = match &s.src {
                 From::Tensor(t) => t.dtype.map_or("?", |d| d.name()),
                 From::Values(_) => "made",
+                From::Stacked(t) => t[0].dtype.map_or("?", |d| d.name()),
+                From::PadRows(t) => t.dtype.map_or("?", |d| d.name()),
             };
             Planned {
                 name: s.gguf_name.clone(),
@@ -119,6 +122,11 @@ fn map_tensors(ckpt: &Checkpoint, config: &ModelConfig, n_vocab: usize) -> Resul
             .into_iter()
             .map(|m| Mapped { gguf_name: m.gguf_name, ne: m.ne, src: m.src, add_one: false })
             .collect()
+    } else if config.arch == Arch::Gemma3n {
+        gemma3n::map_tensors(ckpt, config, &prefix, n_vocab)?
+            .into_iter()
+            .map(|(gguf_name, ne, src)| Mapped { gguf_name, ne, src, add_one: false })
+            .collect()
     } else {
         map_gemma123(ckpt, config, &prefix, n_vocab)?
     };
@@ -144,7 +152,7 @@ fn map_gemma123(ckpt: &Checkpoint, config: &ModelConfig, prefix: &str, n_vocab: 
     block.push((tn::ATTN_OUTPUT, "self_attn.o_proj", [q, e]));
     match config.arch {
         Arch::Gemma => block.push((tn::FFN_NORM, "post_attention_layernorm", [e, 0])),
-        Arch::Gemma2 | Arch::Gemma3 | Arch::Gemma4 => block.extend([
+        Arch::Gemma2 | Arch::Gemma3 | Arch::Gemma4 | Arch::Gemma3n => block.extend([
             (tn::POST_ATTENTION_NORM, "post_attention_layernorm", [e, 0]),
             (tn::FFN_NORM, "pre_feedforward_layernorm", [e, 0]),
         ]),
@@ -209,9 +217,10 @@ fn map_gemma123(ckpt: &Checkpoint, config: &ModelConfig, prefix: &str, n_vocab: 
 fn unused_tensors(ckpt: &Checkpoint, out: &[Mapped], prefix: &str) -> Result<Vec<String>> {
     let used: std::collections::HashSet<&str> = out
         .iter()
-        .filter_map(|m| match &m.src {
-            From::Tensor(t) => Some(t.name.as_str()),
-            From::Values(_) => None,
+        .flat_map(|m| match &m.src {
+            From::Tensor(t) | From::PadRows(t) => vec![t.name.as_str()],
+            From::Stacked(ts) => ts.iter().map(|t| t.name.as_str()).collect(),
+            From::Values(_) => Vec::new(),
         })
         .collect();
     let mut skipped = Vec::new();
@@ -277,6 +286,21 @@ impl Source for HfSource<'_> {
         match &m.src {
             From::Tensor(t) => self.ckpt.read_f32(t, row0 * ne0, out)?,
             From::Values(v) => out.copy_from_slice(&v[row0 * ne0..row0 * ne0 + out.len()]),
+            From::Stacked(ts) => {
+                // ggml rows [ne0, ne1, k]: row r is row r % ne1 of source r / ne1.
+                let ne1 = m.ne[1] as usize;
+                for (j, row) in out.chunks_mut(ne0).enumerate() {
+                    let r = row0 + j;
+                    self.ckpt.read_f32(&ts[r / ne1], (r % ne1) * ne0, row)?;
+                }
+            }
+            From::PadRows(t) => {
+                let n_src = t.shape[0];
+                for (j, row) in out.chunks_mut(ne0).enumerate() {
+                    let r = row0 + j;
+                    self.ckpt.read_f32(t, if r < n_src { r * ne0 } else { 0 }, row)?;
+                }
+            }
         }
         if m.add_one {
             out.iter_mut().for_each(|x| *x += 1.0);
@@ -291,8 +315,10 @@ impl Source for HfSource<'_> {
     fn release_rows(&self, i: usize, row0: usize, n: usize) {
         let m = &self.sources[i];
         let ne0 = m.ne[0] as usize;
-        if let From::Tensor(t) = &m.src {
-            self.ckpt.release(t, row0 * ne0, n * ne0);
+        match &m.src {
+            From::Tensor(t) => self.ckpt.release(t, row0 * ne0, n * ne0),
+            From::PadRows(t) if row0 < t.shape[0] => self.ckpt.release(t, row0 * ne0, n.min(t.shape[0] - row0) * ne0),
+            _ => {}
         }
     }
 }
@@ -319,6 +345,8 @@ fn metadata(c: &ModelConfig, v: &Vocab, name: &str, out: OutType) -> Result<Vec<
     }
     if c.arch == Arch::Gemma4 {
         m.extend(gemma4::arch_keys(c));
+    } else if c.arch == Arch::Gemma3n {
+        m.extend(gemma3n::arch_keys(c));
     } else {
         m.extend(arch_keys_gemma123(c));
     }

@@ -30,7 +30,7 @@ pub enum Error {
     #[error("{}: tokenizer: {what}", path.display())]
     BadTokenizer { path: PathBuf, what: String },
 
-    #[error("unsupported architecture {arch:?}: the converter handles Gemma4ForCausalLM (gemma4_text), the text part of Gemma4ForConditionalGeneration and of Gemma3ForConditionalGeneration, Gemma3ForCausalLM (gemma3_text), Gemma2ForCausalLM and GemmaForCausalLM")]
+    #[error("unsupported architecture {arch:?}: the converter handles Gemma4ForCausalLM (gemma4_text), Gemma3nForCausalLM (gemma3n_text), the text part of Gemma4ForConditionalGeneration, of Gemma3nForConditionalGeneration and of Gemma3ForConditionalGeneration, Gemma3ForCausalLM (gemma3_text), Gemma2ForCausalLM and GemmaForCausalLM")]
     UnsupportedArchitecture { arch: String },
 
     #[error("tensor `{tensor}`: {what}")]

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod gemma3n;
 pub mod gemma4;
 pub mod mix;
 pub mod output;

@@ -135,6 +135,7 @@ pub(crate) fn parse_config(
         pad_token_id: config::token_id(f, top, "pad_token_id")?,
         source_repo: config::source_repo(top),
         gemma4: Some(g),
+        gemma3n: None,
     })
 }
 

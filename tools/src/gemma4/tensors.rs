@@ -10,6 +10,12 @@ pub(crate) enum From {
     Tensor(SourceTensor),
     /// Made by the converter (`rope_freqs`).
     Values(Vec<f32>),
+    /// Checkpoint matrices of one shape stacked along a new last ggml dimension (Gemma 3n's
+    /// AltUp projections, `crate::gemma3n`).
+    Stacked(Vec<SourceTensor>),
+    /// A token-indexed table with fewer rows than the GGUF's: the rows past the source's
+    /// are copies of its row 0 (Gemma 3n's per-layer embeddings, `crate::gemma3n`).
+    PadRows(SourceTensor),
 }
 
 /// A planned GGUF tensor.
