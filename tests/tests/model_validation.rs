@@ -834,3 +834,106 @@ fn gemma4_load_rejects_each_defect() {
 
     check_load_cases(&cases, "Model::load of gemma4 files: case → error");
 }
+
+/// Defects of Gemma 3n files, one per new key and tensor: missing (a tensor) or out of range
+/// and mistyped (a key; 3n's own keys are optional, libllama's values when absent), wrong
+/// shapes; each a typed error naming the key or tensor. The valid file loads and decodes.
+#[test]
+fn gemma3n_load_rejects_each_defect() {
+    let g3n = || TinyModel::new(TinyConfig::gemma3n());
+    let k = |suffix: &str| g3n().key(suffix);
+    let reshape = |name: String, dims: Vec<u64>| -> Edit { Box::new(move |m| m.tensor_mut(&name).dims = dims.clone()) };
+    let (blk, global) = (tensor::block, tensor::global);
+    {
+        let dir = TempDir::new().expect("temp dir");
+        let m = g3n();
+        let model = load(&dir, "valid", &m).expect("the valid gemma3n file loads");
+        assert_eq!(model.arch().name(), "gemma3n");
+        assert_finite("gemma3n", &session(&model, N_CTX).decode(&prompt(&m, 20), Outputs::All).expect("decode"));
+    }
+    let mut cases: Vec<Case> = Vec::new();
+    for suffix in [llm::SLIDING_WINDOW, llm::RMS_EPS, llm::FEED_FORWARD_LENGTH] {
+        cases.push((format!("gemma3n {suffix} missing"), g3n, remove(k(suffix)), missing_key(k(suffix))));
+    }
+    for (suffix, v) in [
+        (llm::ALTUP_NUM_INPUTS, GgufValue::from(1_u32)),
+        (llm::ALTUP_NUM_INPUTS, 1_000_000_u32.into()),
+        (llm::ALTUP_NUM_INPUTS, 3_u32.into()),
+        (llm::ALTUP_ACTIVE_IDX, 4_u32.into()),
+        (llm::EMBEDDING_LENGTH_PER_LAYER_INPUT, 0_u32.into()),
+        (llm::EMBEDDING_LENGTH_PER_LAYER_INPUT, 1_000_000_u32.into()),
+        (llm::EMBEDDING_LENGTH_PER_LAYER_INPUT, 128_u32.into()),
+        (llm::SHARED_KV_LAYERS, 22_u32.into()),
+        (llm::SHARED_KV_LAYERS, 4_000_000_000_u32.into()),
+        (llm::ACTIVATION_SPARSITY_SCALE, vec![1.5_f32; 3].into()),
+        (llm::ACTIVATION_SPARSITY_SCALE, vec![f32::NAN; 22].into()),
+        (llm::ACTIVATION_SPARSITY_SCALE, vec![f32::INFINITY; 22].into()),
+        (llm::FINAL_LOGIT_SOFTCAPPING, (-1.0_f32).into()),
+        (llm::FINAL_LOGIT_SOFTCAPPING, f32::NAN.into()),
+        (llm::SLIDING_WINDOW, 0_u32.into()),
+        (llm::HEAD_COUNT_KV, 3_u32.into()),
+        (llm::KEY_LENGTH, 33_u32.into()),
+        (llm::FEED_FORWARD_LENGTH, vec![128_u32; 7].into()),
+        (llm::FEED_FORWARD_LENGTH, vec![0_u32; 22].into()),
+        (llm::SLIDING_WINDOW_PATTERN, vec![true, false].into()),
+    ] {
+        // A wrong count of streams or a wrong PLE width shows first in the tensor shapes.
+        let expect = match (suffix, &v) {
+            (llm::ALTUP_NUM_INPUTS, GgufValue::U32(3)) => tensor_shape(blk(0, tensor::ALTUP_CORRECT_COEF)),
+            (llm::EMBEDDING_LENGTH_PER_LAYER_INPUT, GgufValue::U32(128)) => {
+                tensor_shape(blk(0, tensor::PER_LAYER_INP_GATE))
+            }
+            _ => bad_hparam(k(suffix)),
+        };
+        cases.push((format!("gemma3n {suffix} = {}", show(&v)), g3n, set(k(suffix), v), expect));
+    }
+    for (suffix, v) in [
+        (llm::ALTUP_NUM_INPUTS, GgufValue::from(4.0_f32)),
+        (llm::SHARED_KV_LAYERS, "2".into()),
+        (llm::ACTIVATION_SPARSITY_SCALE, 1.6_f32.into()),
+        (llm::ACTIVATION_SPARSITY_SCALE, vec![1_u32; 22].into()),
+    ] {
+        cases.push((format!("gemma3n {suffix} of type {}", v.kind()), g3n, set(k(suffix), v), wrong_type(k(suffix))));
+    }
+    for name in [
+        global(tensor::ALTUP_PROJ),
+        global(tensor::ALTUP_UNEMBD_PROJ),
+        global(tensor::PER_LAYER_TOKEN_EMBD),
+        global(tensor::PER_LAYER_MODEL_PROJ),
+        global(tensor::PER_LAYER_PROJ_NORM),
+        blk(0, tensor::LAUREL_L),
+        blk(3, tensor::LAUREL_R),
+        blk(4, tensor::LAUREL_POST_NORM),
+        blk(5, tensor::ALTUP_CORRECT_COEF),
+        blk(6, tensor::ALTUP_CORRECT_SCALE),
+        blk(7, tensor::ALTUP_PREDICT_COEF),
+        blk(8, tensor::ALTUP_ROUTER),
+        blk(9, tensor::ALTUP_ROUTER_NORM),
+        blk(10, tensor::PER_LAYER_INP_GATE),
+        blk(11, tensor::PER_LAYER_PROJ),
+        blk(12, tensor::PER_LAYER_POST_NORM),
+        blk(19, tensor::ATTN_K),
+        blk(18, tensor::ATTN_V),
+        blk(21, tensor::ATTN_Q),
+    ] {
+        cases.push((format!("gemma3n {name} missing"), g3n, drop_tensor(name.clone()), missing_tensor(name)));
+    }
+    for (name, dims) in [
+        (global(tensor::ALTUP_PROJ), vec![64, 64, 4]),
+        (global(tensor::ALTUP_UNEMBD_PROJ), vec![64, 64]),
+        (global(tensor::PER_LAYER_TOKEN_EMBD), vec![256 * 22, 301]),
+        (global(tensor::PER_LAYER_MODEL_PROJ), vec![64, 256]),
+        (blk(1, tensor::ALTUP_CORRECT_COEF), vec![4, 5]),
+        (blk(2, tensor::ALTUP_PREDICT_COEF), vec![4, 4]),
+        (blk(3, tensor::ALTUP_ROUTER), vec![64, 3]),
+        (blk(4, tensor::LAUREL_R), vec![32, 64]),
+        (blk(5, tensor::PER_LAYER_PROJ), vec![64, 256]),
+    ] {
+        cases.push((format!("gemma3n {name} as {dims:?}"), g3n, reshape(name.clone(), dims), tensor_shape(name)));
+    }
+    // LAuReL's rank comes from blk.0.laurel_l: a 3-D one is refused by name.
+    let l0 = blk(0, tensor::LAUREL_L);
+    cases.push((format!("gemma3n {l0} as [64, 64, 2]"), g3n, reshape(l0.clone(), vec![64, 64, 2]), tensor_shape(l0)));
+
+    check_load_cases(&cases, "Model::load of gemma3n files: case → error");
+}
