@@ -44,6 +44,9 @@ pub struct Args {
     /// Device to run on, as `gemma --version` lists them.
     #[arg(long = "device")]
     pub device: Option<String>,
+    /// Layers on the device (llama-bench's -ngl): the last N, the output counting as one.
+    #[arg(long = "gpu-layers", visible_alias = "n-gpu-layers", visible_alias = "ngl", value_name = "N")]
+    pub gpu_layers: Option<u32>,
     /// Use ggml's fused flash-attention kernel.
     #[arg(long = "flash-attn", visible_alias = "fa")]
     pub flash_attn: bool,
@@ -120,6 +123,7 @@ pub fn run(args: Args) -> Result<()> {
         ctx: 0,
         ubatch: args.ubatch,
         device: args.device.clone(),
+        gpu_layers: args.gpu_layers,
         flash_attn: args.flash_attn,
         cache_type: args.cache_type.clone(),
         no_repack: args.no_repack,
@@ -129,7 +133,7 @@ pub fn run(args: Args) -> Result<()> {
     let desc = Description::of(&model, &args);
     let mut results = Vec::new();
     for &t in &threads {
-        model.backend().set_n_threads(t)?;
+        model.set_threads(t)?;
         for &(p, n) in &tests {
             let r = run_test(&model, &margs, &args, &desc, t, p, n)?;
             if args.output == Format::Md {

@@ -25,6 +25,11 @@ pub struct ModelArgs {
     /// Device to run on, as `gemma --version` lists them (CPU, CUDA0, Vulkan0…).
     #[arg(long = "device")]
     pub device: Option<String>,
+    /// Layers on the device (llama.cpp's -ngl): the last N, the output projection counting
+    /// as one more, the rest on the CPU. Default with --device: all. Without --device, N > 0
+    /// picks the first GPU.
+    #[arg(long = "gpu-layers", visible_alias = "n-gpu-layers", visible_alias = "ngl", value_name = "N")]
+    pub gpu_layers: Option<u32>,
     /// Use ggml's fused flash-attention kernel.
     #[arg(long = "flash-attn", visible_alias = "fa")]
     pub flash_attn: bool,
@@ -38,8 +43,19 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The model's load options from these flags.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            device: self.device.clone(),
+            threads: self.threads,
+            no_repack: self.no_repack,
+            gpu_layers: self.gpu_layers,
+            ..LoadOptions::default()
+        }
+    }
+
     pub fn load(&self) -> Result<Model> {
-        let opts = LoadOptions { device: self.device.clone(), threads: self.threads, no_repack: self.no_repack };
+        let opts = self.load_options();
         Model::load(&self.model, &opts).with_context(|| format!("loading {}", self.model.display()))
     }
 

@@ -52,7 +52,12 @@ pub struct EvalArgs {
 
 impl EvalArgs {
     pub fn load(&self, path: &Path) -> Result<Model> {
-        let opts = LoadOptions { device: self.device.clone(), threads: self.threads, no_repack: self.no_repack };
+        let opts = LoadOptions {
+            device: self.device.clone(),
+            threads: self.threads,
+            no_repack: self.no_repack,
+            ..Default::default()
+        };
         Model::load(path, &opts).with_context(|| format!("loading {}", path.display()))
     }
 

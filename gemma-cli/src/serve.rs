@@ -49,8 +49,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(alias) = &args.alias {
         cfg.model_id = alias.clone();
     }
-    cfg.load =
-        LoadOptions { device: args.model.device.clone(), threads: args.model.threads, no_repack: args.model.no_repack };
+    cfg.load = args.model.load_options();
     cfg.session = args.model.session_options()?;
     cfg.host = args.host.clone();
     cfg.port = args.port;

@@ -76,6 +76,12 @@ pub enum Error {
     /// Memory that would not fit, refused before allocating.
     #[error("{what} needs {needed} bytes but only {available} are free: use a smaller context (-c)")]
     TooLarge { what: String, needed: u64, available: u64 },
+    /// Weights that would not fit the device they are offloaded to, refused before allocating.
+    #[error(
+        "{what} need {needed} bytes on {device} but only {available} are free: offload fewer layers \
+         (--gpu-layers) or run on the CPU"
+    )]
+    DeviceMemory { device: String, what: String, needed: u64, available: u64 },
     /// A token id outside the vocabulary.
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
     BadToken { id: u32, n_vocab: u32 },

@@ -186,6 +186,22 @@ pub fn kv_bytes(layout: &KvLayout, o: &KvOptions) -> Option<u64> {
     })
 }
 
+/// Bytes of the cache of layers `first..` (their own caches; `None` on overflow).
+fn kv_bytes_from(layout: &KvLayout, o: &KvOptions, first: usize) -> Option<u64> {
+    let tail = KvLayout {
+        kv_dim: layout.kv_dim.clone(),
+        is_local: layout.is_local.clone(),
+        window: layout.window,
+        shared_from: layout
+            .shared_from
+            .iter()
+            .enumerate()
+            .map(|(il, s)| if il < first { Some(il) } else { *s })
+            .collect(),
+    };
+    kv_bytes(&tail, o)
+}
+
 pub(crate) fn local_cells(window: Option<u32>, o: &KvOptions) -> u32 {
     // llama-kv-cache-iswa.cpp: GGML_PAD(min(n_ctx, n_swa·n_seq + n_ubatch), 256), at most
     // n_ctx: every sequence keeps its own window.
@@ -199,6 +215,19 @@ impl KvCache {
     /// A zeroed cache for the layers of `layout`, on `backend`. Refused before allocating
     /// when it would not fit the device's free memory.
     pub fn new(layout: &KvLayout, opts: KvOptions, backend: &Backend) -> Result<KvCache> {
+        KvCache::new_split(layout, opts, backend, None)
+    }
+
+    /// A zeroed cache whose layers from `first` on live on `device` (the offloaded layers,
+    /// as llama.cpp keeps each layer's cache on its layer's device), the rest on `cpu`.
+    /// Each part is refused before allocating when it would not fit its device.
+    pub fn new_split(
+        layout: &KvLayout,
+        opts: KvOptions,
+        cpu: &Backend,
+        device: Option<(&Backend, usize)>,
+    ) -> Result<KvCache> {
+        let first_dev = device.map_or(layout.is_local.len(), |(_, first)| first);
         if opts.n_ctx == 0 || opts.n_ubatch == 0 {
             return Err(Error::OutOfRange {
                 what: "context size",
@@ -212,19 +241,27 @@ impl KvCache {
             value: opts.n_ctx.to_string(),
             why: "KV cache size overflows",
         })?;
-        let (free, _) = backend.device().memory();
-        if need > free as u64 {
-            return Err(Error::TooLarge {
-                what: format!("KV cache for n_ctx = {}", opts.n_ctx),
-                needed: need,
-                available: free as u64,
-            });
+        let need_dev = kv_bytes_from(layout, &opts, first_dev).unwrap_or(need);
+        for (backend, needed) in [(Some(cpu), need - need_dev), (device.map(|(b, _)| b), need_dev)] {
+            let Some(backend) = backend.filter(|_| needed > 0) else { continue };
+            let (free, _) = backend.device().memory();
+            if needed > free as u64 {
+                return Err(Error::TooLarge {
+                    what: format!("KV cache for n_ctx = {} on {}", opts.n_ctx, backend.name()),
+                    needed,
+                    available: free as u64,
+                });
+            }
         }
         let is_local = &layout.is_local;
         let ctx = Context::new(2 * is_local.len(), 0)?;
         let n_local = local_cells(layout.window, &opts);
         let mut layers: Vec<(TensorId, TensorId, bool)> = Vec::with_capacity(is_local.len());
         for (il, &local) in is_local.iter().enumerate() {
+            if il == first_dev {
+                // The CPU's layers first (alloc_tensors takes every tensor not yet allocated).
+                ctx.alloc_tensors(cpu)?;
+            }
             if let Some(src) = layout.shared_from[il] {
                 // Checked by `layout.check`: an earlier layer of the same kind with its own cache.
                 layers.push(layers[src]);
@@ -236,7 +273,7 @@ impl KvCache {
             let v = ctx.new_tensor(opts.type_v, &[kv_dim, n_cells])?.set_name(&format!("cache_v_l{il}"))?;
             layers.push((ctx.id_of(k)?, ctx.id_of(v)?, local));
         }
-        ctx.alloc_tensors(backend)?;
+        ctx.alloc_tensors(device.filter(|_| first_dev < is_local.len()).map_or(cpu, |(b, _)| b))?;
         let cells = |n: u32, window| Cells { pos: vec![-1; n as usize], seq: vec![0; n as usize], window, head: 0 };
         let has = |l: bool| is_local.contains(&l);
         Ok(KvCache {

@@ -4,7 +4,7 @@
 
 use crate::arch::{gemma, gemma2, gemma3, gemma3n, gemma4, names, WeightDecl};
 use crate::error::{Error, Result};
-use crate::ggml::{default_threads, Backend, BufferType, Context, Device, TensorId};
+use crate::ggml::{default_threads, Backend, BufferType, Context, Device, DeviceKind, TensorId};
 use crate::gguf::GgufFile;
 pub use crate::kv_cache::KvLayout;
 use crate::tokenizer::Tokenizer;
@@ -23,6 +23,44 @@ pub struct LoadOptions {
     /// default as in llama.cpp, copies the weights that ggml has faster interleaved kernels
     /// for into anonymous memory.
     pub no_repack: bool,
+    /// Layers whose weights and KV cache go on the device (llama.cpp's `-ngl`,
+    /// `--gpu-layers`): the last N, counting the output projection as one more layer after
+    /// the last, so `N > n_layer` is everything (llama.cpp's `llama_model::load_tensors`:
+    /// `i_gpu_start = max(n_layer + 1 - n_gpu_layers, 0)`). Unset: everything when a device
+    /// is given. Without a device, N > 0 picks the first GPU.
+    pub gpu_layers: Option<u32>,
+    /// Treat the device as having at most this many bytes free (to leave room for other
+    /// programs, and for tests of the refusal).
+    pub device_memory_limit: Option<u64>,
+}
+
+/// Which layers run on a device besides the CPU (llama.cpp's convention: the last ones).
+pub struct Offload {
+    pub(crate) backend: Backend,
+    /// The first layer on the device (`i_gpu_start`); `n_layer` when only the output is.
+    first_layer: usize,
+    n_layer: usize,
+}
+
+impl Offload {
+    /// Whether layer `il` (`n_layer` for the output projection and norm) is on the device.
+    pub fn on_device(&self, il: usize) -> bool {
+        il >= self.first_layer
+    }
+
+    /// Layers on the device, counting the output as one (llama.cpp's `-ngl` value).
+    pub fn n_layers(&self) -> usize {
+        self.n_layer + 1 - self.first_layer.min(self.n_layer + 1)
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The first layer on the device.
+    pub(crate) fn first_layer(&self) -> usize {
+        self.first_layer
+    }
 }
 
 /// The architectures this runtime runs, with their hyper-parameters and weights.
@@ -144,7 +182,9 @@ impl Arch {
 /// A loaded model: the mapped file, its weights on a backend, the architecture.
 pub struct Model {
     pub(crate) gguf: Arc<GgufFile>,
+    /// The CPU backend: everything without a device, the rest with one.
     pub(crate) backend: Backend,
+    pub(crate) offload: Option<Offload>,
     pub(crate) wctx: Context,
     pub(crate) arch: Arch,
     tokenizer: Tokenizer,
@@ -160,20 +200,21 @@ impl Model {
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model> {
         let start = Instant::now();
         let mut file = GgufFile::open(path.as_ref())?;
-        let device = match &opts.device {
-            Some(name) => Device::by_name(name)?,
-            None => Device::cpu()?,
-        };
-        let backend = Backend::new(device)?;
+        let device = offload_device(opts)?;
+        let backend = Backend::cpu()?;
         backend.set_n_threads(opts.threads.unwrap_or_else(default_threads))?;
         let arch_name = file.get_str(names::general::ARCHITECTURE)?.to_string();
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let wctx = Context::new(file.tensors().len() + 1, 0)?;
+        let offload;
         let (arch, declared) = {
             let mut decl = WeightDecl::new(&wctx, &file);
             let mut arch = Arch::load(&arch_name, &file, &mut decl)?;
+            let n_layer = arch.dims().n_layer as usize;
+            offload = device.map(|d| Offload::new(d, n_layer, opts.gpu_layers)).transpose()?;
+            let output_on_device = offload.as_ref().is_some_and(|o| o.on_device(n_layer));
             let (output, token_embd) = arch.output_mut();
-            if *output == token_embd && repack_type(&backend, opts.no_repack).is_some() {
+            if *output == token_embd && (output_on_device || repack_type(&backend, opts.no_repack).is_some()) {
                 // Tied output: a second tensor over the same file bytes, so the output
                 // projection can be repacked while get_rows reads the mapped original
                 // (llama.cpp duplicates it the same way).
@@ -192,14 +233,28 @@ impl Model {
         let gguf = Arc::new(file);
         let weight_bytes =
             declared.iter().map(|(_, id)| wctx.tensor(*id).map(|t| t.nbytes())).sum::<Result<usize>>()?;
-        let mapped = backend.is_cpu();
-        let (repacked, repacked_bytes) = if mapped {
-            load_mapped(&wctx, &gguf, &declared, &gathered, &backend, opts.no_repack)?
-        } else {
-            (load_copied(&wctx, &gguf, &declared, &backend)?, 0)
+        let mapped = offload.is_none();
+        let (repacked, repacked_bytes) = match &offload {
+            None => load_mapped(&wctx, &gguf, &declared, &gathered, &backend, opts.no_repack)?,
+            Some(o) => {
+                load_offloaded(&wctx, &gguf, (&declared, &gathered), o, opts.device_memory_limit)?;
+                (0, 0)
+            }
         };
         let load_time = start.elapsed();
-        Ok(Model { gguf, backend, wctx, arch, tokenizer, weight_bytes, mapped, repacked, repacked_bytes, load_time })
+        Ok(Model {
+            gguf,
+            backend,
+            offload,
+            wctx,
+            arch,
+            tokenizer,
+            weight_bytes,
+            mapped,
+            repacked,
+            repacked_bytes,
+            load_time,
+        })
     }
 
     /// The GGUF file the model came from, less its vocabulary arrays (`tokenizer.ggml.tokens`,
@@ -241,8 +296,25 @@ impl Model {
         self.load_time
     }
 
+    /// The backend most of the model runs on: the device's when layers are offloaded, else
+    /// the CPU's.
     pub fn backend(&self) -> &Backend {
+        self.offload.as_ref().map_or(&self.backend, |o| &o.backend)
+    }
+
+    /// The CPU backend (the whole model without a device; the layers not offloaded with one).
+    pub fn cpu_backend(&self) -> &Backend {
         &self.backend
+    }
+
+    /// The device and its layers, when some are offloaded.
+    pub fn offload(&self) -> Option<&Offload> {
+        self.offload.as_ref()
+    }
+
+    /// Sets the CPU backend's compute threads (a device backend has none).
+    pub fn set_threads(&self, n: usize) -> Result<()> {
+        self.backend.set_n_threads(n)
     }
 
     /// Vocabulary size (rows of the output projection).
@@ -316,12 +388,87 @@ fn load_mapped(
     Ok((packed.len(), packed.iter().map(|(_, t)| t.nbytes()).sum()))
 }
 
-/// Other devices: every weight copied into the device's buffer.
-fn load_copied(wctx: &Context, gguf: &GgufFile, declared: &[(String, TensorId)], backend: &Backend) -> Result<usize> {
-    wctx.alloc_tensors(backend)?;
-    for (source, id) in declared {
-        let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor { name: source.clone() })?;
-        wctx.tensor(*id)?.set_bytes(gguf.tensor_data(info)?)?;
+/// The device for `opts`, if any: the named one (none when it is the CPU), or with
+/// `gpu_layers > 0` and no name, the first GPU.
+fn offload_device(opts: &LoadOptions) -> Result<Option<Device>> {
+    let device = match &opts.device {
+        Some(name) => Device::by_name(name)?,
+        None if opts.gpu_layers.unwrap_or(0) > 0 => {
+            Device::all().into_iter().find(|d| d.kind() != DeviceKind::Cpu).ok_or_else(|| Error::NoSuchDevice {
+                name: "(a GPU, for --gpu-layers)".into(),
+                available: Device::all().iter().map(|d| d.name()).collect::<Vec<_>>().join(", "),
+            })?
+        }
+        None => return Ok(None),
+    };
+    Ok((device.kind() != DeviceKind::Cpu).then_some(device))
+}
+
+impl Offload {
+    fn new(device: Device, n_layer: usize, gpu_layers: Option<u32>) -> Result<Offload> {
+        let ngl = gpu_layers.map_or(n_layer + 1, |n| (n as usize).min(n_layer + 1));
+        Ok(Offload { backend: Backend::new(device)?, first_layer: n_layer + 1 - ngl, n_layer })
     }
-    Ok(0)
+
+    /// The layer a weight belongs to, by its name (`blk.N.…`); `None` for the input tables
+    /// (read by row; llama.cpp keeps `LLM_TENSOR_LAYER_INPUT` on the CPU); `n_layer` for the
+    /// rest, output and the other global tensors (llama.cpp's `create_tensor` gives a tensor
+    /// without a block number the output layer's device).
+    fn layer_of(&self, name: &str, gathered: bool) -> Option<usize> {
+        if gathered {
+            return None;
+        }
+        let block = name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|n| n.parse().ok());
+        Some(block.unwrap_or(self.n_layer))
+    }
+}
+
+/// Offloaded: the device's layers copied into one device buffer (refused before allocating
+/// when they do not fit its free memory); the CPU's mapped from the file, as without a device
+/// but not repacked (so that the scheduler may copy them to the device for large batches,
+/// as llama.cpp's `op_offload` does with weights in host memory).
+fn load_offloaded(
+    wctx: &Context,
+    gguf: &Arc<GgufFile>,
+    (declared, gathered): (&[(String, TensorId)], &[TensorId]),
+    offload: &Offload,
+    limit: Option<u64>,
+) -> Result<()> {
+    let mut host = Vec::new();
+    let mut dev = Vec::new();
+    for (source, id) in declared {
+        let t = wctx.tensor(*id)?;
+        match offload.layer_of(&t.name(), gathered.contains(id)) {
+            Some(il) if offload.on_device(il) => dev.push((source, t)),
+            _ => host.push((source.clone(), t)),
+        }
+    }
+    let device = offload.backend.device();
+    let needed = dev.iter().map(|(_, t)| device.alloc_size(*t)).sum::<u64>();
+    let (free, _) = device.memory();
+    let available = limit.map_or(free as u64, |l| l.min(free as u64));
+    if needed > available {
+        return Err(Error::DeviceMemory {
+            device: device.name(),
+            what: format!("the weights of {} offloaded layers", offload.n_layers()),
+            needed,
+            available,
+        });
+    }
+    let sources: Vec<_> = host.iter().map(|(s, _)| s.clone()).collect();
+    let tensors: Vec<_> = host.iter().map(|(_, t)| *t).collect();
+    wctx.alloc_from_host(gguf.clone(), &tensors, |g, t| {
+        let i = tensors.iter().position(|x| x.name() == t.name()).expect("tensor from the list above");
+        let info = g.tensor(&sources[i]).ok_or_else(|| Error::MissingTensor { name: sources[i].clone() })?;
+        Ok(g.tensor_data(info)?)
+    })?;
+    wctx.alloc_tensors(&offload.backend)?;
+    for (source, t) in &dev {
+        let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor { name: source.to_string() })?;
+        t.set_bytes(gguf.tensor_data(info)?)?;
+    }
+    // The scheduler places each op by where its weights are, and only buffers marked as
+    // weights count for that (ggml-backend.cpp, ggml_backend_sched_backend_id_from_cur).
+    wctx.mark_weights();
+    Ok(())
 }

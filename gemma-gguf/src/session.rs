@@ -8,7 +8,7 @@
 
 use crate::arch::{gemma, gemma2, gemma3, gemma3n, gemma4, Pass};
 use crate::error::{Error, Result};
-use crate::ggml::{Context, GraphId, TensorId, Type};
+use crate::ggml::{Context, GraphId, Scheduler, TensorId, Type};
 use crate::kv_cache::{v_trans_indices, BatchInputs, KindPlan, KvCache, KvInput, KvOptions, KvPlan};
 use crate::model::{Arch, Model};
 
@@ -89,6 +89,8 @@ pub struct Session<'m> {
     captured: Vec<(String, Vec<f32>)>,
     /// Largest compute buffer any graph of this session has needed, in bytes.
     compute_peak: usize,
+    /// With layers on a device: the scheduler that splits each graph between it and the CPU.
+    sched: Option<Scheduler<'m>>,
 }
 
 impl<'m> Session<'m> {
@@ -144,7 +146,7 @@ impl<'m> Session<'m> {
         let l = model.arch.kv_layout();
         // The cache and the largest step's scratch, together, before either is allocated.
         let kv_opts_bytes = SessionOptions { n_ubatch: kv_opts.n_ubatch, ..opts };
-        let (free, _) = model.backend.device().memory();
+        let (free, _) = model.backend().device().memory();
         if let (Some(kv), Some(scratch)) =
             (Self::kv_bytes_for(model, &kv_opts_bytes), Self::scratch_bytes_for(model, &kv_opts_bytes))
         {
@@ -160,7 +162,12 @@ impl<'m> Session<'m> {
                 });
             }
         }
-        let kv = KvCache::new(&l, kv_opts, &model.backend)?;
+        let device = model.offload.as_ref().map(|o| (o.backend(), o.first_layer()));
+        let kv = KvCache::new_split(&l, kv_opts, &model.backend, device)?;
+        let sched = match &model.offload {
+            Some(o) => Some(Scheduler::new(&[o.backend(), &model.backend], 2 * graph_nodes(model), true)?),
+            None => None,
+        };
         Ok(Session {
             model,
             kv,
@@ -170,6 +177,7 @@ impl<'m> Session<'m> {
             capture: Vec::new(),
             captured: Vec::new(),
             compute_peak: 0,
+            sched,
         })
     }
 
@@ -201,6 +209,12 @@ impl<'m> Session<'m> {
     /// one graph's buffer is held at a time.
     pub fn compute_bytes(&self) -> usize {
         self.compute_peak
+    }
+
+    /// Pieces the last graph was split into between the device and the CPU (1 without a
+    /// device, or when everything ran on one backend).
+    pub fn graph_splits(&self) -> usize {
+        self.sched.as_ref().map_or(1, |s| s.n_splits())
     }
 
     pub fn kv_cache(&self) -> &KvCache {
@@ -288,15 +302,19 @@ impl<'m> Session<'m> {
         };
         if self.graph.as_ref().is_none_or(|g| g.ids.key != key) {
             self.graph = None;
-            let n_nodes = 64 * self.model.gguf.tensors().len() / 8 + 1024;
+            let n_nodes = graph_nodes(self.model);
             let ctx = Context::new(n_nodes, n_nodes)?;
             let ids = self.build(&ctx, key, n_nodes)?;
-            self.compute_peak = self.compute_peak.max(ctx.graph_buffer_bytes());
+            let bytes = self.sched.as_ref().map_or_else(|| ctx.graph_buffer_bytes(), |s| s.buffer_bytes());
+            self.compute_peak = self.compute_peak.max(bytes);
             self.graph = Some(BuiltGraph { ctx, ids });
         }
         let BuiltGraph { ctx, ids } = self.graph.as_ref().expect("built above");
         set_inputs(ctx, ids, tokens, positions, out, &plan, self.opts.flash_attn)?;
-        self.model.backend.compute(&ctx.graph(ids.graph)?)?;
+        match &self.sched {
+            None => self.model.backend.compute(&ctx.graph(ids.graph)?)?,
+            Some(sched) => sched.compute(&ctx.graph(ids.graph)?)?,
+        }
         ctx.tensor(ids.logits)?.append_f32(logits)?;
         self.captured.clear();
         for (name, id) in &ids.captured {
@@ -349,7 +367,10 @@ impl<'m> Session<'m> {
                 captured.push((name.clone(), ctx.id_of(t.set_output())?));
             }
         }
-        ctx.alloc_graph(&gf, &self.model.backend)?;
+        match &self.sched {
+            None => ctx.alloc_graph(&gf, &self.model.backend)?,
+            Some(sched) => sched.alloc(&gf, 2 * n_nodes)?,
+        }
         let ids = |k: &Option<KvInput<'_>>| -> Result<Option<(TensorId, TensorId, Option<TensorId>)>> {
             k.as_ref()
                 .map(|k| Ok((ctx.id_of(k.idx)?, ctx.id_of(k.mask)?, k.v_idx.map(|t| ctx.id_of(t)).transpose()?)))
@@ -400,6 +421,11 @@ fn set_inputs(
         }
     }
     Ok(())
+}
+
+/// Nodes (and leaves) a forward graph may hold: 8 per weight, and room for the rest.
+fn graph_nodes(model: &Model) -> usize {
+    64 * model.gguf.tensors().len() / 8 + 1024
 }
 
 /// The cache layout of a session with `opts` and `n_seq` sequences.

@@ -68,6 +68,17 @@ impl LlamaRunner {
     /// `-np N --kv-unified`, the layout of our `Session::with_sequences`), fed together by
     /// [`decode_seqs`](Self::decode_seqs).
     pub fn with_sequences(path: &Path, o: LlamaOptions, n_seq: u32) -> LlamaRunner {
+        LlamaRunner::init(path, o, n_seq, None)
+    }
+
+    /// One sequence with `n_gpu_layers` (llama.cpp's `-ngl`; -1: all) on `device`, a
+    /// ggml device of the build (e.g. `Vulkan0`), the rest on the CPU: libllama's own offload,
+    /// the reference for what a ggml GPU backend achieves.
+    pub fn on_device(path: &Path, o: LlamaOptions, device: &str, n_gpu_layers: i32) -> LlamaRunner {
+        LlamaRunner::init(path, o, 1, Some((device, n_gpu_layers)))
+    }
+
+    fn init(path: &Path, o: LlamaOptions, n_seq: u32, gpu: Option<(&str, i32)>) -> LlamaRunner {
         assert!(n_seq >= 1 && o.n_ctx >= n_seq, "1 to n_ctx sequences");
         let c = CString::new(path.to_str().expect("utf-8 path")).unwrap();
         // SAFETY: plain libllama initialisation; the callback is a static no-op.
@@ -75,7 +86,18 @@ impl LlamaRunner {
             ll::llama_log_set(Some(quiet), std::ptr::null_mut());
             ll::llama_backend_init();
             let mut mp = ll::llama_model_default_params();
-            mp.n_gpu_layers = 0;
+            // The named device only; none at all for the CPU reference (with a GPU backend
+            // built in, libllama would otherwise still hand large batches' products to it).
+            let mut devices: Vec<ll::ggml_backend_dev_t> = Vec::new();
+            if let Some((name, _)) = gpu {
+                let c = CString::new(name).unwrap();
+                let dev = ll::ggml_backend_dev_by_name(c.as_ptr());
+                assert!(!dev.is_null(), "libllama has no device {name}");
+                devices.push(dev);
+            }
+            devices.push(std::ptr::null_mut());
+            mp.devices = devices.as_mut_ptr();
+            mp.n_gpu_layers = gpu.map_or(0, |(_, n)| n);
             let model = ll::llama_model_load_from_file(c.as_ptr(), mp);
             assert!(!model.is_null(), "libllama could not load {}", path.display());
             let mut cp = ll::llama_context_default_params();

@@ -95,6 +95,17 @@ impl Device {
         cstr(unsafe { sys::ggml_backend_reg_name(sys::ggml_backend_dev_backend_reg(self.0.as_ptr())) })
     }
 
+    /// Bytes `t` takes in the device's default buffer, alignment included
+    /// (`ggml_backend_buft_get_alloc_size`, padded to `ggml_backend_buft_get_alignment`).
+    pub fn alloc_size(&self, t: super::Tensor<'_>) -> u64 {
+        // SAFETY: live device; its default buffer type is static; live tensor (only read).
+        let (size, align) = unsafe {
+            let buft = sys::ggml_backend_dev_buffer_type(self.0.as_ptr());
+            (sys::ggml_backend_buft_get_alloc_size(buft, t.as_ptr()), sys::ggml_backend_buft_get_alignment(buft))
+        };
+        size.div_ceil(align.max(1)).saturating_mul(align.max(1)) as u64
+    }
+
     pub(crate) fn reg(&self) -> sys::ggml_backend_reg_t {
         // SAFETY: live device.
         unsafe { sys::ggml_backend_dev_backend_reg(self.0.as_ptr()) }

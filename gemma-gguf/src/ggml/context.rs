@@ -306,6 +306,16 @@ impl Context {
         Ok(())
     }
 
+    /// Marks every buffer of this context as holding weights
+    /// (`GGML_BACKEND_BUFFER_USAGE_WEIGHTS`): ggml's scheduler runs an op where its weights
+    /// are, and lets a device take ops whose weights are in host memory.
+    pub fn mark_weights(&self) {
+        for b in self.buffers.borrow().iter() {
+            // SAFETY: a live buffer owned by this context.
+            unsafe { sys::ggml_backend_buffer_set_usage(b.as_ptr(), sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS) }
+        }
+    }
+
     fn has_unallocated(&self) -> bool {
         // SAFETY: iterates the context's own tensor list.
         unsafe {

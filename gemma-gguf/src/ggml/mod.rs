@@ -18,6 +18,7 @@ mod ops;
 mod quant;
 mod reference;
 mod routing;
+mod sched;
 mod stats;
 mod system;
 mod types;
@@ -26,6 +27,7 @@ pub use backend::{Backend, BufferType, Device, DeviceKind};
 pub use context::{Context, Graph, GraphId, Rope, Tensor, TensorId};
 pub use quant::{can_quantize, dequantize_rows, quantize_rows};
 pub use reference::{ggml_gguf_parse, set_logging};
+pub use sched::Scheduler;
 pub use system::{backend_features, build_info, default_threads, ggml_version, BackendFeature, BuildInfo};
 pub use types::Type;
 

@@ -1,0 +1,129 @@
+//! ggml's backend scheduler (`ggml_backend_sched`): one graph split over several backends
+//! (a GPU and the CPU), each node run where its weights are, with the copies between them.
+//!
+//! This is how a partly offloaded model runs, as in llama.cpp (`llama_context`, which makes
+//! one scheduler over the model's devices with the CPU last): the scheduler assigns every node
+//! to the backend that holds its weights (or, for ops without weights, a neighbour's), lets a
+//! higher-priority backend take ops whose weights are in host memory when it asks for them
+//! (`op_offload`, e.g. large prompt batches), falls back to the CPU for ops a device does not
+//! support, allocates one compute buffer per backend and copies tensors across.
+use super::backend::Backend;
+use super::context::{Graph, Tensor};
+use super::{sys, Error, Result};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+/// An owning handle on a `ggml_backend_sched` over borrowed backends (the last is the CPU).
+pub struct Scheduler<'b> {
+    raw: NonNull<sys::ggml_backend_sched>,
+    names: Vec<String>,
+    backends: Vec<sys::ggml_backend_t>,
+    _backends: PhantomData<&'b Backend>,
+}
+
+impl Drop for Scheduler<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_backend_sched_new, freed once, before its backends (`'b`).
+        unsafe { sys::ggml_backend_sched_free(self.raw.as_ptr()) }
+    }
+}
+
+impl<'b> Scheduler<'b> {
+    /// A scheduler over `backends` in priority order; the last must be the CPU backend (ggml
+    /// asserts it). `graph_size` bounds the nodes of a graph it is given (ggml asserts that
+    /// too, so [`alloc`](Self::alloc) checks it first). `op_offload` as in llama.cpp's default
+    /// (`llama_context_params::op_offload = true`).
+    pub fn new(backends: &[&'b Backend], graph_size: usize, op_offload: bool) -> Result<Scheduler<'b>> {
+        match backends.last() {
+            Some(cpu) if cpu.is_cpu() => {}
+            _ => return Err(Error::Null("ggml_backend_sched_new: the last backend must be the CPU")),
+        }
+        // ggml-backend.c: GGML_SCHED_MAX_BACKENDS = 16.
+        if backends.len() > 16 || graph_size == 0 {
+            return Err(Error::OutOfRange {
+                what: "scheduler backends",
+                value: backends.len().to_string(),
+                why: "1 to 16 backends and a non-empty graph size",
+            });
+        }
+        let mut raw: Vec<sys::ggml_backend_t> = backends.iter().map(|b| b.as_ptr()).collect();
+        // SAFETY: live backends (borrowed for 'b), CPU last (checked), count ≤ 16 (checked);
+        // null bufts = each backend's default buffer type; not parallel (one copy of inputs).
+        let p = unsafe {
+            sys::ggml_backend_sched_new(
+                raw.as_mut_ptr(),
+                std::ptr::null_mut(),
+                raw.len() as i32,
+                graph_size,
+                false,
+                op_offload,
+            )
+        };
+        let sched = NonNull::new(p).ok_or(Error::Null("ggml_backend_sched_new"))?;
+        let names = backends.iter().map(|b| b.name().to_string()).collect();
+        Ok(Scheduler { raw: sched, names, backends: raw, _backends: PhantomData })
+    }
+
+    /// Splits `graph` over the backends and allocates its compute buffers (after forgetting
+    /// the previous graph's assignment). Inputs can be written after this call.
+    pub fn alloc(&self, graph: &Graph<'_>, graph_size: usize) -> Result<()> {
+        if graph.n_nodes() > graph_size {
+            return Err(Error::OutOfRange {
+                what: "graph nodes",
+                value: graph.n_nodes().to_string(),
+                why: "more than the scheduler was made for",
+            });
+        }
+        // SAFETY: live scheduler and graph; failure is reported by the return value.
+        let ok = unsafe {
+            sys::ggml_backend_sched_reset(self.raw.as_ptr());
+            sys::ggml_backend_sched_alloc_graph(self.raw.as_ptr(), graph.as_ptr())
+        };
+        if !ok {
+            return Err(Error::GraphAlloc { backend: self.names.join(" + ") });
+        }
+        Ok(())
+    }
+
+    /// Pins `node` to `backend` (one of the scheduler's), before [`alloc`](Self::alloc);
+    /// llama.cpp pins each layer's norm to the layer's device the same way.
+    pub fn pin(&self, node: Tensor<'_>, backend: &Backend) {
+        // SAFETY: live scheduler, node and backend; ggml ignores a backend it does not have.
+        unsafe { sys::ggml_backend_sched_set_tensor_backend(self.raw.as_ptr(), node.as_ptr(), backend.as_ptr()) }
+    }
+
+    /// Runs the graph last given to [`alloc`](Self::alloc), every split on its backend, and
+    /// waits for it.
+    pub fn compute(&self, graph: &Graph<'_>) -> Result<()> {
+        // SAFETY: the graph was allocated by this scheduler (alloc), inputs written.
+        let status = unsafe { sys::ggml_backend_sched_graph_compute(self.raw.as_ptr(), graph.as_ptr()) };
+        if status != sys::GGML_STATUS_SUCCESS {
+            return Err(Error::Compute { backend: self.names.join(" + "), status });
+        }
+        Ok(())
+    }
+
+    /// How many pieces the last graph was split into (1: it ran on one backend).
+    pub fn n_splits(&self) -> usize {
+        // SAFETY: live scheduler.
+        unsafe { sys::ggml_backend_sched_get_n_splits(self.raw.as_ptr()) }.max(0) as usize
+    }
+
+    /// Bytes of the compute buffers held, all backends together.
+    pub fn buffer_bytes(&self) -> usize {
+        // SAFETY: live scheduler and its own backends (ggml asserts on any other).
+        self.backends.iter().map(|&b| unsafe { sys::ggml_backend_sched_get_buffer_size(self.raw.as_ptr(), b) }).sum()
+    }
+
+    /// The backend name a node was assigned to by the last [`alloc`](Self::alloc), if any.
+    pub fn node_backend(&self, node: Tensor<'_>) -> Option<String> {
+        // SAFETY: live scheduler and node; null when unassigned.
+        let b = unsafe { sys::ggml_backend_sched_get_tensor_backend(self.raw.as_ptr(), node.as_ptr()) };
+        if b.is_null() {
+            return None;
+        }
+        // SAFETY: a live backend of this scheduler.
+        let name = unsafe { std::ffi::CStr::from_ptr(sys::ggml_backend_name(b)) };
+        Some(name.to_string_lossy().into_owned())
+    }
+}
