@@ -41,4 +41,28 @@ fn main() {
     println!("cargo:rustc-env=GGML_SYS_C_FLAGS={} {}", flags.trim(), type_flags.trim());
     println!("cargo:rustc-env=GGML_SYS_OPENMP={}", value("GGML_OPENMP").unwrap_or_else(|| "unknown".into()));
     println!("cargo:rerun-if-changed={}", root.join("build/CMakeCache.txt").display());
+
+    if env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        link_shared_cublas(value("CUDA_cublas_LIBRARY"));
+    }
+}
+
+/// cuBLAS as a shared library, for toolkits without the static one. On Linux llama-cpp-sys-2
+/// 0.1.161 (build.rs) links `static=cublas_static` and `static=cublasLt_static`, but NVIDIA's
+/// PyPI wheels (scripts/setup-cuda.sh) ship only `libcublas.so.13`/`libcublasLt.so.13`; there,
+/// setup-cuda.sh puts empty stand-in archives under `lib/stubs`, and ggml's calls into cuBLAS
+/// are resolved here, by the shared library in the folder where ggml's CMake found it
+/// (`CUDA_cublas_LIBRARY`). Rust links the shared libraries of all crates after every rlib, so
+/// these come after ggml-cuda's objects; with a full toolkit the static archives resolve the
+/// calls first and `--as-needed` drops these. At run time `libcublas.so.13` is found through
+/// the loader's path (scripts/setup-cuda.sh writes `.cuda/env.sh`).
+fn link_shared_cublas(cublas: Option<String>) {
+    let Some(cublas) = cublas.filter(|p| !p.is_empty() && !p.ends_with("-NOTFOUND")) else {
+        return;
+    };
+    if let Some(dir) = std::path::Path::new(&cublas).parent() {
+        println!("cargo:rustc-link-search=native={}", dir.display());
+        println!("cargo:rustc-link-lib=dylib=cublas");
+        println!("cargo:rustc-link-lib=dylib=cublasLt");
+    }
 }

@@ -12,14 +12,33 @@
 # Output: target/llama-ref/build/bin/llama-bench (about 8 minutes on 2 cores, once), and
 # llama-completion beside it, llama.cpp's plain text generator, for memory comparisons at a
 # given context (`scripts/rss_vs_llama.sh`).
+#
+#   scripts/build-llama-ref.sh --cuda   # the same with GGML_CUDA=ON, in target/llama-ref-cuda/build
+#
+# --cuda: llama.cpp's CUDA build as its users make it (CMake's defaults: GGML_NATIVE, so the
+# architectures of the GPUs present, and the driver's virtual memory pool), with the toolkit of
+# $CUDA_PATH or nvcc on PATH (`. .cuda/env.sh` after scripts/setup-cuda.sh); the source comes
+# from target/llama-ref/src, so a machine without network needs that folder.
+# GEMMA_CUDA_ARCHS, when set, is passed as CMAKE_CUDA_ARCHITECTURES.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { echo "build-llama-ref: $*" >&2; }
 
 LLAMA_CPP_PYTHON=0.3.36
+cuda=()
+build=target/llama-ref/build
+if [ "${1:-}" = --cuda ]; then
+  build=target/llama-ref-cuda/build
+  cuda=(-DGGML_CUDA=ON)
+  [ -n "${CUDA_PATH:-}" ] && cuda+=(-DCUDAToolkit_ROOT="$CUDA_PATH" -DCMAKE_CUDA_COMPILER="$CUDA_PATH/bin/nvcc")
+  [ -n "${GEMMA_CUDA_ARCHS:-}" ] && cuda+=(-DCMAKE_CUDA_ARCHITECTURES="$GEMMA_CUDA_ARCHS")
+elif [ -n "${1:-}" ]; then
+  say "unknown argument $1 (usage: build-llama-ref.sh [--cuda])"
+  exit 2
+fi
 out=target/llama-ref
-bench=$out/build/bin/llama-bench
-if [ -x "$bench" ] && [ -x "$out/build/bin/llama-completion" ]; then
+bench=$build/bin/llama-bench
+if [ -x "$bench" ] && [ -x "$build/bin/llama-completion" ]; then
   echo "$PWD/$bench"
   exit 0
 fi
@@ -36,9 +55,9 @@ fi
 
 flags=""
 [ "$(uname -m)" = x86_64 ] && flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-say "configuring llama.cpp from llama-cpp-python $LLAMA_CPP_PYTHON in $out (Release, llama.cpp's defaults${flags:+, plus $flags})"
-CFLAGS="$flags" CXXFLAGS="$flags" cmake -S "$out/src" -B "$out/build" -DCMAKE_BUILD_TYPE=Release \
-  -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >&2
-cmake --build "$out/build" --target llama-bench llama-completion -j "$(nproc)" >&2
-grep -E '^(CMAKE_BUILD_TYPE|GGML_NATIVE|GGML_OPENMP):' "$out/build/CMakeCache.txt" >&2
+say "configuring llama.cpp from llama-cpp-python $LLAMA_CPP_PYTHON in $build (Release, llama.cpp's defaults${flags:+, plus $flags}${cuda[*]:+, plus ${cuda[*]}})"
+CFLAGS="$flags" CXXFLAGS="$flags" cmake -S "$out/src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+  -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF "${cuda[@]}" >&2
+cmake --build "$build" --target llama-bench llama-completion -j "$(nproc)" >&2
+grep -E '^(CMAKE_BUILD_TYPE|GGML_NATIVE|GGML_OPENMP|GGML_CUDA|CMAKE_CUDA_ARCHITECTURES):' "$build/CMakeCache.txt" >&2
 echo "$PWD/$bench"

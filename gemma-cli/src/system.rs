@@ -1,6 +1,6 @@
 //! `gemma system` and the text of `gemma --version`.
 use anyhow::Result;
-use gemma_gguf::ggml::{backend_features, build_info, default_threads, ggml_version, BuildInfo, Device};
+use gemma_gguf::ggml::{backend_features, backends, build_info, default_threads, ggml_version, BuildInfo, Device};
 
 #[derive(clap::Args)]
 pub struct Args {}
@@ -50,6 +50,14 @@ pub fn run(_args: Args) -> Result<()> {
             .map(|f| if f.value == "1" { f.name.clone() } else { format!("{}={}", f.name, f.value) })
             .collect();
         println!("  features: {}", if on.is_empty() { "(none reported)".into() } else { on.join(" ") });
+    }
+    // A GPU backend built in that registered no device: say so, rather than list nothing.
+    for reg in backends().into_iter().filter(|r| r.devices == 0) {
+        println!(
+            "\nbackend {0}: built in, but no {0} device found on this machine (no GPU, or no driver for it; \
+             `gemma -v system` shows ggml's reason)",
+            reg.name
+        );
     }
     Ok(())
 }

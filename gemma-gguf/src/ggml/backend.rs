@@ -43,7 +43,8 @@ impl Device {
         let all = Device::all();
         all.iter().copied().find(|d| d.name().eq_ignore_ascii_case(name)).ok_or_else(|| Error::NoSuchDevice {
             name: name.into(),
-            available: all.iter().map(|d| d.name()).collect::<Vec<_>>().join(", "),
+            available: all.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
+                + &super::system::missing_device_hint(name),
         })
     }
 

@@ -31,6 +31,9 @@ pub use sched::Scheduler;
 pub use system::{backend_features, build_info, default_threads, ggml_version, BackendFeature, BuildInfo};
 pub use types::Type;
 
+// The backends compiled in and their device counts (`gemma system`, "no such device").
+pub use system::{backends, BackendReg};
+
 pub(crate) use ggml_sys as sys;
 
 use crate::error::{Error, Result};

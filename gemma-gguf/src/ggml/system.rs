@@ -52,6 +52,57 @@ pub fn backend_features(device: Device) -> Vec<BackendFeature> {
     out
 }
 
+/// A backend compiled into the linked ggml and the number of devices it found on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendReg {
+    /// The registry's name: `CPU`, `CUDA`, `Vulkan`.
+    pub name: String,
+    /// Devices it registered: 0 for a GPU backend that is built in but found no device here
+    /// (ggml's CUDA backend registers none when the CUDA runtime finds no driver or no GPU).
+    pub devices: usize,
+}
+
+/// Every backend in ggml's registry (CPU always; CUDA and Vulkan when built in), with its
+/// device count (`ggml_backend_reg_count`, `ggml_backend_reg_dev_count`).
+pub fn backends() -> Vec<BackendReg> {
+    // SAFETY: registry queries; indices in bounds; registries live as long as the process.
+    let n = unsafe { sys::ggml_backend_reg_count() };
+    (0..n)
+        .filter_map(|i| {
+            let reg = unsafe { sys::ggml_backend_reg_get(i) };
+            if reg.is_null() {
+                return None;
+            }
+            let name = unsafe { sys::ggml_backend_reg_name(reg) };
+            let name = if name.is_null() {
+                String::new()
+            } else {
+                unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+            };
+            Some(BackendReg { name, devices: unsafe { sys::ggml_backend_reg_dev_count(reg) } })
+        })
+        .collect()
+}
+
+/// What to add to "no such device" for `name`: the backends built in that found no device
+/// here, or, for a CUDA/Vulkan name in a build without that backend, the feature to build with.
+pub(crate) fn missing_device_hint(name: &str) -> String {
+    let regs = backends();
+    let empty: Vec<&str> = regs.iter().filter(|r| r.devices == 0).map(|r| r.name.as_str()).collect();
+    let mut hint = String::new();
+    if !empty.is_empty() {
+        hint = format!("; built in but no device found on this machine: {}", empty.join(", "));
+    }
+    // (the feature, which is also the device names' prefix, and the registry's name)
+    for (feature, backend) in [("cuda", "CUDA"), ("vulkan", "Vulkan")] {
+        let built_in = regs.iter().any(|r| r.name.eq_ignore_ascii_case(backend));
+        if name.to_ascii_lowercase().starts_with(feature) && !built_in {
+            hint += &format!("; this build has no {backend} backend (build with --features {feature})");
+        }
+    }
+    hint
+}
+
 /// The thread count used when none is given: the logical CPUs this process may run on.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(super::backend::MAX_THREADS)
@@ -95,6 +146,22 @@ fn last_opt_level(flags: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// "No such device" names what is missing: a GPU backend built in without a device here,
+    /// or the feature to build with when the backend is not in this build.
+    #[test]
+    fn missing_device_hint_names_the_backend() {
+        let regs = backends();
+        println!("backends: {regs:?}");
+        assert!(regs.iter().any(|r| r.name == "CPU" && r.devices >= 1), "{regs:?}");
+        let hint = missing_device_hint("cuda0");
+        match regs.iter().find(|r| r.name == "CUDA") {
+            None => assert!(hint.contains("no CUDA backend (build with --features cuda)"), "{hint}"),
+            Some(r) if r.devices == 0 => assert!(hint.contains("no device found on this machine: CUDA"), "{hint}"),
+            Some(_) => assert!(!hint.contains("CUDA"), "{hint}"),
+        }
+        assert_eq!(cfg!(feature = "cuda"), regs.iter().any(|r| r.name == "CUDA"), "{regs:?}");
+    }
 
     #[test]
     fn last_opt_level_is_the_one_that_wins() {
