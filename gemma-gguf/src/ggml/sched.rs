@@ -91,6 +91,32 @@ impl<'b> Scheduler<'b> {
         Ok(())
     }
 
+    /// Pins each layer's RMS norms to the backend `layer_backend(il)` names, before
+    /// [`alloc`](Self::alloc), as llama.cpp does for small batches and full offload
+    /// (llama-context.cpp, `graph_get_cb`: the `norm` nodes of layer `il` go to the layer's
+    /// device, so a norm is not run on the previous layer's backend). A norm is found as an
+    /// `rms_norm` node whose next node multiplies it by a weight and is named `…-{il}`.
+    pub fn pin_layer_norms<'g>(&self, graph: &Graph<'g>, layer_backend: impl Fn(usize) -> &'b Backend) {
+        for i in 0..graph.n_nodes().saturating_sub(1) {
+            let (Some(norm), Some(next)) = (graph.node(i), graph.node(i + 1)) else { continue };
+            // SAFETY: live nodes of a live graph; only their op and first source are read.
+            let is_norm = unsafe {
+                (*norm.as_ptr()).op == sys::GGML_OP_RMS_NORM
+                    && (*next.as_ptr()).op == sys::GGML_OP_MUL
+                    && (*next.as_ptr()).src[0] == norm.as_ptr()
+            };
+            let il = next.name().rsplit_once('-').and_then(|(_, n)| n.parse::<usize>().ok());
+            let (true, Some(il)) = (is_norm, il) else { continue };
+            let backend = layer_backend(il);
+            // SAFETY: live scheduler, node and backend; asked first whether it can run it.
+            unsafe {
+                if sys::ggml_backend_supports_op(backend.as_ptr(), norm.as_ptr()) {
+                    sys::ggml_backend_sched_set_tensor_backend(self.raw.0.as_ptr(), norm.as_ptr(), backend.as_ptr());
+                }
+            }
+        }
+    }
+
     /// Runs the graph last given to [`alloc`](Self::alloc), every split on its backend, and
     /// waits for it.
     pub fn compute(&self, graph: &Graph<'_>) -> Result<()> {
