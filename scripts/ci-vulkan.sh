@@ -57,8 +57,8 @@ export GEMMA_TEST_DEVICE=Vulkan0
 nice -n 10 cargo test --release -p gemma-tests --features vulkan --test backend_exactness -- --test-threads 1 --nocapture
 step_done "vulkan device tests"
 
-"$gemma" run -m "$model" --device vulkan0 -p "The three largest cities of France are" -n 24 --temp 0
+"$gemma" run -m "$model" --device vulkan0 -p "The three largest cities of France are" -n 12 --temp 0
 "$gemma" run -m "$model" --device vulkan0 --gpu-layers 6 -p "The capital of France is" -n 8 --temp 0
-"$gemma" bench -m "$model" --device vulkan0 -p 128 -n 32 -r 2
+"$gemma" bench -m "$model" --device vulkan0 -p 32 -n 8 -r 1
 step_done "gemma run and bench on Vulkan0"
 echo "ci-vulkan: done in $(( $(date +%s) - t_all )) s" >&2

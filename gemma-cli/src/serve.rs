@@ -1,7 +1,6 @@
 //! `gemma serve`: the OpenAI-compatible HTTP server (the `gemma-server` crate) from flags.
 use crate::common::ModelArgs;
 use anyhow::{bail, Context as _, Result};
-use gemma_gguf::model::LoadOptions;
 use gemma_server::{shutdown_signal, Server, ServerConfig};
 use std::time::Duration;
 

@@ -434,16 +434,22 @@ fn load_offloaded(
     offload: &Offload,
     limit: Option<u64>,
 ) -> Result<()> {
+    let device = offload.backend.device();
+    let buft = device.buffer_type()?;
     let mut host = Vec::new();
     let mut dev = Vec::new();
     for (source, id) in declared {
         let t = wctx.tensor(*id)?;
+        let ne = t.ne();
+        // A matrix the device cannot multiply with stays on the CPU, as llama.cpp's
+        // `weight_buft_supported` decides (e.g. a tensor past the device's
+        // maxStorageBufferRange: Gemma's 262 144-row output on lavapipe).
+        let usable = ne[1] <= 1 || buft.supports_mul_mat_weight(device, t.ty(), ne[0], ne[1]);
         match offload.layer_of(&t.name(), gathered.contains(id)) {
-            Some(il) if offload.on_device(il) => dev.push((source, t)),
+            Some(il) if offload.on_device(il) && usable => dev.push((source, t)),
             _ => host.push((source.clone(), t)),
         }
     }
-    let device = offload.backend.device();
     let needed = dev.iter().map(|(_, t)| device.alloc_size(*t)).sum::<u64>();
     let (free, _) = device.memory();
     let available = limit.map_or(free as u64, |l| l.min(free as u64));

@@ -369,7 +369,15 @@ impl<'m> Session<'m> {
         }
         match &self.sched {
             None => ctx.alloc_graph(&gf, &self.model.backend)?,
-            Some(sched) => sched.alloc(&gf, 2 * n_nodes)?,
+            Some(sched) => {
+                // llama.cpp pins each layer's norms to the layer's device for batches under
+                // 32 tokens and for full offload (llama-context.cpp, graph_get_cb).
+                if let Some(off) = self.model.offload().filter(|o| key.n_tokens < 32 || o.on_device(0)) {
+                    let cpu = &self.model.backend;
+                    sched.pin_layer_norms(&gf, |il| if off.on_device(il) { off.backend() } else { cpu });
+                }
+                sched.alloc(&gf, 2 * n_nodes)?
+            }
         }
         let ids = |k: &Option<KvInput<'_>>| -> Result<Option<(TensorId, TensorId, Option<TensorId>)>> {
             k.as_ref()

@@ -32,20 +32,26 @@ use gemma_tests::llama_logits::{LlamaOptions, LlamaRunner};
 use gemma_tests::{test_model, workspace_root};
 use std::path::{Path, PathBuf};
 
-/// Prompts (tests/data/prompts/): four of about 150 tokens and one cut at 640 tokens, past
-/// the 512-token window of the local layers.
-const PROMPTS: [(&str, usize); 5] = [
-    ("prose.txt", usize::MAX),
-    ("code.txt", usize::MAX),
-    ("multilingual.txt", usize::MAX),
-    ("table.txt", usize::MAX),
-    ("long_declaration.txt", 640),
-];
-const N_CTX: u32 = 1024;
-/// Tokens fed per graph (and compared per step, to keep one chunk of logits in memory).
+/// Prompts (tests/data/prompts/) and the tokens taken from each: two short ones, and with
+/// `GEMMA_TEST_PAST_WINDOW=1` one of 560 tokens, past the 512-token window of the local
+/// layers. The counts are small because lavapipe, CI's Vulkan device, runs the 270M model at
+/// one to a few tokens per second on CI's 2 cores.
+const PROMPTS: [(&str, usize); 2] = [("prose.txt", 48), ("code.txt", 48)];
+const PAST_WINDOW: (&str, usize) = ("long_declaration.txt", 560);
+
+fn prompts() -> Vec<(&'static str, usize)> {
+    let mut p = PROMPTS.to_vec();
+    if std::env::var("GEMMA_TEST_PAST_WINDOW").is_ok_and(|v| v == "1") {
+        p.push(PAST_WINDOW);
+    }
+    p
+}
+const N_CTX: u32 = 768;
+/// Tokens fed per graph (and compared per step, to keep one chunk of logits in memory; a
+/// chunk's logits, CHUNK × 262 144 f32, must also fit lavapipe's 128 MiB storage buffers).
 const CHUNK: usize = 128;
 /// Greedy continuation length.
-const N_GEN: usize = 16;
+const N_GEN: usize = 8;
 /// How much farther than libllama from the CPU ours may be, as a factor on libllama's mean
 /// KL (the same kernels on the same device; what remains is which ops the scheduler puts
 /// where, e.g. the graph's few CPU fallbacks).
@@ -158,29 +164,42 @@ impl Dist {
 }
 
 /// Feeds `tokens` in chunks to our CPU session, our device session and libllama on the
-/// device, comparing each chunk's logits with the CPU's. Returns (ours, libllama's).
+/// device, comparing each chunk's logits with the CPU's. Returns (ours, libllama's, the max
+/// |Δlogit| between ours and libllama's on the device).
 fn distances(
     tokens: &[u32],
     cpu: &mut Session<'_>,
     dev: &mut Session<'_>,
     ll: &mut LlamaRunner,
     n_vocab: usize,
-) -> (Dist, Dist) {
+    chunk_len: usize,
+) -> (Dist, Dist, f32) {
     cpu.reset();
     dev.reset();
     ll.clear();
-    let (mut ours, mut theirs) = (Dist::default(), Dist::default());
-    for chunk in tokens.chunks(CHUNK) {
+    let (mut ours, mut theirs, mut between) = (Dist::default(), Dist::default(), 0f32);
+    for chunk in tokens.chunks(chunk_len) {
         let c = cpu.decode(chunk, Outputs::All).expect("cpu decode");
         let d = dev.decode(chunk, Outputs::All).expect("device decode");
         let l = ll.eval(chunk, true);
         ours.add(&c, &d, n_vocab);
         theirs.add(&c, &l, n_vocab);
+        between = d.iter().zip(&l).map(|(a, b)| (a - b).abs()).fold(between, f32::max);
     }
-    (ours, theirs)
+    (ours, theirs, between)
 }
 
-fn check_offload(path: &Path, dev: &str, gpu_layers: Option<u32>, prompts: &[(&str, usize)], label: &str) {
+/// `chunk_len`: tokens per graph. Below 32 the scheduler keeps the CPU layers' products on
+/// the CPU; from 32 on it hands them to the device (`op_offload`, ggml-vulkan's
+/// `ggml_backend_vk_device_offload_op`), as llama.cpp does.
+fn check_offload(
+    path: &Path,
+    dev: &str,
+    gpu_layers: Option<u32>,
+    prompts: &[(&str, usize)],
+    chunk_len: usize,
+    label: &str,
+) {
     let cpu_model = load(path, None, None);
     let dev_model = load(path, Some(dev), gpu_layers);
     let off = dev_model.offload().expect("layers on the device");
@@ -196,10 +215,11 @@ fn check_offload(path: &Path, dev: &str, gpu_layers: Option<u32>, prompts: &[(&s
         let mut ll = llama(path, flash_attn, Some((dev, ngl)));
         for &(file, max) in prompts {
             let toks = prompt_tokens(&cpu_model, file, max);
-            let (o, l) = distances(&toks, &mut cpu, &mut ours, &mut ll, n_vocab);
+            let (o, l, between) = distances(&toks, &mut cpu, &mut ours, &mut ll, n_vocab, chunk_len);
             println!("{label} fa={flash_attn} {file} ({} tokens):", toks.len());
             println!("  ours      vs CPU: {}", o.line());
             println!("  llama.cpp vs CPU: {}", l.line());
+            println!("  ours vs llama.cpp on {dev}: max |Δlogit| {between}");
             if o.mean() > SLACK * l.mean() + 1e-9 {
                 failures.push(format!(
                     "{file} fa={flash_attn}: mean KL {:.3e} > {SLACK} × llama.cpp's {:.3e}",
@@ -224,7 +244,7 @@ fn check_offload(path: &Path, dev: &str, gpu_layers: Option<u32>, prompts: &[(&s
 #[test]
 fn full_offload_logits_as_close_to_the_cpu_as_llama_cpp() {
     let Some((dev, path)) = setup() else { return };
-    check_offload(&path, &dev, None, &PROMPTS, "full offload");
+    check_offload(&path, &dev, None, &prompts(), CHUNK, "full offload");
 }
 
 #[test]
@@ -234,7 +254,9 @@ fn partial_offload_logits_as_close_to_the_cpu_as_llama_cpp() {
     // (llama.cpp's -ngl 10 is the same split), the first 9 and the embeddings on the CPU.
     let n_layer = gemma_gguf::gguf::GgufFile::open(&path).unwrap().get_u32("gemma3.block_count").unwrap();
     let ngl = n_layer / 2 + 1;
-    check_offload(&path, &dev, Some(ngl), &PROMPTS[..2], "partial offload");
+    // Batches of 16: the CPU's layers run on the CPU (ggml's scheduler would hand a larger
+    // batch's products to the device).
+    check_offload(&path, &dev, Some(ngl), &PROMPTS[..1], 16, "partial offload");
 }
 
 /// Greedy continuations on the device against the CPU's: equal, or first differing where
@@ -249,8 +271,8 @@ fn greedy_continuations_equal_or_near_tie() {
     for flash_attn in [false, true] {
         let mut cpu = session(&cpu_model, flash_attn);
         let mut gpu = session(&dev_model, flash_attn);
-        for &(file, _) in &PROMPTS[..4] {
-            let toks = prompt_tokens(&cpu_model, file, usize::MAX);
+        for &(file, max) in &PROMPTS[..2] {
+            let toks = prompt_tokens(&cpu_model, file, max);
             cpu.reset();
             gpu.reset();
             let mut c = cpu.decode(&toks, Outputs::Last).unwrap();

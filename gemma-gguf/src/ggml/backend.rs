@@ -107,6 +107,13 @@ impl Device {
         size.div_ceil(align.max(1)).saturating_mul(align.max(1)) as u64
     }
 
+    /// The device's default buffer type (its memory).
+    pub fn buffer_type(&self) -> Result<BufferType> {
+        // SAFETY: live device; the buffer type is a static object of its registry.
+        let p = unsafe { sys::ggml_backend_dev_buffer_type(self.0.as_ptr()) };
+        NonNull::new(p).map(BufferType).ok_or(Error::Null("ggml_backend_dev_buffer_type"))
+    }
+
     pub(crate) fn reg(&self) -> sys::ggml_backend_reg_t {
         // SAFETY: live device.
         unsafe { sys::ggml_backend_dev_backend_reg(self.0.as_ptr()) }

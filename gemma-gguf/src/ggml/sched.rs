@@ -8,23 +8,29 @@
 //! (`op_offload`, e.g. large prompt batches), falls back to the CPU for ops a device does not
 //! support, allocates one compute buffer per backend and copies tensors across.
 use super::backend::Backend;
-use super::context::{Graph, Tensor};
+use super::context::Graph;
 use super::{sys, Error, Result};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-/// An owning handle on a `ggml_backend_sched` over borrowed backends (the last is the CPU).
+/// A `ggml_backend_sched` over backends borrowed for `'b` (the last is the CPU).
 pub struct Scheduler<'b> {
-    raw: NonNull<sys::ggml_backend_sched>,
+    raw: RawSched,
     names: Vec<String>,
     backends: Vec<sys::ggml_backend_t>,
     _backends: PhantomData<&'b Backend>,
 }
 
-impl Drop for Scheduler<'_> {
+/// The owning handle. It has no lifetime: `ggml_backend_sched_free` frees the scheduler's own
+/// allocations (compute buffers, graph copies, events of its copies) and never calls into the
+/// backends, so freeing it after them is sound, and a session that holds a scheduler may be
+/// dropped after its model in a temporary (the borrow checker's drop check needs that).
+struct RawSched(NonNull<sys::ggml_backend_sched>);
+
+impl Drop for RawSched {
     fn drop(&mut self) {
-        // SAFETY: created by ggml_backend_sched_new, freed once, before its backends (`'b`).
-        unsafe { sys::ggml_backend_sched_free(self.raw.as_ptr()) }
+        // SAFETY: created by ggml_backend_sched_new, freed once (see the type's comment).
+        unsafe { sys::ggml_backend_sched_free(self.0.as_ptr()) }
     }
 }
 
@@ -61,7 +67,7 @@ impl<'b> Scheduler<'b> {
         };
         let sched = NonNull::new(p).ok_or(Error::Null("ggml_backend_sched_new"))?;
         let names = backends.iter().map(|b| b.name().to_string()).collect();
-        Ok(Scheduler { raw: sched, names, backends: raw, _backends: PhantomData })
+        Ok(Scheduler { raw: RawSched(sched), names, backends: raw, _backends: PhantomData })
     }
 
     /// Splits `graph` over the backends and allocates its compute buffers (after forgetting
@@ -76,8 +82,8 @@ impl<'b> Scheduler<'b> {
         }
         // SAFETY: live scheduler and graph; failure is reported by the return value.
         let ok = unsafe {
-            sys::ggml_backend_sched_reset(self.raw.as_ptr());
-            sys::ggml_backend_sched_alloc_graph(self.raw.as_ptr(), graph.as_ptr())
+            sys::ggml_backend_sched_reset(self.raw.0.as_ptr());
+            sys::ggml_backend_sched_alloc_graph(self.raw.0.as_ptr(), graph.as_ptr())
         };
         if !ok {
             return Err(Error::GraphAlloc { backend: self.names.join(" + ") });
@@ -85,18 +91,37 @@ impl<'b> Scheduler<'b> {
         Ok(())
     }
 
-    /// Pins `node` to `backend` (one of the scheduler's), before [`alloc`](Self::alloc);
-    /// llama.cpp pins each layer's norm to the layer's device the same way.
-    pub fn pin(&self, node: Tensor<'_>, backend: &Backend) {
-        // SAFETY: live scheduler, node and backend; ggml ignores a backend it does not have.
-        unsafe { sys::ggml_backend_sched_set_tensor_backend(self.raw.as_ptr(), node.as_ptr(), backend.as_ptr()) }
+    /// Pins each layer's RMS norms to the backend `layer_backend(il)` names, before
+    /// [`alloc`](Self::alloc), as llama.cpp does for small batches and full offload
+    /// (llama-context.cpp, `graph_get_cb`: the `norm` nodes of layer `il` go to the layer's
+    /// device, so a norm is not run on the previous layer's backend). A norm is found as an
+    /// `rms_norm` node whose next node multiplies it by a weight and is named `…-{il}`.
+    pub fn pin_layer_norms<'g>(&self, graph: &Graph<'g>, layer_backend: impl Fn(usize) -> &'b Backend) {
+        for i in 0..graph.n_nodes().saturating_sub(1) {
+            let (Some(norm), Some(next)) = (graph.node(i), graph.node(i + 1)) else { continue };
+            // SAFETY: live nodes of a live graph; only their op and first source are read.
+            let is_norm = unsafe {
+                (*norm.as_ptr()).op == sys::GGML_OP_RMS_NORM
+                    && (*next.as_ptr()).op == sys::GGML_OP_MUL
+                    && (*next.as_ptr()).src[0] == norm.as_ptr()
+            };
+            let il = next.name().rsplit_once('-').and_then(|(_, n)| n.parse::<usize>().ok());
+            let (true, Some(il)) = (is_norm, il) else { continue };
+            let backend = layer_backend(il);
+            // SAFETY: live scheduler, node and backend; asked first whether it can run it.
+            unsafe {
+                if sys::ggml_backend_supports_op(backend.as_ptr(), norm.as_ptr()) {
+                    sys::ggml_backend_sched_set_tensor_backend(self.raw.0.as_ptr(), norm.as_ptr(), backend.as_ptr());
+                }
+            }
+        }
     }
 
     /// Runs the graph last given to [`alloc`](Self::alloc), every split on its backend, and
     /// waits for it.
     pub fn compute(&self, graph: &Graph<'_>) -> Result<()> {
         // SAFETY: the graph was allocated by this scheduler (alloc), inputs written.
-        let status = unsafe { sys::ggml_backend_sched_graph_compute(self.raw.as_ptr(), graph.as_ptr()) };
+        let status = unsafe { sys::ggml_backend_sched_graph_compute(self.raw.0.as_ptr(), graph.as_ptr()) };
         if status != sys::GGML_STATUS_SUCCESS {
             return Err(Error::Compute { backend: self.names.join(" + "), status });
         }
@@ -106,24 +131,12 @@ impl<'b> Scheduler<'b> {
     /// How many pieces the last graph was split into (1: it ran on one backend).
     pub fn n_splits(&self) -> usize {
         // SAFETY: live scheduler.
-        unsafe { sys::ggml_backend_sched_get_n_splits(self.raw.as_ptr()) }.max(0) as usize
+        unsafe { sys::ggml_backend_sched_get_n_splits(self.raw.0.as_ptr()) }.max(0) as usize
     }
 
     /// Bytes of the compute buffers held, all backends together.
     pub fn buffer_bytes(&self) -> usize {
         // SAFETY: live scheduler and its own backends (ggml asserts on any other).
-        self.backends.iter().map(|&b| unsafe { sys::ggml_backend_sched_get_buffer_size(self.raw.as_ptr(), b) }).sum()
-    }
-
-    /// The backend name a node was assigned to by the last [`alloc`](Self::alloc), if any.
-    pub fn node_backend(&self, node: Tensor<'_>) -> Option<String> {
-        // SAFETY: live scheduler and node; null when unassigned.
-        let b = unsafe { sys::ggml_backend_sched_get_tensor_backend(self.raw.as_ptr(), node.as_ptr()) };
-        if b.is_null() {
-            return None;
-        }
-        // SAFETY: a live backend of this scheduler.
-        let name = unsafe { std::ffi::CStr::from_ptr(sys::ggml_backend_name(b)) };
-        Some(name.to_string_lossy().into_owned())
+        self.backends.iter().map(|&b| unsafe { sys::ggml_backend_sched_get_buffer_size(self.raw.0.as_ptr(), b) }).sum()
     }
 }
