@@ -9,8 +9,10 @@
 # 2. The release build with `--features cuda` in target/cuda (gemma and the device tests),
 #    for this GPU's architecture only (CMAKE_CUDA_ARCHITECTURES=<compute capability>-real,
 #    from nvidia-smi; GEMMA_CUDA_ARCHS overrides). A build already there is reused: cargo
-#    only checks it. Cargo runs --offline when the machine has no network
-#    (GEMMA_CARGO_OFFLINE=1), which needs the crates in ~/.cargo/registry.
+#    only checks it; without cargo the binaries already in target/cuda/release are run.
+#    Cargo runs --offline with GEMMA_CARGO_OFFLINE=1 (a machine without network), which needs
+#    the crates in ~/.cargo/registry. The binary needs libcublas.so.13 at start: the toolkit
+#    must be on the machine (the `device` tool's 64 MiB carry cannot hold .cuda/, 850 MB).
 # 3. Exactness against the CPU (tests/tests/backend_exactness.rs, GEMMA_TEST_DEVICE=CUDA0):
 #    per-position logits, top-1 agreement, mean KL, greedy continuations, full and partial
 #    offload, each beside libllama on the same device.
@@ -67,10 +69,17 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/cuda}
 offline=()
 [ "${GEMMA_CARGO_OFFLINE:-0}" = 1 ] && offline=(--offline)
 tb=$(date +%s)
-cargo build "${offline[@]}" --release -p gemma-cli --features cuda 2>&1 | tail -3 | record
-cargo test "${offline[@]}" --release -p gemma-tests --features cuda --test backend_exactness --no-run 2>&1 | tail -3 | record
-echo "build: $(($(date +%s) - tb)) s" | record
 gemma=$CARGO_TARGET_DIR/release/gemma
+if command -v cargo >/dev/null; then
+  cargo build "${offline[@]}" --release -p gemma-cli --features cuda 2>&1 | tail -3 | record
+  cargo test "${offline[@]}" --release -p gemma-tests --features cuda --test backend_exactness --no-run 2>&1 | tail -3 | record
+  echo "build: $(($(date +%s) - tb)) s" | record
+elif [ -x "$gemma" ]; then
+  echo "no cargo here: using the binaries built before in $CARGO_TARGET_DIR/release" | record
+else
+  say "no cargo and no prebuilt $gemma: nothing to run"
+  exit 1
+fi
 model=${GEMMA_TEST_MODEL:-$(scripts/fetch-model.sh)}
 export GEMMA_TEST_MODEL=$model
 "$gemma" system | record
@@ -81,8 +90,12 @@ export GEMMA_TEST_MODEL=$model
 
 status=0
 section "exactness against the CPU (tests/tests/backend_exactness.rs, CUDA0)"
-if ! GEMMA_TEST_DEVICE=CUDA0 cargo test "${offline[@]}" --release -p gemma-tests --features cuda \
-  --test backend_exactness -- --test-threads 1 --nocapture 2>&1 | record; then
+if command -v cargo >/dev/null; then
+  exactness=(cargo test "${offline[@]}" --release -p gemma-tests --features cuda --test backend_exactness --)
+else
+  exactness=("$(ls -t "$CARGO_TARGET_DIR"/release/deps/backend_exactness-* | grep -v '\.d$' | head -1)")
+fi
+if ! GEMMA_TEST_DEVICE=CUDA0 "${exactness[@]}" --test-threads 1 --nocapture 2>&1 | record; then
   say "FAILED: backend_exactness on CUDA0"
   status=1
 fi
