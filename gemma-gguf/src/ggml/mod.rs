@@ -20,6 +20,7 @@ mod reference;
 mod routing;
 mod system;
 mod types;
+mod vision_ops;
 
 pub use backend::{Backend, BufferType, Device, DeviceKind};
 pub use context::{Context, Graph, GraphId, Rope, Tensor, TensorId};
