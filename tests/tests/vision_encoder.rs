@@ -11,6 +11,7 @@
 //! an activation by one f16 unit: the f32 bound is that unit, 2^-11, relative. Against
 //! transformers: the bound of tests/tests/convert_vision.rs (16 units of 2^-11: ggml's GELU
 //! table and, for f16 files, the weights).
+use gemma_gguf::gguf::{GgufArray, GgufFile, GgufValue, GgufWriter};
 use gemma_gguf::vision::encoder::VisionModel;
 use gemma_gguf::vision::preprocess::{decode, pixel_tensor, preprocess, MAX_IMAGE_PIXELS};
 use gemma_tests::mtmd_ref::Mtmd;
@@ -73,4 +74,62 @@ fn bad_pixels_are_refused() {
     convert_hf(&g.dir, &lm, &ConvertOptions::default()).unwrap();
     let e = VisionModel::load(&lm, Some(1)).err().expect("a text model is refused").to_string();
     assert!(e.contains("clip.projector_type"), "{e}");
+}
+
+/// A copy of the projector file with one key changed (`Some(None)`: removed) or one tensor
+/// left out.
+fn edited(src: &std::path::Path, dst: &std::path::Path, key: &str, value: Option<Option<GgufValue>>, drop: &str) {
+    let f = GgufFile::read(src).unwrap();
+    let mut w = GgufWriter::create(dst).unwrap();
+    for (k, v) in f.metadata() {
+        match (&value, k == key) {
+            (Some(None), true) => {}
+            (Some(Some(nv)), true) => w.add_kv(k, nv.clone()).unwrap(),
+            _ => w.add_kv(k, v.clone()).unwrap(),
+        }
+    }
+    let kept: Vec<_> = f.tensors().iter().filter(|t| t.name != drop).cloned().collect();
+    for t in &kept {
+        w.add_tensor_info(&t.name, &t.dims, t.ggml_type).unwrap();
+    }
+    for t in &kept {
+        w.write_tensor_data(&t.name, f.tensor_data(t).unwrap()).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn bad_projector_files_are_named() {
+    use gemma_gguf::vision::names::{key as k, tensor as tn};
+    let g = vision_golden();
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("mmproj.gguf");
+    convert_mmproj(&g.dir, &good, &MmprojOptions::default()).unwrap();
+    let s = |x: &str| Some(Some(GgufValue::String(x.into())));
+    let u = |x: u32| Some(Some(GgufValue::U32(x)));
+    let cases: Vec<(&str, &str, Option<Option<GgufValue>>, &str, &str)> = vec![
+        ("another projector", k::PROJECTOR_TYPE, s("idefics3"), "", "idefics3"),
+        ("no projector type", k::PROJECTOR_TYPE, Some(None), "", k::PROJECTOR_TYPE),
+        ("quick-GELU", k::USE_GELU, Some(None), "", k::USE_GELU),
+        ("zero width", k::EMBEDDING_LENGTH, u(0), "", k::EMBEDDING_LENGTH),
+        ("absurd layers", k::BLOCK_COUNT, u(1 << 30), "", k::BLOCK_COUNT),
+        ("patches do not tile", k::IMAGE_SIZE, u(63), "", "patch"),
+        ("pooling does not tile", k::PROJ_SCALE_FACTOR, u(3), "", "pooling"),
+        ("made for another text width", k::PROJECTION_DIM, u(640), "", tn::MM_INPUT_PROJECTION),
+        (
+            "std of 2 values",
+            k::IMAGE_STD,
+            Some(Some(GgufValue::Array(GgufArray::F32(vec![0.5, 0.5])))),
+            "",
+            k::IMAGE_STD,
+        ),
+        ("a missing tensor", "", None, "v.blk.1.ffn_down.weight", "v.blk.1.ffn_down.weight"),
+    ];
+    for (i, (what, key, value, drop, needle)) in cases.into_iter().enumerate() {
+        let path = tmp.path().join(format!("bad{i}.gguf"));
+        edited(&good, &path, key, value, drop);
+        let e = VisionModel::load(&path, Some(1)).err().unwrap_or_else(|| panic!("{what}: loaded")).to_string();
+        println!("{what}: {e}");
+        assert!(e.contains(needle), "{what}: {e}");
+    }
 }
