@@ -98,6 +98,9 @@ fn edited(src: &std::path::Path, dst: &std::path::Path, key: &str, value: Option
     w.finish().unwrap();
 }
 
+/// (what, key, new value (`Some(None)`: removed), tensor to leave out, text the error names).
+type Case<'a> = (&'a str, &'a str, Option<Option<GgufValue>>, &'a str, &'a str);
+
 #[test]
 fn bad_projector_files_are_named() {
     use gemma_gguf::vision::names::{key as k, tensor as tn};
@@ -107,7 +110,7 @@ fn bad_projector_files_are_named() {
     convert_mmproj(&g.dir, &good, &MmprojOptions::default()).unwrap();
     let s = |x: &str| Some(Some(GgufValue::String(x.into())));
     let u = |x: u32| Some(Some(GgufValue::U32(x)));
-    let cases: Vec<(&str, &str, Option<Option<GgufValue>>, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("another projector", k::PROJECTOR_TYPE, s("idefics3"), "", "idefics3"),
         ("no projector type", k::PROJECTOR_TYPE, Some(None), "", k::PROJECTOR_TYPE),
         ("quick-GELU", k::USE_GELU, Some(None), "", k::USE_GELU),
