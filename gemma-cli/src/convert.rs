@@ -74,12 +74,30 @@ pub struct ConvertArgs {
     /// `general.name` in the file (default: the directory's name).
     #[arg(long)]
     name: Option<String>,
+    /// Also write the vision encoder and projector of a Gemma3ForConditionalGeneration
+    /// checkpoint to this file, in llama.cpp's mmproj layout (written first).
+    #[arg(long, value_name = "OUT")]
+    mmproj: Option<PathBuf>,
+    /// Type of the projector file's matrices: f32, f16, bf16 or q8_0.
+    #[arg(long, default_value = "f16", requires = "mmproj")]
+    mmproj_type: String,
     #[command(flatten)]
     common: Common,
 }
 
 pub fn run_convert(args: ConvertArgs) -> Result<()> {
     let (out_type, overrides, run) = args.common.parse()?;
+    if let Some(mmproj) = &args.mmproj {
+        let opts = gemma_tools::MmprojOptions {
+            ty: OutType::parse(&args.mmproj_type)?,
+            force: args.common.force,
+            run: run.clone(),
+            name: None,
+        };
+        let summary = gemma_tools::convert_mmproj(&args.hf_dir, mmproj, &opts)
+            .with_context(|| format!("writing the projector of {}", args.hf_dir.display()))?;
+        args.common.report(&summary);
+    }
     let opts = ConvertOptions { out_type, overrides, force: args.common.force, run, name: args.name.clone() };
     let summary = gemma_tools::convert_hf(&args.hf_dir, &args.output, &opts)
         .with_context(|| format!("converting {}", args.hf_dir.display()))?;

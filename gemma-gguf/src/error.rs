@@ -142,6 +142,20 @@ pub enum Error {
     /// generating (`constrain`).
     #[error(transparent)]
     Constraint(#[from] crate::constrain::ConstraintError),
+    /// Image bytes that are not PNG, JPEG or WebP (`vision::preprocess`).
+    #[error("image: {what}: only PNG, JPEG and WebP are read")]
+    ImageFormat { what: String },
+    /// An image whose header declares more pixels than the limit (a decompression bomb, or
+    /// just too large): refused before decoding.
+    #[error("image is {width}×{height} = {pixels} pixels; the limit is {max} pixels")]
+    ImageTooLarge { width: u32, height: u32, pixels: u64, max: u64 },
+    /// A truncated or corrupt image.
+    #[error("image ({format}): {what}")]
+    ImageDecode { format: &'static str, what: String },
+    /// A projector file (mmproj) this runtime cannot use, or one that does not match the
+    /// language model (`vision`).
+    #[error("projector: {what}")]
+    Projector { what: String },
 }
 
 /// Result alias for the library.

@@ -37,6 +37,7 @@ pub mod names;
 pub mod sampler;
 pub mod tokenizer;
 pub mod tool_call;
+pub mod vision;
 
 #[cfg(feature = "ggml")]
 #[allow(unsafe_code)]

@@ -6,10 +6,12 @@ pub mod exact;
 pub mod llama_logits;
 pub mod llama_quantize;
 pub mod llama_ref;
+pub mod mtmd_ref;
 pub mod serve;
 pub mod tiny_golden;
 pub mod tiny_model;
 pub mod token_diff;
+pub mod vision_golden;
 
 /// The workspace root (the folder of the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {

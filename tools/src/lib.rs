@@ -19,6 +19,7 @@ pub mod mix;
 pub mod output;
 pub mod pipeline;
 pub mod requantize;
+pub mod vision;
 pub mod vocab;
 
 pub use convert::{convert_hf, ConvertOptions};
@@ -26,3 +27,4 @@ pub use error::{Error, Result};
 pub use mix::{OutType, Override, DEFAULT_TYPE, TYPE_NAMES};
 pub use pipeline::{RunOptions, Summary, TensorReport};
 pub use requantize::{requantize, RequantizeOptions};
+pub use vision::{convert_mmproj, MmprojOptions};

@@ -22,6 +22,7 @@ mod sched;
 mod stats;
 mod system;
 mod types;
+mod vision_ops;
 
 pub use backend::{Backend, BufferType, Device, DeviceKind};
 pub use context::{Context, Graph, GraphId, Rope, Tensor, TensorId};

@@ -1,0 +1,12 @@
+//! Images in: Gemma 3's vision path (a SigLIP encoder and Gemma 3's projector), read from a
+//! projector GGUF in llama.cpp's layout (`mmproj-*.gguf`, libmtmd's format).
+//!
+//! - [`names`]: the projector file's keys and tensor names (shared with the converter).
+//! - [`preprocess`]: image bytes → the pixel tensor (decode, RGB, resize, normalise).
+//! - [`encoder`]: the SigLIP encoder and Gemma 3 projector as a ggml graph.
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "ggml")]
+pub mod encoder;
+pub mod names;
+pub mod preprocess;

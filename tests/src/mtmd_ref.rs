@@ -1,0 +1,148 @@
+//! libmtmd (llama.cpp's `tools/mtmd`, built by `llama-cpp-sys-2` 0.1.161 with its `mtmd`
+//! feature) as the reference for projector files: load a language model and its mmproj the
+//! way `llama-mtmd-cli` does, and encode one RGB image into the language model's embedding
+//! space. Test-only; the runtime never calls libllama or libmtmd.
+#![allow(unsafe_code)]
+
+use llama_cpp_sys_2 as ll;
+use std::ffi::{c_char, c_void, CString};
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::Once;
+
+unsafe extern "C" fn quiet(_level: ll::ggml_log_level, _text: *const c_char, _user: *mut c_void) {}
+
+/// A language model and its projector, loaded by libllama and libmtmd on the CPU.
+pub struct Mtmd {
+    model: NonNull<ll::llama_model>,
+    ctx: NonNull<ll::mtmd_context>,
+}
+
+/// Why libmtmd refused.
+#[derive(Debug)]
+pub struct MtmdError(pub String);
+
+impl std::fmt::Display for MtmdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Mtmd {
+    /// Loads `model` (`llama_model_load_from_file`, CPU) and `mmproj`
+    /// (`mtmd_init_from_file`: no GPU, flash attention off so the attention is the plain
+    /// matmul-softmax path, no warm-up, `threads` threads). libmtmd checks there that the
+    /// projector's output width equals the model's embedding width.
+    pub fn load(model: &Path, mmproj: &Path, threads: i32, verbose: bool) -> Result<Mtmd, MtmdError> {
+        static INIT: Once = Once::new();
+        INIT.call_once(|| {
+            // SAFETY: `quiet` is a no-op with the callback's signature and lives for the
+            // whole program; `llama_backend_init` may run once before any other call.
+            unsafe {
+                ll::llama_log_set(Some(quiet), std::ptr::null_mut());
+                ll::llama_backend_init();
+            }
+        });
+        if !verbose {
+            // SAFETY: as above; libmtmd keeps the callback for later log lines.
+            unsafe { ll::mtmd_log_set(Some(quiet), std::ptr::null_mut()) };
+        }
+        let cstr = |p: &Path| CString::new(p.to_str().unwrap_or_default()).map_err(|e| MtmdError(e.to_string()));
+        let (c_model, c_mmproj) = (cstr(model)?, cstr(mmproj)?);
+        // SAFETY: plain struct of defaults returned by value.
+        let mut mparams = unsafe { ll::llama_model_default_params() };
+        mparams.n_gpu_layers = 0;
+        // SAFETY: `c_model` is NUL-terminated and outlives the call; params are defaults.
+        let m = unsafe { ll::llama_model_load_from_file(c_model.as_ptr(), mparams) };
+        let model = NonNull::new(m).ok_or_else(|| MtmdError(format!("libllama refused {}", model.display())))?;
+        // SAFETY: plain struct of defaults returned by value.
+        let mut p = unsafe { ll::mtmd_context_params_default() };
+        p.use_gpu = false;
+        p.print_timings = verbose;
+        p.n_threads = threads;
+        p.warmup = false;
+        p.flash_attn_type = ll::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        // SAFETY: `c_mmproj` is NUL-terminated and outlives the call; `model` is live; the
+        // params are libmtmd's defaults (its static marker string) with plain fields changed.
+        let c = unsafe { ll::mtmd_init_from_file(c_mmproj.as_ptr(), model.as_ptr(), p) };
+        match NonNull::new(c) {
+            Some(ctx) => Ok(Mtmd { model, ctx }),
+            None => {
+                // SAFETY: `model` came from llama_model_load_from_file and is freed once.
+                unsafe { ll::llama_model_free(model.as_ptr()) };
+                Err(MtmdError(format!("libmtmd refused {}", mmproj.display())))
+            }
+        }
+    }
+
+    /// The language model's input embedding width.
+    pub fn n_embd(&self) -> usize {
+        // SAFETY: `self.model` is live.
+        unsafe { ll::llama_model_n_embd_inp(self.model.as_ptr()) }.max(0) as usize
+    }
+
+    /// Encodes one `nx`×`ny` RGB image (row-major, 3 bytes a pixel): libmtmd preprocesses it
+    /// (resize to the encoder's size, normalise), runs the encoder and projector, and returns
+    /// `[n_tokens][n_embd]` embeddings.
+    pub fn encode(&self, nx: u32, ny: u32, rgb: &[u8]) -> Result<Vec<Vec<f32>>, MtmdError> {
+        if rgb.len() != nx as usize * ny as usize * 3 {
+            return Err(MtmdError(format!("{} bytes for a {nx}×{ny} RGB image", rgb.len())));
+        }
+        // SAFETY: `rgb` holds nx·ny·3 bytes (checked above); libmtmd copies them.
+        let bitmap = unsafe { ll::mtmd_bitmap_init(nx, ny, rgb.as_ptr()) };
+        let bitmap = NonNull::new(bitmap).ok_or_else(|| MtmdError("mtmd_bitmap_init".into()))?;
+        // SAFETY: no arguments; freed below.
+        let chunks = unsafe { ll::mtmd_input_chunks_init() };
+        let marker = CString::new("<__media__>").expect("no NUL");
+        let text = ll::mtmd_input_text { text: marker.as_ptr(), text_len: 11, add_special: false, parse_special: true };
+        let bitmaps = [bitmap.as_ptr() as *const ll::mtmd_bitmap];
+        let mut out = Err(MtmdError("no image chunk".into()));
+        // SAFETY: ctx is live; `text` points at a NUL-terminated marker of 11 bytes; one
+        // bitmap for one marker; `chunks` receives the result.
+        let rc = unsafe { ll::mtmd_tokenize(self.ctx.as_ptr(), chunks, &text, bitmaps.as_ptr(), 1) };
+        if rc != 0 {
+            out = Err(MtmdError(format!("mtmd_tokenize returned {rc}")));
+        } else {
+            // SAFETY: `chunks` is live; indices are below its size.
+            let n = unsafe { ll::mtmd_input_chunks_size(chunks) };
+            for i in 0..n {
+                // SAFETY: as above; the chunk lives as long as `chunks`.
+                let chunk = unsafe { ll::mtmd_input_chunks_get(chunks, i) };
+                // SAFETY: `chunk` is a live chunk of `chunks`.
+                if unsafe { ll::mtmd_input_chunk_get_type(chunk) } != ll::MTMD_INPUT_CHUNK_TYPE_IMAGE {
+                    continue;
+                }
+                // SAFETY: ctx and chunk are live; the output buffer belongs to ctx and holds
+                // n_tokens · n_embd floats after a successful encode (mtmd.h).
+                out = unsafe {
+                    if ll::mtmd_encode_chunk(self.ctx.as_ptr(), chunk) != 0 {
+                        Err(MtmdError("mtmd_encode_chunk failed".into()))
+                    } else {
+                        let n_tok = ll::mtmd_input_chunk_get_n_tokens(chunk);
+                        let e = self.n_embd();
+                        let p = ll::mtmd_get_output_embd(self.ctx.as_ptr());
+                        let all = std::slice::from_raw_parts(p, n_tok * e);
+                        Ok(all.chunks(e).map(|r| r.to_vec()).collect())
+                    }
+                };
+                break;
+            }
+        }
+        // SAFETY: both were made above and are freed once.
+        unsafe {
+            ll::mtmd_input_chunks_free(chunks);
+            ll::mtmd_bitmap_free(bitmap.as_ptr());
+        }
+        out
+    }
+}
+
+impl Drop for Mtmd {
+    fn drop(&mut self) {
+        // SAFETY: both handles were made in `load` and are freed once, context first.
+        unsafe {
+            ll::mtmd_free(self.ctx.as_ptr());
+            ll::llama_model_free(self.model.as_ptr());
+        }
+    }
+}
