@@ -79,6 +79,8 @@ impl Gemma3nConfig {
 
 /// Φ⁻¹(p), the standard normal quantile, for 0 < p < 1: Wichura's algorithm AS 241
 /// (PPND16, Applied Statistics 37 (1988) 477–484), relative error about 1e-16.
+// The coefficients as AS 241 publishes them, digits beyond f64's included.
+#[allow(clippy::excessive_precision)]
 fn ppnd16(p: f64) -> f64 {
     let poly = |c: &[f64], r: f64| c.iter().rev().fold(0.0, |acc, &k| acc * r + k);
     let q = p - 0.5;
@@ -307,7 +309,7 @@ mod tests {
         assert_eq!(c.swa_layers.iter().filter(|&&s| !s).count(), 6);
         let scale = g.sparsity_scale();
         // transformers' float32 icdf(0.95) (golden.json of tests/data/tiny/gemma3n-e2b).
-        assert_eq!(scale[0].to_bits(), 1.644_853_591_918_945_3_f32.to_bits());
+        assert_eq!(scale[0].to_bits(), 1.644_853_6_f32.to_bits());
         assert_eq!(scale[10], f32::NEG_INFINITY);
         let keys = arch_keys(&c);
         let get = |k: &str| keys.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
