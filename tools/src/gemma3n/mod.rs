@@ -86,6 +86,7 @@ fn ppnd16(p: f64) -> f64 {
     let q = p - 0.5;
     if q.abs() <= 0.425 {
         let r = 0.180625 - q * q;
+        #[allow(clippy::excessive_precision)]
         const A: [f64; 8] = [
             3.387_132_872_796_366_5,
             133.141_667_891_784_38,
@@ -96,6 +97,7 @@ fn ppnd16(p: f64) -> f64 {
             33_430.575_583_588_13,
             2_509.080_928_730_122_7,
         ];
+        #[allow(clippy::excessive_precision)]
         const B: [f64; 8] = [
             1.0,
             42.313_330_701_600_91,
@@ -112,6 +114,7 @@ fn ppnd16(p: f64) -> f64 {
     let r = (-r.ln()).sqrt();
     let v = if r <= 5.0 {
         let r = r - 1.6;
+        #[allow(clippy::excessive_precision)]
         const C: [f64; 8] = [
             1.423_437_110_749_683_5,
             4.630_337_846_156_546,
@@ -122,6 +125,7 @@ fn ppnd16(p: f64) -> f64 {
             0.022_723_844_989_269_184,
             7.745_450_142_783_414e-4,
         ];
+        #[allow(clippy::excessive_precision)]
         const D: [f64; 8] = [
             1.0,
             2.053_191_626_637_759,
@@ -135,6 +139,7 @@ fn ppnd16(p: f64) -> f64 {
         poly(&C, r) / poly(&D, r)
     } else {
         let r = r - 5.0;
+        #[allow(clippy::excessive_precision)]
         const E: [f64; 8] = [
             6.657_904_643_501_103,
             5.463_784_911_164_114,
@@ -145,6 +150,7 @@ fn ppnd16(p: f64) -> f64 {
             2.711_555_568_743_487_6e-5,
             2.010_334_399_292_288_1e-7,
         ];
+        #[allow(clippy::excessive_precision)]
         const F: [f64; 8] = [
             1.0,
             0.599_832_206_555_888,
