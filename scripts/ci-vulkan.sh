@@ -44,12 +44,15 @@ nice -n 10 cargo test --release -p gemma-tests --features vulkan --test backend_
 step_done "vulkan release build (gemma and the device tests)"
 
 gemma=target/release/gemma
-"$gemma" system
-"$gemma" system | grep -q '^device Vulkan0 .*llvmpipe' || {
+system=$("$gemma" system)
+echo "$system"
+grep -q '^device Vulkan0 .*llvmpipe' <<<"$system" || {
   echo "ci-vulkan: FAILED: gemma system lists no Vulkan0 llvmpipe device" >&2
   exit 1
 }
-"$gemma" --version | grep -q 'Vulkan0 (llvmpipe' || {
+version=$("$gemma" --version)
+echo "$version"
+grep -q 'Vulkan0 (llvmpipe' <<<"$version" || {
   echo "ci-vulkan: FAILED: gemma --version lists no Vulkan0 llvmpipe device" >&2
   exit 1
 }

@@ -165,7 +165,10 @@ impl<'m> Session<'m> {
         let device = model.offload.as_ref().map(|o| (o.backend(), o.first_layer()));
         let kv = KvCache::new_split(&l, kv_opts, &model.backend, device)?;
         let sched = match &model.offload {
-            Some(o) => Some(Scheduler::new(&[o.backend(), &model.backend], 2 * graph_nodes(model), true)?),
+            Some(o) => {
+                let device = crate::ggml::Backend::new(o.backend().device())?;
+                Some(Scheduler::new(device, &model.backend, 2 * graph_nodes(model), true)?)
+            }
             None => None,
         };
         Ok(Session {
@@ -373,8 +376,7 @@ impl<'m> Session<'m> {
                 // llama.cpp pins each layer's norms to the layer's device for batches under
                 // 32 tokens and for full offload (llama-context.cpp, graph_get_cb).
                 if let Some(off) = self.model.offload().filter(|o| key.n_tokens < 32 || o.on_device(0)) {
-                    let cpu = &self.model.backend;
-                    sched.pin_layer_norms(&gf, |il| if off.on_device(il) { off.backend() } else { cpu });
+                    sched.pin_layer_norms(&gf, |il| off.on_device(il));
                 }
                 sched.alloc(&gf, 2 * n_nodes)?
             }

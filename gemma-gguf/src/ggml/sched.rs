@@ -13,11 +13,16 @@ use super::{sys, Error, Result};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-/// A `ggml_backend_sched` over backends borrowed for `'b` (the last is the CPU).
+/// A `ggml_backend_sched` over a device backend it owns and the CPU backend, borrowed for
+/// `'b`. Each scheduler gets its own stream on the device, as each llama.cpp context creates
+/// its own backends: ggml-vulkan's backend keeps state between graphs that refers to the
+/// compute buffers of the scheduler that ran them, so two schedulers must not share one.
 pub struct Scheduler<'b> {
     raw: RawSched,
     names: Vec<String>,
     backends: Vec<sys::ggml_backend_t>,
+    /// Freed after `raw` (field order).
+    device: Backend,
     _backends: PhantomData<&'b Backend>,
 }
 
@@ -35,26 +40,26 @@ impl Drop for RawSched {
 }
 
 impl<'b> Scheduler<'b> {
-    /// A scheduler over `backends` in priority order; the last must be the CPU backend (ggml
-    /// asserts it). `graph_size` bounds the nodes of a graph it is given (ggml asserts that
-    /// too, so [`alloc`](Self::alloc) checks it first). `op_offload` as in llama.cpp's default
+    /// The scheduler's own stream on the device.
+    pub fn device_backend(&self) -> &Backend {
+        &self.device
+    }
+
+    /// A scheduler over `device` (first, preferred) and `cpu` (last, as ggml requires).
+    /// `graph_size` bounds the nodes of a graph it is given (ggml asserts it, so
+    /// [`alloc`](Self::alloc) checks it first). `op_offload` as in llama.cpp's default
     /// (`llama_context_params::op_offload = true`).
-    pub fn new(backends: &[&'b Backend], graph_size: usize, op_offload: bool) -> Result<Scheduler<'b>> {
-        match backends.last() {
-            Some(cpu) if cpu.is_cpu() => {}
-            _ => return Err(Error::Null("ggml_backend_sched_new: the last backend must be the CPU")),
-        }
-        // ggml-backend.c: GGML_SCHED_MAX_BACKENDS = 16.
-        if backends.len() > 16 || graph_size == 0 {
+    pub fn new(device: Backend, cpu: &'b Backend, graph_size: usize, op_offload: bool) -> Result<Scheduler<'b>> {
+        if !cpu.is_cpu() || device.is_cpu() || graph_size == 0 {
             return Err(Error::OutOfRange {
                 what: "scheduler backends",
-                value: backends.len().to_string(),
-                why: "1 to 16 backends and a non-empty graph size",
+                value: format!("{} + {}", device.name(), cpu.name()),
+                why: "a device, then the CPU, and a non-empty graph size",
             });
         }
-        let mut raw: Vec<sys::ggml_backend_t> = backends.iter().map(|b| b.as_ptr()).collect();
-        // SAFETY: live backends (borrowed for 'b), CPU last (checked), count ≤ 16 (checked);
-        // null bufts = each backend's default buffer type; not parallel (one copy of inputs).
+        let mut raw: Vec<sys::ggml_backend_t> = vec![device.as_ptr(), cpu.as_ptr()];
+        // SAFETY: live backends (the device owned by the scheduler, the CPU borrowed for 'b),
+        // CPU last; null bufts = each backend's default buffer type; not parallel.
         let p = unsafe {
             sys::ggml_backend_sched_new(
                 raw.as_mut_ptr(),
@@ -66,8 +71,8 @@ impl<'b> Scheduler<'b> {
             )
         };
         let sched = NonNull::new(p).ok_or(Error::Null("ggml_backend_sched_new"))?;
-        let names = backends.iter().map(|b| b.name().to_string()).collect();
-        Ok(Scheduler { raw: RawSched(sched), names, backends: raw, _backends: PhantomData })
+        let names = vec![device.name().to_string(), cpu.name().to_string()];
+        Ok(Scheduler { raw: RawSched(sched), names, backends: raw, device, _backends: PhantomData })
     }
 
     /// Splits `graph` over the backends and allocates its compute buffers (after forgetting
@@ -91,12 +96,12 @@ impl<'b> Scheduler<'b> {
         Ok(())
     }
 
-    /// Pins each layer's RMS norms to the backend `layer_backend(il)` names, before
+    /// Pins each layer's RMS norms to the device when `on_device(il)`, else the CPU, before
     /// [`alloc`](Self::alloc), as llama.cpp does for small batches and full offload
     /// (llama-context.cpp, `graph_get_cb`: the `norm` nodes of layer `il` go to the layer's
     /// device, so a norm is not run on the previous layer's backend). A norm is found as an
     /// `rms_norm` node whose next node multiplies it by a weight and is named `…-{il}`.
-    pub fn pin_layer_norms<'g>(&self, graph: &Graph<'g>, layer_backend: impl Fn(usize) -> &'b Backend) {
+    pub fn pin_layer_norms(&self, graph: &Graph<'_>, on_device: impl Fn(usize) -> bool) {
         for i in 0..graph.n_nodes().saturating_sub(1) {
             let (Some(norm), Some(next)) = (graph.node(i), graph.node(i + 1)) else { continue };
             // SAFETY: live nodes of a live graph; only their op and first source are read.
@@ -107,11 +112,11 @@ impl<'b> Scheduler<'b> {
             };
             let il = next.name().rsplit_once('-').and_then(|(_, n)| n.parse::<usize>().ok());
             let (true, Some(il)) = (is_norm, il) else { continue };
-            let backend = layer_backend(il);
+            let backend = self.backends[usize::from(!on_device(il))];
             // SAFETY: live scheduler, node and backend; asked first whether it can run it.
             unsafe {
-                if sys::ggml_backend_supports_op(backend.as_ptr(), norm.as_ptr()) {
-                    sys::ggml_backend_sched_set_tensor_backend(self.raw.0.as_ptr(), norm.as_ptr(), backend.as_ptr());
+                if sys::ggml_backend_supports_op(backend, norm.as_ptr()) {
+                    sys::ggml_backend_sched_set_tensor_backend(self.raw.0.as_ptr(), norm.as_ptr(), backend);
                 }
             }
         }
