@@ -18,8 +18,9 @@
 #    offload, each beside libllama on the same device.
 # 4. `gemma run` on CUDA0, fully and partly offloaded (--gpu-layers 6), greedy.
 # 5. `gemma bench` pp512/tg128 on CUDA0 and llama.cpp's llama-bench built with CUDA on this
-#    machine (scripts/build-llama-ref.sh --cuda; its source, target/llama-ref/src, must be
-#    here), all layers on the GPU (-ngl 99), alternating, and the ratios ours / llama.cpp.
+#    machine (scripts/build-llama-ref.sh --cuda; its source, target/llama-ref/src, 176 MB, or
+#    network to fetch it, must be here), all layers on the GPU (-ngl 99), alternating, and the
+#    ratios ours / llama.cpp.
 #
 # Environment: GEMMA_TEST_MODEL (default: scripts/fetch-model.sh's file), GEMMA_BENCH_REPS
 # (default 5), GEMMA_CUDA_ARCHS.
@@ -83,7 +84,7 @@ fi
 model=${GEMMA_TEST_MODEL:-$(scripts/fetch-model.sh)}
 export GEMMA_TEST_MODEL=$model
 "$gemma" system | record
-"$gemma" system | grep -q '^device CUDA0 ' || {
+grep -q '^device CUDA0 ' <<<"$("$gemma" system)" || {
   say "FAILED: gemma system lists no CUDA0 device"
   exit 1
 }
