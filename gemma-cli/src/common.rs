@@ -285,6 +285,21 @@ impl MemoryBaseline {
     }
 }
 
+/// Where the weights are: the mapped file, the device, or split between them
+/// (`--gpu-layers`: the CPU layers stay mapped, the offloaded ones are copied).
+fn placement(model: &Model) -> String {
+    let n_layer = model.dims().n_layer as usize;
+    match model.offload() {
+        None => "mapped from the file".into(),
+        Some(o) if o.n_layers() > n_layer => format!("copied to {}", o.backend().name()),
+        Some(o) => format!(
+            "the last {} of {n_layer} layers and the output copied to {}, the rest mapped from the file",
+            o.n_layers().saturating_sub(1),
+            o.backend().name()
+        ),
+    }
+}
+
 /// Load time, weights and KV cache, to stderr. Returns the memory baseline for
 /// [`report_memory`].
 pub fn report_model(args: &ModelArgs, model: &Model, session: &Session<'_>) -> MemoryBaseline {
@@ -292,7 +307,7 @@ pub fn report_model(args: &ModelArgs, model: &Model, session: &Session<'_>) -> M
         "load: {:.2} s; weights {:.1} MiB ({}, {} tensors repacked), KV cache {:.1} MiB (n_ctx {})",
         model.load_time().as_secs_f64(),
         model.weight_bytes() as f64 / MIB,
-        if model.weights_mapped() { "mapped from the file" } else { "copied to the device" },
+        placement(model),
         model.repacked_weights(),
         session.kv_cache().bytes() as f64 / MIB,
         session.n_ctx()

@@ -71,7 +71,7 @@ pub enum Error {
     #[error("tensor {name} has shape {actual:?}, the hyper-parameters say {expected:?}")]
     TensorShape { name: String, expected: Vec<u64>, actual: Vec<u64> },
     /// An architecture this runtime does not run.
-    #[error("architecture {arch:?} is not supported (supported: gemma, gemma2, gemma3)")]
+    #[error("architecture {arch:?} is not supported (supported: gemma, gemma2, gemma3, gemma3n, gemma4)")]
     UnsupportedArch { arch: String },
     /// Memory that would not fit, refused before allocating.
     #[error("{what} needs {needed} bytes but only {available} are free: use a smaller context (-c)")]

@@ -167,6 +167,40 @@ impl Arch {
         }
     }
 
+    /// f32 values per token of a micro-batch that the architecture keeps alive through its
+    /// graph beyond what every Gemma has (one residual row, the attention and FFN rows): the
+    /// compute buffer grows by this times `n_ubatch` (`Session::scratch_bytes_for`).
+    /// - Gemma 3n: the per-layer embedding inputs, `[n_embd_per_layer, n_tokens, n_layer]`,
+    ///   made before the first layer and read by every layer (gemma3n.rs `per_layer_inputs`);
+    ///   and AltUp's streams beside their predictions inside a layer, `2·n_altup − 1` rows of
+    ///   `n_embd` (the active stream is the residual row already counted). Measured on an
+    ///   E2B-shaped file (tests/tests/memory_estimate.rs).
+    /// - Gemma 4: the per-layer embedding inputs, where the model has them.
+    pub fn scratch_f32_per_token(&self) -> u64 {
+        match self {
+            Arch::Gemma { .. } | Arch::Gemma2 { .. } | Arch::Gemma3 { .. } => 0,
+            Arch::Gemma4 { hp, .. } => hp.dims.n_layer as u64 * hp.n_embd_per_layer as u64,
+            Arch::Gemma3n { hp, .. } => {
+                let (d, altup) = (&hp.dims, hp.n_altup as u64);
+                d.n_layer as u64 * hp.n_embd_per_layer as u64 + (2 * altup).saturating_sub(1) * d.n_embd as u64
+            }
+        }
+    }
+
+    /// f32 values per token of a micro-batch that the architecture needs for a while, beside
+    /// its resident ones: the per-layer embedding inputs of Gemma 3n and Gemma 4 are made from
+    /// the gathered rows and the projection of the token embeddings, both
+    /// `n_layer × n_embd_per_layer` wide and alive together until they are added (gemma3n.rs
+    /// and gemma4.rs `per_layer_inputs`, llama.cpp's `project_per_layer_inputs`). The peak
+    /// takes the largest of this, the attention scores and the FFN rows.
+    pub fn transient_f32_per_token(&self) -> u64 {
+        match self {
+            Arch::Gemma { .. } | Arch::Gemma2 { .. } | Arch::Gemma3 { .. } => 0,
+            Arch::Gemma4 { hp, .. } => 2 * hp.dims.n_layer as u64 * hp.n_embd_per_layer as u64,
+            Arch::Gemma3n { hp, .. } => 2 * hp.dims.n_layer as u64 * hp.n_embd_per_layer as u64,
+        }
+    }
+
     /// The output projection and `token_embd`, to give a tied projection its own tensor.
     fn output_mut(&mut self) -> (&mut TensorId, TensorId) {
         match self {
