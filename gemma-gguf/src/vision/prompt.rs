@@ -1,0 +1,107 @@
+//! Prompts with images: where each image's embeddings go among the prompt's tokens.
+//!
+//! The prompt text marks each image with [`MEDIA_MARKER`] (llama.cpp's default marker,
+//! `mtmd_default_marker()` in tools/mtmd/mtmd.cpp). Each marker becomes Gemma 3's image
+//! sequence as transformers' `Gemma3Processor` writes it (processing_gemma3.py, 5.24.0:
+//! `full_image_sequence`): `"\n\n"`, `<start_of_image>`, the image's embeddings (one row per
+//! image token, in place of its `<image_soft_token>`s), `<end_of_image>`, `"\n\n"`. The
+//! markers are control tokens of the vocabulary, found by name; text is tokenized without
+//! parsing control tokens, so user text cannot forge them.
+#![forbid(unsafe_code)]
+
+use crate::chat::Piece;
+use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
+
+/// The text that stands for one image in a prompt.
+pub const MEDIA_MARKER: &str = "<__media__>";
+/// Gemma 3's image delimiters (its tokenizer's control tokens; mtmd.cpp uses the same names).
+pub const START_OF_IMAGE: &str = "<start_of_image>";
+pub const END_OF_IMAGE: &str = "<end_of_image>";
+/// Around each image, as the processor's template (`"\n\n"` before and after).
+const IMAGE_SEPARATOR: &str = "\n\n";
+
+/// A part of a prompt: tokens, or the `i`-th image's embeddings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    Tokens(Vec<u32>),
+    Image(usize),
+}
+
+/// `prompt` with `n_images` markers put before the text when it has none (the CLI's rule:
+/// images go where the prompt marks them, else first, in order).
+pub fn with_markers(prompt: &str, n_images: usize) -> String {
+    if n_images == 0 || prompt.contains(MEDIA_MARKER) {
+        return prompt.to_string();
+    }
+    format!("{}{prompt}", MEDIA_MARKER.repeat(n_images))
+}
+
+/// Splits `pieces` (a formatted prompt, see [`crate::chat`]) at the image markers of its
+/// text into tokens and images, numbered in order. The number of markers must equal
+/// `n_images`; the prompt must end with tokens (the logits come from the last one).
+pub fn chunks(pieces: &[Piece], n_images: usize, tok: &Tokenizer) -> Result<Vec<Chunk>> {
+    let id = |s: &str| {
+        tok.token_id(s).ok_or_else(|| Error::Projector {
+            what: format!("the language model's vocabulary has no {s} token: it is not a Gemma 3 vision model"),
+        })
+    };
+    let mut out = Vec::new();
+    let mut ids = Vec::new();
+    let mut text = String::new();
+    let mut image = 0;
+    for piece in pieces {
+        match piece {
+            Piece::Special(s) => {
+                flush_text(&mut text, &mut ids, tok);
+                ids.push(tok.token_id(s).ok_or_else(|| Error::ChatSpecialToken { piece: s.clone() })?);
+            }
+            Piece::Text(t) => {
+                for (k, part) in t.split(MEDIA_MARKER).enumerate() {
+                    if k > 0 {
+                        // The marker: "\n\n" joins the text before it, as in the processor's string.
+                        text.push_str(IMAGE_SEPARATOR);
+                        flush_text(&mut text, &mut ids, tok);
+                        ids.push(id(START_OF_IMAGE)?);
+                        out.push(Chunk::Tokens(std::mem::take(&mut ids)));
+                        out.push(Chunk::Image(image));
+                        image += 1;
+                        ids.push(id(END_OF_IMAGE)?);
+                        text.push_str(IMAGE_SEPARATOR);
+                    }
+                    text.push_str(part);
+                }
+            }
+        }
+    }
+    flush_text(&mut text, &mut ids, tok);
+    if image != n_images {
+        return Err(Error::OutOfRange {
+            what: "image markers in the prompt",
+            value: image.to_string(),
+            why: if image > n_images { "more markers than images" } else { "fewer markers than images" },
+        });
+    }
+    out.push(Chunk::Tokens(ids));
+    out.retain(|c| !matches!(c, Chunk::Tokens(t) if t.is_empty()));
+    Ok(out)
+}
+
+/// Tokenizes and empties the pending text.
+fn flush_text(text: &mut String, ids: &mut Vec<u32>, tok: &Tokenizer) {
+    if !text.is_empty() {
+        ids.extend(tok.encode(text, false));
+        text.clear();
+    }
+}
+
+/// Tokens the prompt feeds (`n_image_tokens` per image).
+pub fn n_tokens(chunks: &[Chunk], n_image_tokens: usize) -> usize {
+    chunks
+        .iter()
+        .map(|c| match c {
+            Chunk::Tokens(t) => t.len(),
+            Chunk::Image(_) => n_image_tokens,
+        })
+        .sum()
+}
