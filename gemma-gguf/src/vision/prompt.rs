@@ -39,7 +39,8 @@ pub fn with_markers(prompt: &str, n_images: usize) -> String {
 
 /// Splits `pieces` (a formatted prompt, see [`crate::chat`]) at the image markers of its
 /// text into tokens and images, numbered in order. The number of markers must equal
-/// `n_images`; the prompt must end with tokens (the logits come from the last one).
+/// `n_images`. Every marker is followed by `<end_of_image>`, so the prompt ends with tokens
+/// (the logits come from the last one).
 pub fn chunks(pieces: &[Piece], n_images: usize, tok: &Tokenizer) -> Result<Vec<Chunk>> {
     let id = |s: &str| {
         tok.token_id(s).ok_or_else(|| Error::Projector {
@@ -77,9 +78,9 @@ pub fn chunks(pieces: &[Piece], n_images: usize, tok: &Tokenizer) -> Result<Vec<
     flush_text(&mut text, &mut ids, tok);
     if image != n_images {
         return Err(Error::OutOfRange {
-            what: "image markers in the prompt",
-            value: image.to_string(),
-            why: if image > n_images { "more markers than images" } else { "fewer markers than images" },
+            what: "<__media__> markers in the prompt",
+            value: format!("{image} for {n_images} images"),
+            why: "give one marker per image, or none to put every image before the text",
         });
     }
     out.push(Chunk::Tokens(ids));
@@ -104,4 +105,24 @@ pub fn n_tokens(chunks: &[Chunk], n_image_tokens: usize) -> usize {
             Chunk::Image(_) => n_image_tokens,
         })
         .sum()
+}
+
+/// The chunks as [`generate_chunks`](crate::generate::generate_chunks) takes them, image `i`
+/// being `images[i]` (its embeddings, row by row), fed bidirectionally unless `causal`.
+#[cfg(feature = "ggml")]
+pub fn prompt_chunks<'a>(
+    chunks: &'a [Chunk],
+    images: &'a [Vec<f32>],
+    causal: bool,
+) -> Result<Vec<crate::generate::PromptChunk<'a>>> {
+    use crate::generate::PromptChunk;
+    chunks
+        .iter()
+        .map(|c| match c {
+            Chunk::Tokens(t) => Ok(PromptChunk::Tokens(t)),
+            Chunk::Image(i) => images.get(*i).map(|rows| PromptChunk::Embd { rows, causal }).ok_or_else(|| {
+                Error::OutOfRange { what: "image index", value: i.to_string(), why: "more markers than images" }
+            }),
+        })
+        .collect()
 }
