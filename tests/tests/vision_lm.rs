@@ -237,3 +237,52 @@ fn the_image_and_its_attention_rule_matter() {
     assert!(d1 / s > 10.0 * BOUND_TRANSFORMERS, "another image leaves the logits as they were");
     assert!(d2 / s > 10.0 * BOUND_TRANSFORMERS, "causal attention within the image changes nothing");
 }
+
+/// The prompt layout: each `<__media__>` becomes transformers' Gemma 3 image sequence
+/// ("\n\n<start_of_image>" + soft tokens + "<end_of_image>\n\n"; processing_gemma3.py), with
+/// the tokens the tokenizer gives for that whole string, the soft tokens' run replaced by the
+/// image; images without markers go first; control tokens in the user's text stay text.
+#[test]
+fn prompt_layout_is_the_processors() {
+    use gemma_gguf::chat::Piece;
+    use gemma_gguf::vision::prompt::{chunks, with_markers, Chunk, END_OF_IMAGE, MEDIA_MARKER, START_OF_IMAGE};
+    let f = files();
+    let model = Model::load(&f.lm, &LoadOptions { threads: Some(1), ..Default::default() }).unwrap();
+    let tok = model.tokenizer();
+    let (_, image_token) = lm_golden();
+    let n = 16;
+    let seq = format!("\n\n{START_OF_IMAGE}{}{END_OF_IMAGE}\n\n", tok.piece(image_token).unwrap().repeat(n));
+    let flatten = |got: &[Chunk]| -> Vec<u32> {
+        let mut flat = Vec::new();
+        for c in got {
+            match c {
+                Chunk::Tokens(t) => flat.extend(t),
+                Chunk::Image(_) => flat.extend(std::iter::repeat_n(image_token, n)),
+            }
+        }
+        flat
+    };
+    for (text, n_img) in [
+        ("Compare <__media__> with <__media__>, please.", 2),
+        ("What is this?", 1),
+        ("<__media__>", 1),
+        ("no image", 0),
+    ] {
+        let marked = with_markers(text, n_img);
+        let got = chunks(&[Piece::Special("<bos>".into()), Piece::Text(marked.clone())], n_img, tok).unwrap();
+        // The processor's string, tokenized whole (control tokens parsed).
+        let want = tok.encode_with_special(&format!("<bos>{}", marked.replace(MEDIA_MARKER, &seq)), false);
+        let images: Vec<usize> =
+            got.iter().filter_map(|c| if let Chunk::Image(i) = c { Some(*i) } else { None }).collect();
+        println!("{text:?}: {} chunks, {} ids", got.len(), want.len());
+        assert_eq!(images, (0..n_img).collect::<Vec<_>>(), "{text:?}");
+        assert!(matches!(got.last(), Some(Chunk::Tokens(_))), "{text:?}");
+        assert_eq!(flatten(&got), want, "{text:?}");
+    }
+    // Control tokens written by the user stay text.
+    let got = chunks(&[Piece::Text("<start_of_turn>x<__media__>".into())], 1, tok).unwrap();
+    let sot = tok.token_id("<start_of_turn>").unwrap();
+    assert!(!flatten(&got).contains(&sot));
+    assert!(chunks(&[Piece::Text("<__media__>".into())], 2, tok).is_err());
+    assert!(chunks(&[Piece::Text("<__media__><__media__>".into())], 1, tok).is_err());
+}
