@@ -9,7 +9,7 @@ use gemma_gguf::model::Model;
 use gemma_gguf::sampler::Sampler;
 use gemma_gguf::session::Session;
 use gemma_gguf::vision::encoder::VisionModel;
-use gemma_gguf::vision::prompt::{prompt_chunks, with_markers};
+use gemma_gguf::vision::prompt::{prompt_chunks, unflatten, with_markers};
 use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(clap::Args)]
@@ -143,7 +143,7 @@ pub fn run(args: Args) -> Result<()> {
         first = false;
         pending = 0;
         let causal = vision.as_ref().is_none_or(|v| !v.bidirectional());
-        let chunks = image::unflatten(&ids);
+        let chunks = unflatten(&ids);
         let mut reply = String::new();
         let mut constraint = match &constraints {
             Some((engine, spec)) => Some(engine.compile(spec)?),

@@ -70,15 +70,8 @@ pub fn need_mmproj() -> anyhow::Error {
     anyhow::anyhow!("images need the model's projector: give --mmproj FILE")
 }
 
-/// Image `i` of a conversation in a flat id list: `n_tokens` copies of this id (far above any
-/// vocabulary, so it never meets a token), so that prefix comparisons of renderings work
-/// over images too.
-fn image_id(i: usize) -> u32 {
-    u32::MAX - i as u32
-}
-
 /// The ids of `pieces`, each image (numbered from `first_image`, `n_images` of them) as
-/// `n_tokens` copies of its [`image_id`]; without a projector, plain tokens.
+/// its run of flat ids (`vision::prompt::flatten`); without a projector, plain tokens.
 pub fn flat_ids(
     model: &Model,
     vision: Option<&VisionModel>,
@@ -88,29 +81,6 @@ pub fn flat_ids(
 ) -> Result<Vec<u32>> {
     let tok = model.tokenizer();
     let Some(v) = vision else { return Ok(gemma_gguf::chat::encode_pieces(pieces, tok)?) };
-    let mut ids = Vec::new();
-    for c in prompt::chunks(pieces, n_images, tok)? {
-        match c {
-            Chunk::Tokens(t) => ids.extend(t),
-            Chunk::Image(i) => ids.extend(std::iter::repeat_n(image_id(first_image + i), v.hp.n_tokens() as usize)),
-        }
-    }
-    Ok(ids)
-}
-
-/// [`flat_ids`] back to chunks (a run of one image id: that image).
-pub fn unflatten(ids: &[u32]) -> Vec<Chunk> {
-    let mut out: Vec<Chunk> = Vec::new();
-    let mut prev_image = None;
-    for &t in ids {
-        let image = (t > u32::MAX / 2).then(|| (u32::MAX - t) as usize);
-        match (image, out.last_mut()) {
-            (Some(i), _) if prev_image == Some(i) => {}
-            (Some(i), _) => out.push(Chunk::Image(i)),
-            (None, Some(Chunk::Tokens(v))) => v.push(t),
-            (None, _) => out.push(Chunk::Tokens(vec![t])),
-        }
-        prev_image = image;
-    }
-    out
+    let chunks = prompt::chunks(pieces, n_images, tok)?;
+    Ok(prompt::flatten(&chunks, first_image, v.hp.n_tokens() as usize))
 }

@@ -293,6 +293,18 @@ impl<'m> Session<'m> {
     /// also attends to the batch's later rows (Gemma 3's bidirectional attention within an
     /// image; libmtmd's `mtmd_decode_use_non_causal`), so the rows must fit one batch.
     pub fn decode_embd(&mut self, embd: &[f32], causal: bool) -> Result<()> {
+        self.decode_embd_seq(0, embd, causal)
+    }
+
+    /// [`decode_embd`](Self::decode_embd) at sequence `seq`'s next positions.
+    pub fn decode_embd_seq(&mut self, seq: u16, embd: &[f32], causal: bool) -> Result<()> {
+        let Some(&n_past) = self.n_past.get(seq as usize) else {
+            return Err(Error::OutOfRange {
+                what: "sequence",
+                value: seq.to_string(),
+                why: "the session has fewer sequences",
+            });
+        };
         let n_embd = self.model.dims().n_embd as usize;
         if embd.is_empty() || embd.len() % n_embd != 0 {
             return Err(Error::OutOfRange {
@@ -309,14 +321,14 @@ impl<'m> Session<'m> {
                 why: "an image must fit one batch: raise the batch size (n_ubatch)",
             });
         }
-        if self.n_past[0] as usize + n > self.n_ctx() as usize {
-            return Err(Error::ContextOverflow { n_past: self.n_past[0], n_new: n, n_ctx: self.n_ctx() });
+        if n_past as usize + n > self.n_ctx() as usize {
+            return Err(Error::ContextOverflow { n_past, n_new: n, n_ctx: self.n_ctx() });
         }
-        let positions: Vec<i32> = (0..n as i32).map(|i| self.n_past[0] as i32 + i).collect();
+        let positions: Vec<i32> = (0..n as i32).map(|i| n_past as i32 + i).collect();
         let mut discard = Vec::new();
         let last = [n as i32 - 1];
-        self.run_batch(BatchInput::Embd(embd), &positions, &vec![0; n], Some(&last), causal, &mut discard)?;
-        self.n_past[0] += n as u32;
+        self.run_batch(BatchInput::Embd(embd), &positions, &vec![seq; n], Some(&last), causal, &mut discard)?;
+        self.n_past[seq as usize] += n as u32;
         Ok(())
     }
 

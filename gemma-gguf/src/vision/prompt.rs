@@ -126,3 +126,49 @@ pub fn prompt_chunks<'a>(
         })
         .collect()
 }
+
+/// Images a flat id list can number (see [`image_id`]).
+const MAX_IMAGES: u32 = 1 << 16;
+
+/// Image `i` in a flat id list ([`flatten`]): an id far above any vocabulary (Gemma's have
+/// at most 2^18 tokens), so it never meets a token and a comparison of two lists (a cache
+/// prefix) never matches one image with another of another prompt by accident of tokens.
+pub fn image_id(i: usize) -> u32 {
+    u32::MAX - (i as u32 % MAX_IMAGES)
+}
+
+/// The image a flat id stands for, or `None` for a token.
+pub fn image_of(id: u32) -> Option<usize> {
+    (id > u32::MAX - MAX_IMAGES).then(|| (u32::MAX - id) as usize)
+}
+
+/// The chunks as one id list, image `i` as `n_image_tokens` copies of
+/// `image_id(first_image + i)`: one entry per position, for prompts kept as token lists
+/// (a chat's cache, the server's sequences).
+pub fn flatten(chunks: &[Chunk], first_image: usize, n_image_tokens: usize) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for c in chunks {
+        match c {
+            Chunk::Tokens(t) => ids.extend(t),
+            Chunk::Image(i) => ids.extend(std::iter::repeat_n(image_id(first_image + i), n_image_tokens)),
+        }
+    }
+    ids
+}
+
+/// [`flatten`] undone: a run of one image's id is that image.
+pub fn unflatten(ids: &[u32]) -> Vec<Chunk> {
+    let mut out: Vec<Chunk> = Vec::new();
+    let mut prev = None;
+    for &t in ids {
+        let image = image_of(t);
+        match (image, out.last_mut()) {
+            (Some(i), _) if prev == Some(i) => {}
+            (Some(i), _) => out.push(Chunk::Image(i)),
+            (None, Some(Chunk::Tokens(v))) => v.push(t),
+            (None, _) => out.push(Chunk::Tokens(vec![t])),
+        }
+        prev = image;
+    }
+    out
+}
