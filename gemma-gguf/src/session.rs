@@ -306,7 +306,7 @@ impl<'m> Session<'m> {
             });
         };
         let n_embd = self.model.dims().n_embd as usize;
-        if embd.is_empty() || embd.len() % n_embd != 0 {
+        if embd.is_empty() || !embd.len().is_multiple_of(n_embd) {
             return Err(Error::OutOfRange {
                 what: "input embeddings",
                 value: embd.len().to_string(),
