@@ -188,3 +188,51 @@ fn chat_takes_images_with_the_image_command() {
     assert!(out.status.success() && stderr.contains("--mmproj"), "{stderr}");
     assert!(Path::new(&f.mmproj).is_file());
 }
+
+/// A copy of the GGUF at `src` with `tokenizer.chat_template` set to `template`.
+fn with_template(src: &Path, dst: &Path, template: &str) {
+    use gemma_gguf::gguf::{GgufFile, GgufValue, GgufWriter};
+    let f = GgufFile::read(src).unwrap();
+    let mut w = GgufWriter::create(dst).unwrap();
+    for (k, v) in f.metadata() {
+        w.add_kv(k, v.clone()).unwrap();
+    }
+    w.add_kv("tokenizer.chat_template", GgufValue::String(template.into())).unwrap();
+    for t in f.tensors() {
+        w.add_tensor_info(&t.name, &t.dims, t.ggml_type).unwrap();
+    }
+    for t in f.tensors() {
+        w.write_tensor_data(&t.name, f.tensor_data(t).unwrap()).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// With a GGUF chat template the conversation is re-rendered each turn and only what the
+/// cache lacks is fed (images as runs of their ids). Images in two turns are fed; the first
+/// reply must be the built-in format's (a template writing Gemma's turn format). Later replies
+/// may differ, with images or without: the template path re-tokenizes the replies' text,
+/// which need not give the sampled tokens back.
+#[test]
+fn chat_images_with_a_gguf_template_match_the_builtin_format() {
+    let f = convert();
+    let templ = f.dir.path().join("templated.gguf");
+    let template = "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m.role in ['model', 'assistant'] else m.role }}\n{{ m.content | trim }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
+    with_template(Path::new(&f.model), &templ, template);
+    let (a, b) = (image("exact-64x64.png"), image("exact2-64x64.png"));
+    let input = format!("/image {a}\nWhat is it?\nAnd now?\n/image {b}\n/image {a}\n<__media__> or <__media__>?\n");
+    let chat = |model: &str| {
+        let args = [
+            "chat", "-m", model, "--mmproj", &f.mmproj, "-n", "4", "--temp", "2", "--seed", "3", "--top-k", "0",
+            "--min-p", "0", "--top-p", "1", "-t", "2",
+        ];
+        let out = gemma(&args, Some(input.as_bytes()));
+        let stderr = text(&out.stderr);
+        assert!(out.status.success() && !stderr.contains("not sent"), "{stderr}");
+        text(&out.stdout)
+    };
+    let (builtin, templated) = (chat(&f.model), chat(templ.to_str().unwrap()));
+    println!("built-in: {builtin:?}\ntemplate: {templated:?}");
+    let first = |s: &str| s.split('\n').next().unwrap_or_default().to_string();
+    assert!(!first(&builtin).is_empty());
+    assert_eq!(first(&builtin), first(&templated));
+}
