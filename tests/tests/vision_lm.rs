@@ -16,6 +16,9 @@
 //!   projector the embeddings differ by about 2e-4 (vision_encoder.rs), so the bound is the
 //!   transformers one.
 //!
+//! Ours runs with and without flash attention (the fused kernel, the mask in f16); both within
+//! the transformers bound.
+//!
 //! Positive controls: another image, or the image fed with causal attention, must move the
 //! logits after the image far outside the bound (so the test fails if the image or its
 //! attention rule is ignored).
@@ -74,7 +77,19 @@ fn argmax(x: &[f32]) -> u32 {
 
 /// Our runtime on `case` with `images` (one embedding table per image, `[n_tok·n_embd]`).
 fn ours(model: &Model, case: &LmCase, image_token: u32, images: &[Vec<f32>], causal: bool) -> Run {
-    let mut s = Session::new(model, SessionOptions { n_ctx: N_CTX, ..Default::default() }).unwrap();
+    ours_with(model, case, image_token, images, (causal, false))
+}
+
+/// [`ours`] with or without flash attention (its mask is f16 and padded).
+fn ours_with(
+    model: &Model,
+    case: &LmCase,
+    image_token: u32,
+    images: &[Vec<f32>],
+    (causal, flash): (bool, bool),
+) -> Run {
+    let opts = SessionOptions { n_ctx: N_CTX, flash_attn: flash, ..Default::default() };
+    let mut s = Session::new(model, opts).unwrap();
     let n_vocab = model.n_vocab() as usize;
     let mut pos = Vec::new();
     let mut last = Vec::new();
@@ -204,6 +219,13 @@ fn image_prompts_match_transformers_and_libmtmd() {
             );
             if dt / st > BOUND_TRANSFORMERS || dl > ll_bound || run.argmax != case.greedy {
                 failures.push(format!("mmproj {ty} {}", case.name));
+            }
+            // The fused attention kernel, with the same non-causal mask in f16.
+            let fa = ours_with(&model, case, image_token, &embed(&v, &case.images), (!v.bidirectional(), true));
+            let (df, _) = diff(&fa, &golden, &case.greedy_logits);
+            println!("  flash attention: vs transformers rel {:.3e}", df / st);
+            if df / st > BOUND_TRANSFORMERS {
+                failures.push(format!("mmproj {ty} {} flash attention", case.name));
             }
         }
     }
