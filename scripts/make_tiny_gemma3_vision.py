@@ -14,10 +14,20 @@ Everything comes from transformers 5.24.0 (seeded random weights, `save_pretrain
   (`Gemma3ImageProcessorPil`, the checkpoint's preprocessor_config.json) makes of it.
 - embd.f32: `get_image_features(pixel_values).pooler_output` (float32, [n_img][16][n_embd])
   for the 64×64 images in embd_images (so no resize is involved; libmtmd gets the same pixels).
+- lm.json + lm-*.f32: the language model on image+text prompts (`Gemma3ForConditionalGeneration`
+  in float32 with `token_type_ids`, so attention is bidirectional within each image): for each
+  case the input ids (image soft tokens as IMAGE_TOKEN), its images, the logits at every
+  position, and a few greedy steps (full forward per step) with their logits.
+
+The tokenizer is the cut one of tests/data/tiny/gemma3 with ids BOI, EOI and IMAGE_TOKEN
+renamed `<start_of_image>`, `<end_of_image>`, `<image_soft_token>` (special), as in the real
+Gemma 3 vocabulary, so the runtime finds the image markers by name.
 
 Usage (needs PyTorch and Pillow: `scripts/venv.sh -r scripts/requirements-reference.txt`):
 
-    .venv/bin/python scripts/make_tiny_gemma3_vision.py
+    .venv/bin/python scripts/make_tiny_gemma3_vision.py          # everything
+    .venv/bin/python scripts/make_tiny_gemma3_vision.py --lm     # only the tokenizer marks and
+                                                                 # lm.json, from the saved checkpoint
 """
 
 import json
@@ -37,6 +47,8 @@ MM_TOKENS = 16
 # Ids inside the cut 1024-token vocabulary for the image tokens (the real model's are
 # 255999, 256000, 262144, outside it); any ids work for the random model.
 BOI, EOI, IMAGE_TOKEN = 1000, 1001, 1002
+IMAGE_PIECES = {BOI: "<start_of_image>", EOI: "<end_of_image>", IMAGE_TOKEN: "<image_soft_token>"}
+GREEDY_STEPS = 4
 
 
 def config():
@@ -116,6 +128,82 @@ def f32(path, t):
         fh.write(struct.pack(f"<{t.numel()}f", *t.tolist()))
 
 
+def mark_image_tokens(path):
+    """Renames the pieces at BOI, EOI, IMAGE_TOKEN to the real vocabulary's image markers and
+    lists them as special added tokens (tokenizer.json of the checkpoint, in place)."""
+    with open(path) as fh:
+        tok = json.load(fh)
+    vocab = tok["model"]["vocab"]
+    by_id = {i: p for p, i in vocab.items()}
+    for i, piece in IMAGE_PIECES.items():
+        old = by_id[i]
+        if old != piece:
+            assert not any(old in "".join(m) if isinstance(m, list) else old in m for m in tok["model"]["merges"])
+            del vocab[old]
+            vocab[piece] = i
+    tok["added_tokens"] = [a for a in tok["added_tokens"] if a["id"] not in IMAGE_PIECES]
+    for i, piece in IMAGE_PIECES.items():
+        tok["added_tokens"].append(dict(id=i, content=piece, single_word=False, lstrip=False, rstrip=False,
+                                        normalized=False, special=True))
+    tok["added_tokens"].sort(key=lambda a: a["id"])
+    with open(path, "w") as fh:
+        json.dump(tok, fh, ensure_ascii=False)  # one line, as tests/data/tiny/gemma3's
+
+
+def lm_cases():
+    """(name, ids with IMAGE_TOKEN runs, image file names in order)."""
+    img = [BOI] + [IMAGE_TOKEN] * MM_TOKENS + [EOI]
+    return [
+        ("one-image", [2, 17, 300, 41] + img + [108, 77, 512, 90, 250, 33], ["exact-64x64.png"]),
+        ("two-images", [2, 17] + img + [44, 55] + img + [66, 70, 80], ["exact-64x64.png", "exact2-64x64.png"]),
+    ]
+
+
+def lm_golden(model32, proc):
+    """The language model's logits on image+text prompts (see the module doc)."""
+    from PIL import Image
+
+    cases = []
+    for name, ids, imgs in lm_cases():
+        pv = torch.stack(
+            [proc(images=Image.open(os.path.join(OUT, "images", f)).copy(), return_tensors="pt")["pixel_values"][0]
+             for f in imgs]
+        )
+        seq = list(ids)
+        logits_all = None
+        greedy, greedy_logits = [], []
+        with torch.no_grad():
+            for step in range(GREEDY_STEPS + 1):
+                inp = torch.tensor([seq])
+                tt = (inp == IMAGE_TOKEN).long()
+                out = model32(input_ids=inp, pixel_values=pv, token_type_ids=tt).logits[0].float()
+                if step == 0:
+                    logits_all = out
+                else:
+                    greedy_logits.append(out[-1])
+                if step < GREEDY_STEPS:
+                    nxt = int(out[-1].argmax())
+                    greedy.append(nxt)
+                    seq.append(nxt)
+        f32(os.path.join(OUT, f"lm-{name}.f32"), logits_all)
+        f32(os.path.join(OUT, f"lm-{name}-greedy.f32"), torch.stack(greedy_logits))
+        cases.append({"name": name, "ids": ids, "images": imgs, "logits": f"lm-{name}.f32",
+                      "greedy": greedy, "greedy_logits": f"lm-{name}-greedy.f32"})
+    with open(os.path.join(OUT, "lm.json"), "w") as fh:
+        json.dump({"format": "gemma-gguf-tiny-vision-lm/1", "made_by": "scripts/make_tiny_gemma3_vision.py",
+                   "n_vocab": int(logits_all.shape[-1]), "cases": cases}, fh, indent=1)
+        fh.write("\n")
+
+
+def lm_only():
+    from transformers import Gemma3ForConditionalGeneration
+
+    mark_image_tokens(os.path.join(OUT, "tokenizer.json"))
+    model32 = Gemma3ForConditionalGeneration.from_pretrained(OUT, dtype=torch.float32).eval()
+    model32.config.text_config._attn_implementation = "eager"
+    lm_golden(model32, processor())
+
+
 def main():
     import transformers
     from PIL import Image
@@ -128,6 +216,7 @@ def main():
     os.makedirs(os.path.join(OUT, "images"))
     for f in ["tokenizer.json", "tokenizer_config.json"]:
         shutil.copy(os.path.join(TEXT_TINY, f), os.path.join(OUT, f))
+    mark_image_tokens(os.path.join(OUT, "tokenizer.json"))
 
     model = Gemma3ForConditionalGeneration(config())
     with torch.no_grad():
@@ -164,6 +253,7 @@ def main():
         )
         feats = model32.get_image_features(pixel_values=pv).pooler_output
     f32(os.path.join(OUT, "embd.f32"), feats)
+    lm_golden(model32, proc)
 
     golden = {
         "format": "gemma-gguf-tiny-vision-golden/1",
@@ -189,4 +279,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    lm_only() if sys.argv[1:] == ["--lm"] else main()

@@ -1,12 +1,15 @@
 //! `gemma chat`: an interactive, multi-turn conversation that keeps the KV cache between
 //! turns. Works with piped standard input too (one user message per line).
 use crate::common::{report_memory, report_model, ConstraintArgs, ModelArgs, SamplingArgs};
+use crate::image::{self, MmprojArgs};
 use anyhow::Result;
-use gemma_gguf::chat::{encode_pieces, ChatFormat, Message, SpecialTokens};
-use gemma_gguf::generate::{generate_constrained, StopReason};
+use gemma_gguf::chat::{ChatFormat, Message, SpecialTokens};
+use gemma_gguf::generate::{generate_chunks, StopReason};
+use gemma_gguf::model::Model;
 use gemma_gguf::sampler::Sampler;
 use gemma_gguf::session::Session;
-use gemma_gguf::tokenizer::Tokenizer;
+use gemma_gguf::vision::encoder::VisionModel;
+use gemma_gguf::vision::prompt::{prompt_chunks, unflatten, with_markers};
 use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(clap::Args)]
@@ -24,15 +27,22 @@ pub struct Args {
     /// Every reply is constrained (a fresh constraint per reply).
     #[command(flatten)]
     pub constraint: ConstraintArgs,
+    /// With --mmproj, `/image FILE` adds an image to the next message.
+    #[command(flatten)]
+    pub vision: MmprojArgs,
 }
 
-const HELP: &str = "commands: /reset (forget the conversation), /quit (or end of input)";
+const HELP: &str = "commands: /reset (forget the conversation), /image FILE (with --mmproj: an image for the next message, put where it says <__media__>, else before its text), /quit (or end of input)";
 
 pub fn run(args: Args) -> Result<()> {
     let spec = args.constraint.spec()?;
     let model = args.model.load()?;
     let mut session = args.model.session(&model)?;
     let memory = report_model(&args.model, &model, &session);
+    let vision = args.vision.load(&model, args.model.threads)?;
+    // The conversation's images (embeddings), and how many of them wait for the next message.
+    let mut images: Vec<Vec<f32>> = Vec::new();
+    let mut pending = 0;
     let constraints = ConstraintArgs::engine(spec, &model)?;
     let tok = model.tokenizer();
     let eot = tok.end_of_turn().ok_or_else(|| anyhow::anyhow!("the vocabulary has no <end_of_turn> token"))?;
@@ -59,12 +69,28 @@ pub fn run(args: Args) -> Result<()> {
                 history.truncate(usize::from(args.system.is_some()));
                 fed.clear();
                 first = true;
+                images.clear();
+                pending = 0;
                 eprintln!("(conversation reset)");
                 continue;
             }
             "" => continue,
+            l if l.starts_with("/image") => {
+                let file = l["/image".len()..].trim();
+                match add_image(vision.as_ref(), file, args.vision.image_max_pixels) {
+                    Ok(e) => {
+                        images.push(e);
+                        pending += 1;
+                        eprintln!("(image {file} added to the next message)");
+                    }
+                    Err(e) => eprintln!("(no image added: {e:#})"),
+                }
+                continue;
+            }
             _ => {}
         }
+        let line = with_markers(&line, pending);
+        let n_before = images.len() - pending;
         let ids = match &format {
             ChatFormat::Gemma | ChatFormat::Gemma4 => {
                 let mut turn = Vec::new();
@@ -74,12 +100,35 @@ pub fn run(args: Args) -> Result<()> {
                 turn.push(Message::user(&line));
                 // After a reply the cache ends where generation stopped: close the model's turn.
                 let mut ids = if first { Vec::new() } else { vec![eot] };
-                ids.extend(encode_pieces(&format.format_turn(&turn, first, true)?, tok)?);
+                let pieces = format.format_turn(&turn, first, true)?;
+                match image::flat_ids(&model, vision.as_ref(), &pieces, n_before, pending) {
+                    Ok(t) => ids.extend(t),
+                    Err(e) => {
+                        drop_pending(&mut images, &mut pending, &e);
+                        continue;
+                    }
+                }
                 ids
             }
             ChatFormat::Template(_) => {
                 history.push(Message::user(&line));
-                template_turn(&format, &history, &specials, tok, &mut session, &mut fed)?
+                let turn = template_turn(
+                    &format,
+                    &history,
+                    &specials,
+                    &model,
+                    (vision.as_ref(), images.len()),
+                    &mut session,
+                    &mut fed,
+                );
+                match turn {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        history.pop();
+                        drop_pending(&mut images, &mut pending, &e);
+                        continue;
+                    }
+                }
             }
         };
         if session.n_past() as usize + ids.len() >= session.n_ctx() as usize {
@@ -87,19 +136,24 @@ pub fn run(args: Args) -> Result<()> {
             if matches!(format, ChatFormat::Template(_)) {
                 history.pop();
             }
+            images.truncate(n_before);
+            pending = 0;
             continue;
         }
         first = false;
+        pending = 0;
+        let causal = vision.as_ref().is_none_or(|v| !v.bidirectional());
+        let chunks = unflatten(&ids);
         let mut reply = String::new();
         let mut constraint = match &constraints {
             Some((engine, spec)) => Some(engine.compile(spec)?),
             None => None,
         };
-        let out = generate_constrained(
+        let out = generate_chunks(
             &mut session,
             &mut sampler,
             constraint.as_mut(),
-            &ids,
+            &prompt_chunks(&chunks, &images, causal)?,
             args.n_predict,
             |_, _| {},
             |t| {
@@ -123,18 +177,38 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// With a GGUF template: renders the whole conversation and returns the tokens after what
-/// the cache holds. When the rendering no longer starts with the cached tokens (a template
-/// that rewrites history), the cache is emptied and everything is fed again.
+/// Encodes an image file for `/image`.
+fn add_image(vision: Option<&VisionModel>, file: &str, max_pixels: u64) -> Result<Vec<f32>> {
+    let v = vision.ok_or_else(image::need_mmproj)?;
+    if file.is_empty() {
+        anyhow::bail!("give a file: /image FILE");
+    }
+    image::embed_file(v, std::path::Path::new(file), max_pixels)
+}
+
+/// A message that cannot be fed (its markers do not match its images): it and its images
+/// are dropped.
+fn drop_pending(images: &mut Vec<Vec<f32>>, pending: &mut usize, e: &anyhow::Error) {
+    images.truncate(images.len() - *pending);
+    *pending = 0;
+    eprintln!("(message not sent: {e:#})");
+}
+
+/// With a GGUF template: renders the whole conversation and returns the ids (images as in
+/// [`image::flat_ids`]; `n_images` in the whole conversation) after what the cache holds. When the rendering no longer starts with
+/// the cached ids (a template that rewrites history), the cache is emptied and everything is
+/// fed again.
 fn template_turn(
     format: &ChatFormat,
     history: &[Message],
     specials: &SpecialTokens,
-    tok: &Tokenizer,
+    model: &Model,
+    (vision, n_images): (Option<&VisionModel>, usize),
     session: &mut Session<'_>,
     fed: &mut Vec<u32>,
 ) -> Result<Vec<u32>> {
-    let full = encode_pieces(&format.format(history, true, specials)?, tok)?;
+    let pieces = format.format(history, true, specials)?;
+    let full = image::flat_ids(model, vision, &pieces, 0, n_images)?;
     if full.starts_with(fed) && full.len() > fed.len() {
         return Ok(full[fed.len()..].to_vec());
     }

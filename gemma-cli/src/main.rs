@@ -8,6 +8,7 @@ mod chat;
 mod common;
 mod compare;
 mod convert;
+mod image;
 mod info;
 mod perplexity;
 mod run;

@@ -1,8 +1,10 @@
 //! `gemma run`: complete a prompt, streaming the text to stdout.
 use crate::common::{report_memory, report_model, ConstraintArgs, ModelArgs, SamplingArgs};
+use crate::image::{self, MmprojArgs};
 use anyhow::{bail, Context as _, Result};
-use gemma_gguf::generate::generate_constrained;
+use gemma_gguf::generate::generate_chunks;
 use gemma_gguf::sampler::Sampler;
+use gemma_gguf::vision::prompt::{prompt_chunks, with_markers, Chunk};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -35,6 +37,13 @@ pub struct Args {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub constraint: ConstraintArgs,
+    #[command(flatten)]
+    pub vision: MmprojArgs,
+    /// An image for the prompt (PNG, JPEG or WebP; needs --mmproj); repeat for several. The
+    /// images go where the prompt says `<__media__>`, in order; with no marker in the
+    /// prompt, all go before its text.
+    #[arg(long = "image", value_name = "FILE")]
+    pub images: Vec<PathBuf>,
 }
 
 /// `top STEP ID:LOGIT …`: the `n` highest logits, best first (ties: lower id first).
@@ -75,6 +84,9 @@ pub fn run(args: Args) -> Result<()> {
         bail!("the prompt is empty: give one with -p, -f or on standard input");
     }
     let spec = args.constraint.spec()?;
+    if !args.images.is_empty() && args.vision.mmproj.is_none() {
+        return Err(image::need_mmproj());
+    }
     let model = args.model.load()?;
     let mut session = args.model.session(&model)?;
     let memory = report_model(&args.model, &model, &session);
@@ -82,23 +94,45 @@ pub fn run(args: Args) -> Result<()> {
         Some((engine, spec)) => Some(engine.compile(&spec)?),
         None => None,
     };
+    let vision = args.vision.load(&model, args.model.threads)?;
     let tok = model.tokenizer();
-    let ids = if args.chat_format {
-        // The file's built-in turn format (Gemma 4's for a Gemma 4 file).
+    // The file's built-in turn format (Gemma 4's for a Gemma 4 file) around the text.
+    let chat_pieces = |text: &str| {
         let format = gemma_gguf::chat::ChatFormat::builtin(model.gguf());
         let specials = gemma_gguf::chat::SpecialTokens::from_tokenizer(tok);
-        let pieces = format.format(&[gemma_gguf::chat::Message::user(&prompt)], true, &specials)?;
-        gemma_gguf::chat::encode_pieces(&pieces, tok)?
-    } else {
-        tok.encode(&prompt, tok.adds_bos())
+        format.format(&[gemma_gguf::chat::Message::user(text)], true, &specials)
     };
-    if ids.len() >= session.n_ctx() as usize {
-        bail!(
-            "the prompt has {} tokens but the context holds {}: raise -c or shorten the prompt",
-            ids.len(),
-            session.n_ctx()
-        );
-    }
+    let (chunks, images, causal) = match &vision {
+        Some(v) if !args.images.is_empty() => {
+            let n = args.images.len();
+            let text = with_markers(&prompt, n);
+            let pieces = if args.chat_format { chat_pieces(&text)? } else { image::plain_pieces(&model, &text)? };
+            let chunks = image::chunks(&model, v, &pieces, n, session.n_ctx())?;
+            let start = std::time::Instant::now();
+            let images = args
+                .images
+                .iter()
+                .map(|f| image::embed_file(v, f, args.vision.image_max_pixels))
+                .collect::<Result<Vec<_>>>()?;
+            eprintln!("images: {n} encoded in {:.2} s", start.elapsed().as_secs_f64());
+            (chunks, images, !v.bidirectional())
+        }
+        _ => {
+            let ids = if args.chat_format {
+                gemma_gguf::chat::encode_pieces(&chat_pieces(&prompt)?, tok)?
+            } else {
+                tok.encode(&prompt, tok.adds_bos())
+            };
+            if ids.len() >= session.n_ctx() as usize {
+                bail!(
+                    "the prompt has {} tokens but the context holds {}: raise -c or shorten the prompt",
+                    ids.len(),
+                    session.n_ctx()
+                );
+            }
+            (vec![Chunk::Tokens(ids)], Vec::new(), true)
+        }
+    };
     let mut sampler = Sampler::new(args.sampling.params())?;
     let mut out = std::io::stdout().lock();
     if !args.no_echo {
@@ -113,11 +147,11 @@ pub fn run(args: Args) -> Result<()> {
         }
         step += 1;
     };
-    let result = generate_constrained(
+    let result = generate_chunks(
         &mut session,
         &mut sampler,
         constraint.as_mut(),
-        &ids,
+        &prompt_chunks(&chunks, &images, causal)?,
         args.n_predict,
         show_top,
         |text| {

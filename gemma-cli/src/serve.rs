@@ -38,6 +38,10 @@ pub struct Args {
     /// The model name clients send; the file name without .gguf by default.
     #[arg(long = "alias")]
     pub alias: Option<String>,
+    /// The projector of a Gemma 3 vision model: chat messages may then hold images
+    /// (`image_url` parts with base64 `data:` URLs; raise --max-body for large ones).
+    #[arg(long = "mmproj")]
+    pub mmproj: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -58,6 +62,7 @@ pub fn run(args: Args) -> Result<()> {
     cfg.api_key = args.api_key.clone().or_else(|| std::env::var("GEMMA_API_KEY").ok().filter(|k| !k.is_empty()));
     cfg.max_body = args.max_body;
     cfg.timeout = Duration::from_secs_f64(args.timeout);
+    cfg.mmproj = args.mmproj.clone();
     let model_id = cfg.model_id.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {

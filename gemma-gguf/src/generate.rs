@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use crate::constrain::{Constraint, Progress};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sampler::Sampler;
 use crate::session::{Outputs, Session};
 use std::time::{Duration, Instant};
@@ -81,27 +81,70 @@ pub fn generate_observed(
     generate_constrained(session, sampler, None, prompt, max_tokens, on_step, on_text)
 }
 
+/// A part of a prompt fed to [`generate_chunks`].
+#[derive(Debug, Clone, Copy)]
+pub enum PromptChunk<'a> {
+    Tokens(&'a [u32]),
+    /// Rows of input embeddings (an image's), fed in one batch; `causal` false: the rows
+    /// attend to each other both ways (see [`Session::decode_embd`]).
+    Embd {
+        rows: &'a [f32],
+        causal: bool,
+    },
+}
+
 /// [`generate_observed`] under an optional [`Constraint`]: each step's logits are masked to
 /// the tokens it allows (what `on_step` sees), and generation stops as soon as the output is
 /// complete. A constraint that fails mid-way (a per-step limit) is an error.
 pub fn generate_constrained(
     session: &mut Session<'_>,
     sampler: &mut Sampler,
-    mut constraint: Option<&mut Constraint>,
+    constraint: Option<&mut Constraint>,
     prompt: &[u32],
+    max_tokens: usize,
+    on_step: impl FnMut(&[f32], u32),
+    on_text: impl FnMut(&str) -> bool,
+) -> Result<Generated> {
+    generate_chunks(session, sampler, constraint, &[PromptChunk::Tokens(prompt)], max_tokens, on_step, on_text)
+}
+
+/// [`generate_constrained`] for a prompt of tokens and embeddings (images), fed in order;
+/// the last chunk must be tokens (its last token's logits start generation).
+pub fn generate_chunks(
+    session: &mut Session<'_>,
+    sampler: &mut Sampler,
+    mut constraint: Option<&mut Constraint>,
+    prompt: &[PromptChunk<'_>],
     max_tokens: usize,
     mut on_step: impl FnMut(&[f32], u32),
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generated> {
+    if !matches!(prompt.last(), Some(PromptChunk::Tokens(t)) if !t.is_empty()) {
+        return Err(Error::OutOfRange {
+            what: "prompt",
+            value: "no tokens at its end".into(),
+            why: "a prompt must end with at least one token",
+        });
+    }
     let tokenizer = session.model().tokenizer();
     let start = Instant::now();
     // One logits buffer for the whole generation: no allocation per token.
     let mut logits = Vec::with_capacity(session.model().n_vocab() as usize);
-    session.decode_into(prompt, Outputs::Last, &mut logits)?;
-    let prompt_time = start.elapsed();
-    for &t in prompt {
-        sampler.accept(t);
+    let mut prompt_tokens = 0;
+    for chunk in prompt {
+        match *chunk {
+            PromptChunk::Tokens(ids) => {
+                session.decode_into(ids, Outputs::Last, &mut logits)?;
+                ids.iter().for_each(|&t| sampler.accept(t));
+                prompt_tokens += ids.len();
+            }
+            PromptChunk::Embd { rows, causal } => {
+                session.decode_embd(rows, causal)?;
+                prompt_tokens += rows.len() / session.model().dims().n_embd as usize;
+            }
+        }
     }
+    let prompt_time = start.elapsed();
     let start = Instant::now();
     let mut decoder = tokenizer.decoder();
     let mut tokens = Vec::new();
@@ -139,5 +182,5 @@ pub fn generate_constrained(
     if !rest.is_empty() {
         on_text(&rest);
     }
-    Ok(Generated { tokens, stop, prompt_tokens: prompt.len(), prompt_time, generation_time: start.elapsed() })
+    Ok(Generated { tokens, stop, prompt_tokens, prompt_time, generation_time: start.elapsed() })
 }

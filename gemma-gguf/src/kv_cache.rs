@@ -346,8 +346,12 @@ impl KvCache {
     /// Plans writing a batch, token `i` at `positions[i]` of sequence `seqs[i]`, into every
     /// kind of cell; an error when no cells are free (cannot happen while the session keeps
     /// within n_ctx).
-    pub(crate) fn plan(&self, positions: &[i32], seqs: &[u16]) -> Result<KvPlan> {
-        let plan = |k: usize| self.cells[k].as_ref().map(|c| plan_kind(c, positions, seqs)).transpose();
+    /// With `causal` false the batch's tokens also see the batch's later positions (an
+    /// image's tokens, for Gemma 3), the window still applying to earlier positions
+    /// (llama.cpp's `set_input_kq_mask` with `causal_attn` false and
+    /// `LLAMA_NON_CAUSAL_TYPE_ALL`, llama-kv-cache.cpp).
+    pub(crate) fn plan(&self, positions: &[i32], seqs: &[u16], causal: bool) -> Result<KvPlan> {
+        let plan = |k: usize| self.cells[k].as_ref().map(|c| plan_kind(c, positions, seqs, causal)).transpose();
         Ok(KvPlan { kinds: [plan(GLOBAL)?, plan(LOCAL)?] })
     }
 
@@ -388,7 +392,7 @@ impl KvCache {
 }
 
 /// Cells for the batch, the number of cells to attend over, and the mask.
-fn plan_kind(c: &Cells, positions: &[i32], seqs: &[u16]) -> Result<KindPlan> {
+fn plan_kind(c: &Cells, positions: &[i32], seqs: &[u16], causal: bool) -> Result<KindPlan> {
     let Placed { rows, pos: new_pos, seq: new_seq, head: new_head } = place(c, positions, seqs)?;
     // Attend over the used cells, rounded up to 256 (llama.cpp's `get_n_kv`).
     let used_max_p1 = new_pos.iter().rposition(|&p| p >= 0).map_or(0, |i| i as u32 + 1);
@@ -396,7 +400,9 @@ fn plan_kind(c: &Cells, positions: &[i32], seqs: &[u16]) -> Result<KindPlan> {
     let mut mask = Vec::with_capacity(n_kv as usize * positions.len());
     for (&q, &s) in positions.iter().zip(seqs) {
         mask.extend(new_pos[..n_kv as usize].iter().zip(&new_seq).map(|(&p, &cs)| {
-            let visible = p >= 0 && cs == s && p <= q && c.window.is_none_or(|w| ((q - p) as u32) < w);
+            // The window looks back only: a later position (non-causal batch) is inside it.
+            let visible =
+                p >= 0 && cs == s && (p <= q || !causal) && c.window.is_none_or(|w| (q as i64 - p as i64) < w as i64);
             if visible {
                 0.0
             } else {

@@ -54,6 +54,15 @@ struct GraphKey {
     n_tokens: u32,
     n_out: u32,
     n_kv: [u32; 2],
+    /// Fed embeddings instead of token ids.
+    embd: bool,
+}
+
+/// What one batch feeds: token ids, or rows of input embeddings (`n_embd` each).
+#[derive(Clone, Copy)]
+enum BatchInput<'a> {
+    Tokens(&'a [u32]),
+    Embd(&'a [f32]),
 }
 
 /// A built, allocated graph: its context and the ids of its inputs and output.
@@ -66,6 +75,8 @@ struct GraphIds {
     key: GraphKey,
     graph: GraphId,
     tokens: TensorId,
+    /// `[n_embd, n_tokens]` f32 rows fed instead of `tokens` (a graph keyed `embd`).
+    embd: Option<TensorId>,
     pos: TensorId,
     out_ids: Option<TensorId>,
     /// Per kind of layer: row indices, mask, and with V transposed its element indices.
@@ -276,6 +287,51 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
+    /// Feeds `n_tokens` rows of input embeddings (`embd`: `n_tokens × n_embd` floats, row by
+    /// row, already in the model's embedding space: an image's, from the projector) at sequence
+    /// 0's next positions, in one batch, reading no logits. With `causal` false every row
+    /// also attends to the batch's later rows (Gemma 3's bidirectional attention within an
+    /// image; libmtmd's `mtmd_decode_use_non_causal`), so the rows must fit one batch.
+    pub fn decode_embd(&mut self, embd: &[f32], causal: bool) -> Result<()> {
+        self.decode_embd_seq(0, embd, causal)
+    }
+
+    /// [`decode_embd`](Self::decode_embd) at sequence `seq`'s next positions.
+    pub fn decode_embd_seq(&mut self, seq: u16, embd: &[f32], causal: bool) -> Result<()> {
+        let Some(&n_past) = self.n_past.get(seq as usize) else {
+            return Err(Error::OutOfRange {
+                what: "sequence",
+                value: seq.to_string(),
+                why: "the session has fewer sequences",
+            });
+        };
+        let n_embd = self.model.dims().n_embd as usize;
+        if embd.is_empty() || !embd.len().is_multiple_of(n_embd) {
+            return Err(Error::OutOfRange {
+                what: "input embeddings",
+                value: embd.len().to_string(),
+                why: "must be a positive multiple of the model's embedding width",
+            });
+        }
+        let n = embd.len() / n_embd;
+        if n > self.opts.n_ubatch as usize {
+            return Err(Error::OutOfRange {
+                what: "embeddings in one batch",
+                value: n.to_string(),
+                why: "an image must fit one batch: raise the batch size (n_ubatch)",
+            });
+        }
+        if n_past as usize + n > self.n_ctx() as usize {
+            return Err(Error::ContextOverflow { n_past, n_new: n, n_ctx: self.n_ctx() });
+        }
+        let positions: Vec<i32> = (0..n as i32).map(|i| n_past as i32 + i).collect();
+        let mut discard = Vec::new();
+        let last = [n as i32 - 1];
+        self.run_batch(BatchInput::Embd(embd), &positions, &vec![seq; n], Some(&last), causal, &mut discard)?;
+        self.n_past[seq as usize] += n as u32;
+        Ok(())
+    }
+
     /// One graph: `tokens` (at most n_ubatch) of sequence 0 at its next positions.
     fn decode_ubatch(&mut self, tokens: &[u32], all: bool, logits: &mut Vec<f32>) -> Result<()> {
         let positions: Vec<i32> = (0..tokens.len() as i32).map(|i| self.n_past[0] as i32 + i).collect();
@@ -295,13 +351,28 @@ impl<'m> Session<'m> {
         out: Option<&[i32]>,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
-        let plan = self.kv.plan(positions, seqs)?;
-        let out = out.filter(|o| o.len() < tokens.len());
-        let n_out = out.map_or(tokens.len(), |o| o.len()) as u32;
+        self.run_batch(BatchInput::Tokens(tokens), positions, seqs, out, true, logits)
+    }
+
+    /// [`run_ubatch`](Self::run_ubatch) for token ids or embeddings, causal or not.
+    fn run_batch(
+        &mut self,
+        input: BatchInput<'_>,
+        positions: &[i32],
+        seqs: &[u16],
+        out: Option<&[i32]>,
+        causal: bool,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        let plan = self.kv.plan(positions, seqs, causal)?;
+        let n_tokens = positions.len();
+        let out = out.filter(|o| o.len() < n_tokens);
+        let n_out = out.map_or(n_tokens, |o| o.len()) as u32;
         let key = GraphKey {
-            n_tokens: tokens.len() as u32,
+            n_tokens: n_tokens as u32,
             n_out,
             n_kv: [0, 1].map(|k| plan.kinds[k].as_ref().map_or(0, |p| p.n_kv)),
+            embd: matches!(input, BatchInput::Embd(_)),
         };
         if self.graph.as_ref().is_none_or(|g| g.ids.key != key) {
             self.graph = None;
@@ -313,7 +384,7 @@ impl<'m> Session<'m> {
             self.graph = Some(BuiltGraph { ctx, ids });
         }
         let BuiltGraph { ctx, ids } = self.graph.as_ref().expect("built above");
-        set_inputs(ctx, ids, tokens, positions, out, &plan, self.opts.flash_attn)?;
+        set_inputs(ctx, ids, input, positions, out, &plan, self.opts.flash_attn)?;
         match &self.sched {
             None => self.model.backend.compute(&ctx.graph(ids.graph)?)?,
             Some(sched) => sched.compute(&ctx.graph(ids.graph)?)?,
@@ -331,6 +402,8 @@ impl<'m> Session<'m> {
     fn build(&self, ctx: &Context, key: GraphKey, n_nodes: usize) -> Result<GraphIds> {
         let n = key.n_tokens as i64;
         let tokens = ctx.new_tensor(Type::I32, &[n])?.set_input();
+        let n_embd = self.model.dims().n_embd as i64;
+        let embd = if key.embd { Some(ctx.new_tensor(Type::F32, &[n_embd, n])?.set_input()) } else { None };
         let pos = ctx.new_tensor(Type::I32, &[n])?.set_input();
         let out_ids = if key.n_out < key.n_tokens {
             Some(ctx.new_tensor(Type::I32, &[key.n_out as i64])?.set_input())
@@ -355,10 +428,15 @@ impl<'m> Session<'m> {
         let inp = BatchInputs { tokens, pos, out_ids, global, local };
         let mut gf = ctx.new_graph(n_nodes)?;
         let pass = Pass { ctx, wctx: &self.model.wctx, kv: &self.kv, inp: &inp, flash_attn: self.opts.flash_attn };
+        if embd.is_some() && !matches!(self.model.arch, Arch::Gemma3 { .. }) {
+            return Err(Error::Projector {
+                what: format!("{} models take no input embeddings (only Gemma 3 does here)", self.model.arch.name()),
+            });
+        }
         let logits = match &self.model.arch {
             Arch::Gemma { hp, weights: w } => gemma::Forward { pass, w, hp }.build(&mut gf)?,
             Arch::Gemma2 { hp, weights: w } => gemma2::Forward { pass, w, hp }.build(&mut gf)?,
-            Arch::Gemma3 { hp, weights: w } => gemma3::Forward { pass, w, hp }.build(&mut gf)?,
+            Arch::Gemma3 { hp, weights: w } => gemma3::Forward { pass, w, hp, embd }.build(&mut gf)?,
             Arch::Gemma4 { hp, weights: w } => gemma4::Forward { pass, w, hp }.build(&mut gf)?,
             Arch::Gemma3n { hp, weights: w } => gemma3n::Forward { pass, w, hp }.build(&mut gf)?,
         };
@@ -390,6 +468,7 @@ impl<'m> Session<'m> {
             key,
             graph: gf.id(),
             tokens: ctx.id_of(tokens)?,
+            embd: embd.map(|t| ctx.id_of(t)).transpose()?,
             pos: ctx.id_of(pos)?,
             out_ids: out_ids.map(|t| ctx.id_of(t)).transpose()?,
             kv: [ids(&inp.global)?, ids(&inp.local)?],
@@ -404,14 +483,20 @@ impl<'m> Session<'m> {
 fn set_inputs(
     ctx: &Context,
     g: &GraphIds,
-    tokens: &[u32],
+    input: BatchInput<'_>,
     positions: &[i32],
     out: Option<&[i32]>,
     plan: &KvPlan,
     flash: bool,
 ) -> Result<()> {
-    let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-    ctx.tensor(g.tokens)?.set_i32(&ids)?;
+    match (input, g.embd) {
+        (BatchInput::Tokens(tokens), None) => {
+            let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+            ctx.tensor(g.tokens)?.set_i32(&ids)?;
+        }
+        (BatchInput::Embd(rows), Some(id)) => ctx.tensor(id)?.set_f32(rows)?,
+        _ => return Err(Error::Null("graph input kind (tokens or embeddings)")),
+    }
     ctx.tensor(g.pos)?.set_i32(positions)?;
     if let (Some(id), Some(rows)) = (g.out_ids, out) {
         ctx.tensor(id)?.set_i32(rows)?;

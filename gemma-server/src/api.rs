@@ -48,6 +48,16 @@ pub struct Request {
     pub model: Option<String>,
     pub input: Input,
     pub params: GenParams,
+    /// The messages' images, in order; each stands at a `<__media__>` marker of the text.
+    pub images: Vec<ImageInput>,
+}
+
+/// An image of a request: its bytes (from a `data:` URL) and the field it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInput {
+    pub bytes: Vec<u8>,
+    /// `messages[i].content[j]`, for errors about the image.
+    pub param: String,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +102,38 @@ struct Part {
     #[serde(rename = "type")]
     ty: String,
     text: Option<String>,
+    image_url: Option<ImageUrl>,
+}
+
+#[derive(Deserialize)]
+struct ImageUrl {
+    url: String,
+}
+
+/// The image types a `data:` URL may carry (what `vision::preprocess` decodes).
+const IMAGE_TYPES: [&str; 3] = ["image/png", "image/jpeg", "image/webp"];
+
+/// The bytes of a `data:image/…;base64,…` URL; any other URL is refused (nothing is fetched).
+fn data_url(url: &str, param: &str) -> Result<Vec<u8>, ApiError> {
+    let bad = |why: String| ApiError::bad(param, format!("{param}: {why}"));
+    let Some(rest) = url.strip_prefix("data:") else {
+        let scheme = url.split(':').next().unwrap_or_default();
+        let shown =
+            if scheme.len() < url.len() && scheme.len() <= 16 { format!("{scheme}: URLs") } else { "URLs".into() };
+        return Err(bad(format!("{shown} are not fetched: send the image as a data: URL (base64 PNG, JPEG or WebP)")));
+    };
+    let (meta, data) = rest.split_once(',').ok_or_else(|| bad("a data: URL without a comma".into()))?;
+    let (mime, base64) = match meta.strip_suffix(";base64") {
+        Some(m) => (m, true),
+        None => (meta, false),
+    };
+    if !base64 {
+        return Err(bad("the data: URL must be base64 (data:image/png;base64,…)".into()));
+    }
+    if !IMAGE_TYPES.contains(&mime.to_ascii_lowercase().as_str()) {
+        return Err(bad(format!("image type {mime:?}: only {} are read", IMAGE_TYPES.join(", "))));
+    }
+    base64::decode(data.trim()).map_err(|e| bad(format!("the base64 data is invalid: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -172,6 +214,7 @@ pub fn parse_chat_with(body: &[u8], format: &dyn ToolFormat) -> Result<Request, 
     }
     let mut messages: Vec<Message> = Vec::with_capacity(fields.messages.len());
     let mut history: Vec<HistoryMessage> = Vec::with_capacity(fields.messages.len());
+    let mut images = Vec::new();
     for (i, m) in fields.messages.into_iter().enumerate() {
         let is_tool = m.role == "tool";
         let role: Role = if is_tool {
@@ -183,7 +226,7 @@ pub fn parse_chat_with(body: &[u8], format: &dyn ToolFormat) -> Result<Request, 
         };
         let sent = match m.content {
             None => None,
-            Some(c) => Some(content_text(c, i)?),
+            Some(c) => Some(content_text(c, i, &mut images)?),
         };
         let calls: Vec<HistoryCall> = m
             .tool_calls
@@ -231,26 +274,32 @@ pub fn parse_chat_with(body: &[u8], format: &dyn ToolFormat) -> Result<Request, 
         None => Input::Chat(messages),
     };
     params.tools = tools;
-    Ok(Request { model: params_model(&v), input, params })
+    Ok(Request { model: params_model(&v), input, params, images })
 }
 
 fn params_model(v: &Value) -> Option<String> {
     v.get("model").and_then(Value::as_str).map(str::to_string)
 }
 
-/// A message's text: a string, or text parts.
-fn content_text(c: Content, i: usize) -> Result<String, ApiError> {
+/// A message's text: a string, or text and image parts; each image becomes a
+/// `<__media__>` marker in the text, its bytes appended to `images`.
+fn content_text(c: Content, i: usize, images: &mut Vec<ImageInput>) -> Result<String, ApiError> {
     match c {
         Content::Text(t) => Ok(t),
         Content::Parts(parts) => {
             let mut text = String::new();
             for (j, p) in parts.into_iter().enumerate() {
-                match (p.ty.as_str(), p.text) {
-                    ("text", Some(t)) => text.push_str(&t),
-                    (ty, _) => {
+                let param = format!("messages[{i}].content[{j}]");
+                match (p.ty.as_str(), p.text, p.image_url) {
+                    ("text", Some(t), _) => text.push_str(&t),
+                    ("image_url", _, Some(u)) => {
+                        images.push(ImageInput { bytes: data_url(&u.url, &param)?, param });
+                        text.push_str(gemma_gguf::vision::prompt::MEDIA_MARKER);
+                    }
+                    (ty, _, _) => {
                         return Err(ApiError::bad(
-                            format!("messages[{i}].content[{j}]"),
-                            format!("content parts of type {ty:?} are not supported: only text with a `text` field"),
+                            param,
+                            format!("content parts of type {ty:?} are not supported: only text with a `text` field, and image_url with a `url`"),
                         ))
                     }
                 }
@@ -279,7 +328,12 @@ pub fn parse_completion(body: &[u8]) -> Result<Request, ApiError> {
         return Err(ApiError::bad("tools", "tools: only /v1/chat/completions takes tools"));
     }
     let model = common.model.clone();
-    Ok(Request { model, input: Input::Text(prompt), params: params(common, v.get("response_format"))? })
+    Ok(Request {
+        model,
+        input: Input::Text(prompt),
+        params: params(common, v.get("response_format"))?,
+        images: Vec::new(),
+    })
 }
 
 /// Checks the shared fields. Sampling defaults are the library's (llama.cpp's): temperature

@@ -9,7 +9,7 @@
 //! a shared system prompt) goes to that sequence and feeds only the rest.
 #![forbid(unsafe_code)]
 
-use crate::api::{GenParams, Input};
+use crate::api::{GenParams, ImageInput, Input};
 use crate::error::{ApiError, ServerError};
 use crate::metrics::Metrics;
 use crate::step::{finish_run, pick_slot, Sessions};
@@ -20,6 +20,9 @@ use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::sampler::Sampler;
 use gemma_gguf::session::{Session, SessionOptions};
 use gemma_gguf::tokenizer::Decoder;
+use gemma_gguf::vision::encoder::VisionModel;
+use gemma_gguf::vision::preprocess::MAX_IMAGE_PIXELS;
+use gemma_gguf::vision::prompt;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -68,6 +71,8 @@ pub enum Event {
 /// One request for the engine.
 pub struct Job {
     pub input: Input,
+    /// The images the input's `<__media__>` markers stand for, in order.
+    pub images: Vec<ImageInput>,
     pub params: GenParams,
     pub events: UnboundedSender<Event>,
     pub deadline: Instant,
@@ -95,6 +100,8 @@ pub struct EngineConfig {
     pub parallel: usize,
     /// One shared session, all sequences in one graph per step (see `step.rs`).
     pub batching: bool,
+    /// The projector for images (Gemma 3 vision), checked against the model at start.
+    pub mmproj: Option<PathBuf>,
 }
 
 /// Starts the inference thread and waits until the model is loaded.
@@ -114,7 +121,19 @@ pub fn start(
                     return;
                 }
             };
-            match Engine::new(&model, &cfg, metrics) {
+            let vision = match &cfg.mmproj {
+                None => None,
+                Some(p) => {
+                    match VisionModel::load(p, cfg.load.threads).and_then(|v| v.check_model(&model).map(|_| v)) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(ServerError::Model(e)));
+                            return;
+                        }
+                    }
+                }
+            };
+            match Engine::new(&model, &cfg, metrics, vision) {
                 Ok(engine) => {
                     let constraints = match ConstraintEngine::new(model.tokenizer()) {
                         Ok(c) => Arc::new(c),
@@ -145,7 +164,10 @@ pub fn start(
 /// A prompt ready to run.
 struct Admitted {
     job: Job,
+    /// Tokens, each image as its run of flat ids (`vision::prompt::flatten`).
     prompt: Vec<u32>,
+    /// The images' embeddings.
+    images: Vec<Vec<f32>>,
     sampler: Sampler,
 }
 
@@ -164,6 +186,10 @@ pub(crate) struct Running<'m> {
     pub stop: StopFilter,
     pub usage: Usage,
     pub constraint: Option<Constraint>,
+    /// The prompt's images (embeddings), fed where `feed` holds their flat ids, attending to
+    /// each other both ways unless `causal`.
+    pub images: Vec<Vec<f32>>,
+    pub causal: bool,
 }
 
 /// One sequence.
@@ -186,10 +212,16 @@ struct Engine<'m> {
     metrics: Arc<Metrics>,
     n_ubatch: usize,
     clock: u64,
+    vision: Option<VisionModel>,
 }
 
 impl<'m> Engine<'m> {
-    fn new(model: &'m Model, cfg: &EngineConfig, metrics: Arc<Metrics>) -> Result<Engine<'m>, ServerError> {
+    fn new(
+        model: &'m Model,
+        cfg: &EngineConfig,
+        metrics: Arc<Metrics>,
+        vision: Option<VisionModel>,
+    ) -> Result<Engine<'m>, ServerError> {
         if cfg.parallel == 0 || cfg.parallel > 256 {
             return Err(ServerError::Config {
                 what: "--parallel",
@@ -222,6 +254,7 @@ impl<'m> Engine<'m> {
             // At most what a session takes in one graph (it clamps n_ubatch to its context).
             n_ubatch: cfg.session.n_ubatch.clamp(1, cfg.session.n_ctx.max(1)) as usize,
             clock: 0,
+            vision,
         })
     }
 
@@ -259,11 +292,11 @@ impl<'m> Engine<'m> {
 
     /// Tokenizes a job's input and checks it fits; answers `Accepted` or `Failed` at once.
     fn admit(&mut self, job: Job) {
-        let ready = self.tokenize(&job.input).and_then(|p| Ok((p, Sampler::new(job.params.sampler)?)));
+        let ready = self.tokenize(&job.input, &job.images).and_then(|p| Ok((p, Sampler::new(job.params.sampler)?)));
         match ready {
-            Ok((prompt, sampler)) => {
+            Ok(((prompt, images), sampler)) => {
                 let _ = job.events.send(Event::Accepted { prompt_tokens: prompt.len() });
-                self.pending.push_back(Admitted { job, prompt, sampler });
+                self.pending.push_back(Admitted { job, prompt, images, sampler });
             }
             Err(e) => {
                 self.metrics.queued.fetch_sub(1, Relaxed);
@@ -272,12 +305,16 @@ impl<'m> Engine<'m> {
         }
     }
 
-    fn tokenize(&self, input: &Input) -> Result<Vec<u32>, ApiError> {
+    /// The prompt as flat ids (images as runs of their ids) and the images' embeddings.
+    fn tokenize(&self, input: &Input, images: &[ImageInput]) -> Result<(Vec<u32>, Vec<Vec<f32>>), ApiError> {
         let tok = self.model.tokenizer();
-        let prompt = match input {
-            Input::Chat(messages) => encode_pieces(&self.format.format(messages, true, &self.specials)?, tok)?,
-            Input::Text(text) => tok.encode(text, tok.adds_bos()),
-            Input::Pieces(pieces) => encode_pieces(pieces, tok)?,
+        let (prompt, embd) = match (input, images.first()) {
+            (Input::Chat(messages), None) => {
+                (encode_pieces(&self.format.format(messages, true, &self.specials)?, tok)?, Vec::new())
+            }
+            (Input::Text(text), _) => (tok.encode(text, tok.adds_bos()), Vec::new()),
+            (Input::Pieces(pieces), None) => (encode_pieces(pieces, tok)?, Vec::new()),
+            (Input::Chat(_) | Input::Pieces(_), Some(first)) => self.with_images(input, images, first)?,
         };
         let n_ctx = self.sessions.n_ctx();
         if prompt.is_empty() {
@@ -287,7 +324,36 @@ impl<'m> Engine<'m> {
             let param = if matches!(input, Input::Text(_)) { "prompt" } else { "messages" };
             return Err(ApiError::PromptTooLong { prompt_tokens: prompt.len(), n_ctx, param });
         }
-        Ok(prompt)
+        Ok((prompt, embd))
+    }
+
+    /// [`tokenize`](Self::tokenize) for a chat whose messages hold images.
+    fn with_images(
+        &self,
+        input: &Input,
+        images: &[ImageInput],
+        first: &ImageInput,
+    ) -> Result<(Vec<u32>, Vec<Vec<f32>>), ApiError> {
+        let p = &first.param;
+        let v = self
+            .vision
+            .as_ref()
+            .ok_or_else(|| ApiError::bad(p, format!("{p}: this server takes no images (started without --mmproj)")))?;
+        let pieces = match input {
+            Input::Chat(messages) => self.format.format(messages, true, &self.specials)?,
+            Input::Pieces(pieces) => pieces.clone(),
+            Input::Text(_) => Vec::new(),
+        };
+        let chunks = prompt::chunks(&pieces, images.len(), self.model.tokenizer())
+            .map_err(|e| ApiError::bad("messages", format!("messages: {e}")))?;
+        let embd = images
+            .iter()
+            .map(|im| {
+                let p = &im.param;
+                v.embed_image(&im.bytes, MAX_IMAGE_PIXELS).map_err(|e| ApiError::bad(p, format!("{p}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((prompt::flatten(&chunks, 0, v.hp.n_tokens() as usize), embd))
     }
 
     /// Gives waiting jobs to free sequences, first come first served; drops those whose
@@ -322,7 +388,8 @@ impl<'m> Engine<'m> {
                     reuse = 0;
                 }
             }
-            let run = start_run(self.model, a, reuse, self.sessions.n_ctx());
+            let causal = self.vision.as_ref().is_none_or(|v| !v.bidirectional());
+            let run = start_run(self.model, a, reuse, self.sessions.n_ctx(), causal);
             self.metrics.prompt_tokens.fetch_add(run.usage.prompt_tokens as u64, Relaxed);
             self.metrics.cached_tokens.fetch_add(reuse as u64, Relaxed);
             self.metrics.active.fetch_add(1, Relaxed);
@@ -371,10 +438,10 @@ impl<'m> Engine<'m> {
     }
 }
 
-fn start_run<'m>(model: &'m Model, mut a: Admitted, reuse: usize, n_ctx: u32) -> Running<'m> {
+fn start_run<'m>(model: &'m Model, mut a: Admitted, reuse: usize, n_ctx: u32, causal: bool) -> Running<'m> {
     let mut sampler = a.sampler;
     let constraint = a.job.constraint.take();
-    for &t in &a.prompt {
+    for &t in a.prompt.iter().filter(|&&t| prompt::image_of(t).is_none()) {
         sampler.accept(t);
     }
     let room = n_ctx as usize - a.prompt.len();
@@ -392,6 +459,8 @@ fn start_run<'m>(model: &'m Model, mut a: Admitted, reuse: usize, n_ctx: u32) ->
         stop,
         usage,
         constraint,
+        images: a.images,
+        causal,
         job: a.job,
     }
 }

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// Longest a request may take, waiting included (504 past it).
     pub timeout: Duration,
+    /// The projector file of a Gemma 3 vision model: with it, chat messages may hold images
+    /// (`image_url` parts with `data:` URLs); without, they are refused.
+    pub mmproj: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -78,6 +81,7 @@ impl ServerConfig {
             api_key: None,
             max_body: 1 << 20,
             timeout: Duration::from_secs(600),
+            mmproj: None,
         }
     }
 }
@@ -107,6 +111,7 @@ impl Server {
             session: cfg.session,
             parallel: cfg.parallel,
             batching: cfg.batching,
+            mmproj: cfg.mmproj.clone(),
         };
         let m = metrics.clone();
         let (info, engine) = tokio::task::spawn_blocking(move || engine::start(engine_cfg, rx, m))

@@ -137,7 +137,7 @@ async fn answer(app: &Arc<App>, kind: Kind, body: Result<Bytes, BytesRejection>)
     if let Some(model) = req.model.as_deref().filter(|m| *m != app.model_id) {
         return Err(ApiError::ModelNotFound { model: model.to_string() });
     }
-    let Request { mut input, params, .. } = req;
+    let Request { mut input, params, images, .. } = req;
     // Tools in the prompt and a call grammar, or the response format's schema.
     let tools = params.tools.as_ref().filter(|t| t.active());
     let (spec, param) = match tools {
@@ -161,6 +161,7 @@ async fn answer(app: &Arc<App>, kind: Kind, body: Result<Bytes, BytesRejection>)
     }
     let job = Job {
         input,
+        images,
         params: params.clone(),
         events: tx,
         deadline: Instant::now() + app.timeout,

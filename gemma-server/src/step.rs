@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use gemma_gguf::constrain::Progress;
 use gemma_gguf::session::{Outputs, SeqTokens, Session};
 use gemma_gguf::tokenizer::Tokenizer;
+use gemma_gguf::vision::prompt::image_of;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// The sessions behind the slots.
@@ -60,9 +61,27 @@ impl Sessions<'_> {
 /// What one slot feeds this step.
 struct Feed {
     slot: usize,
+    /// Tokens, or one image's run of flat ids.
     tokens: Vec<u32>,
     /// The prompt position after this feed, or `None` for a generated token.
     fed_to: Option<usize>,
+    /// The image of the slot's request these ids stand for (fed as its embeddings, in a
+    /// batch of its own).
+    image: Option<usize>,
+}
+
+/// Feeds slot `f`'s image; `None` when `f` is tokens.
+fn feed_image(
+    f: &Feed,
+    slots: &[Slot<'_>],
+    feed: impl FnOnce(&[f32], bool) -> gemma_gguf::Result<()>,
+) -> Option<gemma_gguf::Result<()>> {
+    let k = f.image?;
+    let run = slots[f.slot].run.as_ref()?;
+    Some(match run.images.get(k) {
+        Some(rows) => feed(rows, run.causal),
+        None => Err(gemma_gguf::Error::OutOfRange { what: "image", value: k.to_string(), why: "not in the request" }),
+    })
 }
 
 /// One step; returns the slots that finished (with why) or failed (with the error).
@@ -82,9 +101,11 @@ pub(crate) fn round(
         Sessions::Own(v) => {
             for f in &feeds {
                 let session = &mut v[f.slot];
-                let r = session
-                    .decode_into(&f.tokens, Outputs::Last, logits)
-                    .and_then(|_| after(&mut slots[f.slot], f, logits, session.n_past(), n_ctx, tok, metrics));
+                let fed = match feed_image(f, slots, |rows, causal| session.decode_embd(rows, causal)) {
+                    Some(r) => r,
+                    None => session.decode_into(&f.tokens, Outputs::Last, logits),
+                };
+                let r = fed.and_then(|_| after(&mut slots[f.slot], f, logits, session.n_past(), n_ctx, tok, metrics));
                 match r {
                     Ok(None) => {}
                     Ok(Some(finish)) => ended.push((f.slot, Ok(finish))),
@@ -97,6 +118,23 @@ pub(crate) fn round(
             }
         }
         Sessions::Shared(s) => {
+            // Images first, each in a graph of its own; then every sequence's tokens in one.
+            let (images, feeds): (Vec<Feed>, Vec<Feed>) = feeds.into_iter().partition(|f| f.image.is_some());
+            for f in &images {
+                let seq = f.slot as u16;
+                let r = feed_image(f, slots, |rows, causal| s.decode_embd_seq(seq, rows, causal))
+                    .unwrap_or(Ok(()))
+                    .and_then(|_| after(&mut slots[f.slot], f, &mut [], s.n_past_seq(seq), n_ctx, tok, metrics));
+                match r {
+                    Ok(None) => {}
+                    Ok(Some(finish)) => ended.push((f.slot, Ok(finish))),
+                    Err(e) => {
+                        s.clear_seq(seq);
+                        slots[f.slot].cached.clear();
+                        ended.push((f.slot, Err(e.to_string())));
+                    }
+                }
+            }
             if feeds.is_empty() {
                 return ended;
             }
@@ -133,15 +171,24 @@ fn plan(slots: &[Slot<'_>], n_ubatch: usize, shared: bool) -> Vec<Feed> {
     let mut budget = if shared { n_ubatch } else { usize::MAX };
     for (i, run) in slots.iter().enumerate().filter_map(|(i, s)| Some((i, s.run.as_ref()?))) {
         if let (Some(t), true) = (run.pending, budget > 0) {
-            feeds.push(Feed { slot: i, tokens: vec![t], fed_to: None });
+            feeds.push(Feed { slot: i, tokens: vec![t], fed_to: None, image: None });
             budget -= 1;
         }
     }
     for (i, run) in slots.iter().enumerate().filter_map(|(i, s)| Some((i, s.run.as_ref()?))) {
         if run.pending.is_none() && run.fed < run.feed.len() && budget > 0 {
-            let end = run.feed.len().min(run.fed + n_ubatch.min(budget));
-            feeds.push(Feed { slot: i, tokens: run.feed[run.fed..end].to_vec(), fed_to: Some(end) });
-            budget = budget.saturating_sub(end - run.fed);
+            let rest = &run.feed[run.fed..];
+            // An image whole (in a graph of its own, outside the token budget); else the
+            // tokens up to the next image.
+            let (n, image) = match image_of(rest[0]) {
+                Some(k) => (rest.iter().take_while(|&&t| t == rest[0]).count(), Some(k)),
+                None => (rest.iter().take_while(|&&t| image_of(t).is_none()).count().min(n_ubatch.min(budget)), None),
+            };
+            let end = run.fed + n;
+            feeds.push(Feed { slot: i, tokens: rest[..n].to_vec(), fed_to: Some(end), image });
+            if image.is_none() {
+                budget = budget.saturating_sub(n);
+            }
         }
     }
     feeds
@@ -207,7 +254,10 @@ const MIN_PARTIAL_REUSE: usize = 16;
 pub(crate) fn pick_slot(slots: &[Slot<'_>], prompt: &[u32]) -> (usize, usize) {
     let free = || slots.iter().enumerate().filter(|(_, s)| s.run.is_none());
     let reuse = |s: &Slot<'_>| {
-        let common = s.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+        // Images are never taken as equal: their ids number a request's images, not their
+        // content.
+        let same = |(a, b): &(&u32, &u32)| a == b && image_of(**a).is_none();
+        let common = s.cached.iter().zip(prompt).take_while(same).count().min(prompt.len() - 1);
         if common == s.cached.len() || common >= MIN_PARTIAL_REUSE {
             common
         } else {

@@ -137,6 +137,120 @@ impl Mtmd {
     }
 }
 
+/// A libllama context on the [`Mtmd`]'s language model, fed the way libmtmd's helper feeds
+/// an image prompt (`mtmd_helper_eval_chunk_single`, mtmd-helper.cpp): text tokens in one
+/// batch, each image's embeddings in one batch with causal attention off when libmtmd says so
+/// (`mtmd_decode_use_non_causal`), no logits read for image positions.
+pub struct MtmdLm<'a> {
+    mtmd: &'a Mtmd,
+    ctx: NonNull<ll::llama_context>,
+    n_past: i32,
+    n_vocab: usize,
+}
+
+impl Mtmd {
+    /// A fresh context of `n_ctx` cells (one batch holds them all), `threads` threads, f16
+    /// cache, flash attention off, window-sized cache for sliding-window layers (as ours).
+    pub fn lm(&self, n_ctx: u32, threads: i32) -> Result<MtmdLm<'_>, MtmdError> {
+        // SAFETY: plain struct of defaults returned by value.
+        let mut cp = unsafe { ll::llama_context_default_params() };
+        cp.n_ctx = n_ctx;
+        cp.n_batch = n_ctx;
+        cp.n_ubatch = n_ctx;
+        cp.n_threads = threads;
+        cp.n_threads_batch = threads;
+        cp.swa_full = false;
+        cp.flash_attn_type = ll::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        // SAFETY: `self.model` is live and outlives the context (borrowed by MtmdLm).
+        let ctx = unsafe { ll::llama_init_from_model(self.model.as_ptr(), cp) };
+        let ctx = NonNull::new(ctx).ok_or_else(|| MtmdError("llama_init_from_model failed".into()))?;
+        // SAFETY: `self.model` is live.
+        let n_vocab = unsafe { ll::llama_vocab_n_tokens(ll::llama_model_get_vocab(self.model.as_ptr())) } as usize;
+        Ok(MtmdLm { mtmd: self, ctx, n_past: 0, n_vocab })
+    }
+
+    /// Whether libmtmd decodes this projector's images with causal attention off.
+    pub fn non_causal(&self) -> bool {
+        // SAFETY: ctx is live; a null chunk asks about the vision projector.
+        unsafe { ll::mtmd_decode_use_non_causal(self.ctx.as_ptr(), std::ptr::null()) }
+    }
+}
+
+impl MtmdLm<'_> {
+    /// Feeds `tokens` after the cache; returns the logits of every position, row by row.
+    pub fn decode_tokens(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>, MtmdError> {
+        let n = tokens.len();
+        // SAFETY: the batch is sized for n tokens, one sequence id each; every entry is
+        // filled before llama_decode; logits rows are read for positions flagged as outputs.
+        unsafe {
+            let mut batch = ll::llama_batch_init(n as i32, 0, 1);
+            for (i, &t) in tokens.iter().enumerate() {
+                *batch.token.add(i) = t as i32;
+                *batch.pos.add(i) = self.n_past + i as i32;
+                *batch.n_seq_id.add(i) = 1;
+                *(*batch.seq_id.add(i)) = 0;
+                *batch.logits.add(i) = 1;
+            }
+            batch.n_tokens = n as i32;
+            let rc = ll::llama_decode(self.ctx.as_ptr(), batch);
+            ll::llama_batch_free(batch);
+            if rc != 0 {
+                return Err(MtmdError(format!("llama_decode returned {rc}")));
+            }
+            self.n_past += n as i32;
+            Ok((0..n)
+                .map(|i| {
+                    let p = ll::llama_get_logits_ith(self.ctx.as_ptr(), i as i32);
+                    std::slice::from_raw_parts(p, self.n_vocab).to_vec()
+                })
+                .collect())
+        }
+    }
+
+    /// Feeds one image's embeddings (`[n_tokens][n_embd]`) after the cache, in one batch,
+    /// causal attention off when libmtmd decodes this projector's images so.
+    pub fn decode_image(&mut self, rows: &[Vec<f32>]) -> Result<(), MtmdError> {
+        let (n, e) = (rows.len(), self.mtmd.n_embd());
+        if rows.iter().any(|r| r.len() != e) {
+            return Err(MtmdError(format!("image rows must have {e} values")));
+        }
+        let non_causal = self.mtmd.non_causal();
+        // SAFETY: the batch is sized for n rows of e floats, one sequence id each; every
+        // entry is filled before llama_decode; causal attention is restored after it.
+        unsafe {
+            let mut batch = ll::llama_batch_init(n as i32, e as i32, 1);
+            for (i, r) in rows.iter().enumerate() {
+                std::ptr::copy_nonoverlapping(r.as_ptr(), batch.embd.add(i * e), e);
+                *batch.pos.add(i) = self.n_past + i as i32;
+                *batch.n_seq_id.add(i) = 1;
+                *(*batch.seq_id.add(i)) = 0;
+                *batch.logits.add(i) = 0;
+            }
+            batch.n_tokens = n as i32;
+            if non_causal {
+                ll::llama_set_causal_attn(self.ctx.as_ptr(), false);
+            }
+            let rc = ll::llama_decode(self.ctx.as_ptr(), batch);
+            if non_causal {
+                ll::llama_set_causal_attn(self.ctx.as_ptr(), true);
+            }
+            ll::llama_batch_free(batch);
+            if rc != 0 {
+                return Err(MtmdError(format!("llama_decode (image) returned {rc}")));
+            }
+        }
+        self.n_past += n as i32;
+        Ok(())
+    }
+}
+
+impl Drop for MtmdLm<'_> {
+    fn drop(&mut self) {
+        // SAFETY: made in `Mtmd::lm`, freed once, before the model (borrowed).
+        unsafe { ll::llama_free(self.ctx.as_ptr()) };
+    }
+}
+
 impl Drop for Mtmd {
     fn drop(&mut self) {
         // SAFETY: both handles were made in `load` and are freed once, context first.

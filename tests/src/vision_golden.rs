@@ -70,3 +70,51 @@ pub fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> (f64, f64) {
     }
     (d, s)
 }
+
+/// One image+text prompt of the language-model reference (`lm.json`).
+pub struct LmCase {
+    pub name: String,
+    /// Input ids; each image is a run of `image_token` ids.
+    pub ids: Vec<u32>,
+    pub images: Vec<PathBuf>,
+    /// transformers' logits at every position, `[n_pos][n_vocab]`.
+    pub logits: Vec<Vec<f32>>,
+    /// Greedy continuation and the logits each step was chosen from.
+    pub greedy: Vec<u32>,
+    pub greedy_logits: Vec<Vec<f32>>,
+}
+
+/// The language-model reference of the tiny vision checkpoint, and its image token id.
+pub fn lm_golden() -> (Vec<LmCase>, u32) {
+    let dir = workspace_root().join("tests/data/tiny/gemma3-vision");
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+    };
+    let (g, vg) = (read("lm.json"), read("golden.json"));
+    let n_vocab = g["n_vocab"].as_u64().unwrap() as usize;
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    };
+    let rows = |f: &serde_json::Value| -> Vec<Vec<f32>> {
+        read_f32(&dir.join(f.as_str().unwrap())).chunks(n_vocab).map(|r| r.to_vec()).collect()
+    };
+    let cases = g["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| LmCase {
+            name: c["name"].as_str().unwrap().into(),
+            ids: ids(&c["ids"]),
+            images: c["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| dir.join("images").join(f.as_str().unwrap()))
+                .collect(),
+            logits: rows(&c["logits"]),
+            greedy: ids(&c["greedy"]),
+            greedy_logits: rows(&c["greedy_logits"]),
+        })
+        .collect();
+    (cases, vg["image_token"].as_u64().unwrap() as u32)
+}

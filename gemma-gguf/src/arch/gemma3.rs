@@ -125,14 +125,22 @@ pub(crate) struct Forward<'s, 'm> {
     pub pass: Pass<'s, 'm>,
     pub w: &'m Weights,
     pub hp: &'m Hparams,
+    /// Embeddings fed instead of token ids (an image's, from the projector): `[n_embd,
+    /// n_tokens]`, used as they are.
+    pub embd: Option<Tensor<'s>>,
 }
 
 impl<'s> Forward<'s, '_> {
-    /// The whole forward pass: token ids → logits `[n_vocab, n_out]`.
+    /// The whole forward pass: token ids (or embeddings) → logits `[n_vocab, n_out]`.
     pub fn build(&self, gf: &mut Graph<'s>) -> Result<Tensor<'s>> {
         let (hp, d) = (self.hp, &self.hp.dims);
-        // x = embd[tokens] · √n_embd: [n_embd, n_tokens]
-        let mut x = self.pass.embed(self.w.token_embd, d.n_embd)?;
+        // x = embd[tokens] · √n_embd, or the given embeddings unscaled (llama.cpp's
+        // `build_inp_embd` scales token rows only; transformers' Gemma3Model scales in
+        // `embed_tokens` and scatters image features in after): [n_embd, n_tokens]
+        let mut x = match self.embd {
+            Some(e) => e,
+            None => self.pass.embed(self.w.token_embd, d.n_embd)?,
+        };
         for il in 0..d.n_layer as usize {
             x = self.layer(gf, x, il)?;
         }

@@ -236,6 +236,32 @@ impl VisionModel {
         Ok(())
     }
 
+    /// Refuses a language model this projector cannot feed: not Gemma 3 (Gemma 3n and 4 have
+    /// their own vision towers), or another embedding width.
+    pub fn check_model(&self, model: &crate::model::Model) -> Result<()> {
+        if !matches!(model.arch(), crate::model::Arch::Gemma3 { .. }) {
+            return Err(bad(format!(
+                "a Gemma 3 projector cannot feed a {} model: use a Gemma 3 (4B or larger) language model",
+                model.arch().name()
+            )));
+        }
+        self.check_text_width(model.dims().n_embd)
+    }
+
+    /// Whether an image's tokens attend to each other both ways in the language model: yes for
+    /// Gemma 3 (libmtmd's `mtmd_decode_use_non_causal`, mtmd.cpp; transformers' Gemma 3 mask
+    /// `create_masks_for_vision_model`), the only projector loaded here.
+    pub fn bidirectional(&self) -> bool {
+        true
+    }
+
+    /// Image bytes (PNG, JPEG, WebP; at most `max_pixels` pixels) → its embeddings, as
+    /// [`encode`](Self::encode).
+    pub fn embed_image(&self, bytes: &[u8], max_pixels: u64) -> Result<Vec<f32>> {
+        let pixels = super::preprocess::preprocess(bytes, &self.hp.pixels, max_pixels)?;
+        self.encode(&pixels)
+    }
+
     /// One image's pixel tensor (`[3][size][size]`, see [`super::preprocess`]) →
     /// `n_tokens` embeddings of `n_embd_text` values, row by row.
     pub fn encode(&self, pixels: &[f32]) -> Result<Vec<f32>> {

@@ -4,9 +4,11 @@
 //! - [`names`]: the projector file's keys and tensor names (shared with the converter).
 //! - [`preprocess`]: image bytes → the pixel tensor (decode, RGB, resize, normalise).
 //! - [`encoder`]: the SigLIP encoder and Gemma 3 projector as a ggml graph.
+//! - [`prompt`]: where the images go among a prompt's tokens.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "ggml")]
 pub mod encoder;
 pub mod names;
 pub mod preprocess;
+pub mod prompt;
