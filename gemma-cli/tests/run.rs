@@ -1,30 +1,17 @@
 //! `gemma run` and `gemma chat` end to end on the real model, and their bad inputs.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 fn model() -> Option<PathBuf> {
     gemma_tests::test_model()
 }
 
 fn gemma(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn gemma");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or_default()).unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
+    gemma_tests::cli::run(Path::new(env!("CARGO_BIN_EXE_gemma")), args, stdin.unwrap_or_default())
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use gemma_tests::cli::text;
 
 #[test]
 fn run_streams_a_greedy_completion_with_stats() {

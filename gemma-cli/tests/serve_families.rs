@@ -26,18 +26,8 @@ fn serve_matches_the_library(what: &str, cfg: TinyConfig) {
     let model = Model::load(&path, &gemma_tests::serve::one_thread()).unwrap();
     let server = ServeProcess::start(&gemma(), &path, &["-c", "256", "--parallel", "2"]);
     let want: Vec<String> = PROMPTS.iter().map(|p| greedy(&model, 256, &text_ids(&model, p), 12)).collect();
-    let addr = server.addr;
-    let threads: Vec<_> = PROMPTS
-        .iter()
-        .map(|p| {
-            let body = json!({ "prompt": p, "max_tokens": 12, "temperature": 0 }).to_string();
-            std::thread::spawn(move || {
-                gemma_tests::serve::request(addr, "POST", "/v1/completions", &[], body.as_bytes())
-            })
-        })
-        .collect();
-    for ((t, want), prompt) in threads.into_iter().zip(&want).zip(PROMPTS) {
-        let r = t.join().unwrap();
+    let replies = gemma_tests::serve::parallel_completions(server.addr, &PROMPTS, 12);
+    for ((r, want), prompt) in replies.into_iter().zip(&want).zip(PROMPTS) {
         assert_eq!(r.status, 200, "{what}: {}", r.body);
         let v = r.json();
         assert_eq!(v["choices"][0]["text"].as_str(), Some(want.as_str()), "{what}: {prompt}");

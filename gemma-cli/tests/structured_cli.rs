@@ -1,18 +1,9 @@
 //! `gemma run` / `gemma chat` with `--json-schema`, `--grammar`, `--regex` on the real model,
 //! and each bad constraint as a clear error.
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 fn gemma(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn gemma");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    gemma_tests::cli::run(std::path::Path::new(env!("CARGO_BIN_EXE_gemma")), args, stdin)
 }
 
 fn text(b: &[u8]) -> String {

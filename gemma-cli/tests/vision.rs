@@ -4,27 +4,14 @@
 //! transformers and libmtmd in tests/tests/vision_lm.rs; here: the image reaches the model
 //! (another image, or the image elsewhere, changes the top logits), markers place images,
 //! and every bad input is a one-line error.
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 fn gemma(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn gemma");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or_default()).unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
+    gemma_tests::cli::run(Path::new(env!("CARGO_BIN_EXE_gemma")), args, stdin.unwrap_or_default())
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use gemma_tests::cli::text;
 
 fn tiny(name: &str) -> PathBuf {
     gemma_tests::workspace_root().join("tests/data/tiny").join(name)

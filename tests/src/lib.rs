@@ -2,6 +2,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod bench;
+pub mod cli;
 pub mod exact;
 pub mod llama_logits;
 pub mod llama_quantize;

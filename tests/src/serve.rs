@@ -195,6 +195,19 @@ impl Reply {
     }
 }
 
+/// Sends one greedy `/v1/completions` request per prompt, all at once from their own threads,
+/// and returns the replies in the prompts' order.
+pub fn parallel_completions(addr: SocketAddr, prompts: &[&str], max_tokens: u32) -> Vec<Reply> {
+    let threads: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let body = serde_json::json!({ "prompt": p, "max_tokens": max_tokens, "temperature": 0 }).to_string();
+            std::thread::spawn(move || request(addr, "POST", "/v1/completions", &[], body.as_bytes()))
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().expect("a request thread")).collect()
+}
+
 /// One request on a fresh connection (`Connection: close`), read to the end.
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let mut s = TcpStream::connect(addr).expect("connecting to the server");

@@ -1,0 +1,26 @@
+//! Running the `gemma` binary in the command-line tests (gemma-cli/tests/): the command with
+//! its standard input written and closed, so a `chat` session ends at end of input.
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Runs `gemma ARGS…` with `stdin` as its standard input and waits for it.
+pub fn run(gemma: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(gemma)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gemma");
+    let mut input = child.stdin.take().expect("piped stdin");
+    // A command that exits before reading its input (a bad argument) closes the pipe.
+    let _ = input.write_all(stdin);
+    drop(input);
+    child.wait_with_output().expect("wait for gemma")
+}
+
+/// Output bytes as text (lossy, for messages and searches).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
