@@ -1,0 +1,194 @@
+//! Gemma 4's vision tower: `gemma convert --mmproj` on the tiny random
+//! `Gemma4ForConditionalGeneration` (tests/data/tiny/gemma4-vision,
+//! scripts/make_tiny_gemma4_vision.py) writes llama.cpp's `gemma4v` projector file, which
+//! libmtmd loads beside the converted text model; its image embeddings are compared with
+//! transformers' `get_image_features` on the same pixels.
+//!
+//! The two images have 240×168 and 168×240 pixels: multiples of patch × kernel (24) with 70
+//! soft tokens, which neither transformers' processor (max_soft_tokens 70) nor libmtmd's
+//! dynamic-size preprocessor (70..1120 tokens, aligned sizes kept) resizes, so both encode the
+//! same pixel values.
+//!
+//! Bound: 16 units of 2^-11 of the largest value, as tests/tests/vision_encoder.rs (ggml's GELU
+//! goes through an f16 table, and f16 files round the weights to f16).
+use gemma_gguf::gguf::{GgufFile, GgufValue};
+use gemma_gguf::vision::names::{key as k, tensor as tn};
+use gemma_gguf::vision::preprocess::{decode, MAX_IMAGE_PIXELS};
+use gemma_tests::mtmd_ref::Mtmd;
+use gemma_tests::vision_golden::{max_diff, read_f32};
+use gemma_tests::workspace_root;
+use gemma_tools::{convert_hf, convert_mmproj, ConvertOptions, MmprojOptions, OutType};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn dir() -> PathBuf {
+    workspace_root().join("tests/data/tiny/gemma4-vision")
+}
+
+fn golden() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir().join("golden.json")).unwrap()).unwrap()
+}
+
+/// (image path, transformers' embeddings `[n_tok][n_embd_text]`).
+fn embd_golden() -> Vec<(PathBuf, Vec<Vec<f32>>)> {
+    let g = golden();
+    let shape: Vec<usize> = g["embd_shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    let all = read_f32(&dir().join("embd.f32"));
+    assert_eq!(all.len(), shape.iter().product::<usize>());
+    let per = shape[1] * shape[2];
+    g["embd_images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let rows = all[i * per..(i + 1) * per].chunks(shape[2]).map(|r| r.to_vec()).collect();
+            (dir().join("images").join(name.as_str().unwrap()), rows)
+        })
+        .collect()
+}
+
+fn convert_pair(tmp: &Path, ty: &str, src: &Path) -> (PathBuf, PathBuf) {
+    let lm = tmp.join("model.gguf");
+    if !lm.exists() {
+        let opts = ConvertOptions { out_type: OutType::parse("f32").unwrap(), ..ConvertOptions::default() };
+        convert_hf(src, &lm, &opts).unwrap();
+    }
+    let mm = tmp.join(format!("mmproj-{ty}.gguf"));
+    let o = MmprojOptions { ty: OutType::parse(ty).unwrap(), ..Default::default() };
+    convert_mmproj(src, &mm, &o).unwrap();
+    (lm, mm)
+}
+
+#[test]
+fn projector_file_has_llama_cpp_keys_and_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, mm) = convert_pair(tmp.path(), "f16", &dir());
+    let f = GgufFile::read(&mm).unwrap();
+    let get = |key: &str| f.metadata().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
+    assert_eq!(get(k::PROJECTOR_TYPE), Some(GgufValue::String("gemma4v".into())));
+    assert_eq!(get(k::PROJ_SCALE_FACTOR), Some(GgufValue::U32(3)));
+    assert_eq!(get(k::PROJECTION_DIM), Some(GgufValue::U32(256)));
+    let t = |name: &str| f.tensors().iter().find(|t| t.name == name).map(|t| t.dims.clone());
+    assert_eq!(t(tn::PATCH_EMBD), Some(vec![8, 8, 3, 64]));
+    assert_eq!(t(tn::POSITION_EMBD), Some(vec![64, 64, 2]));
+    assert_eq!(t(tn::MM_INPUT_PROJECTION), Some(vec![64, 256]));
+    assert_eq!(t("v.blk.1.attn_q_norm.weight"), Some(vec![16]));
+    assert_eq!(t("v.blk.1.ffn_gate.weight"), Some(vec![64, 128]));
+    assert_eq!(t("v.blk.0.ffn_down.output_max"), Some(vec![1]));
+    assert_eq!(t(tn::STD_SCALE), Some(vec![64]));
+    // 2 + 2 × (7 linears × 5 + 6 norms) + 2 + 1
+    assert_eq!(f.tensors().len(), 2 + 2 * (7 * 5 + 6) + 2 + 1);
+}
+
+/// libmtmd on our projector file against transformers, for f32 and f16 files, and for the
+/// checkpoint with its tensors renamed to the bare `vision_tower.`/`embed_vision.` prefixes.
+#[test]
+fn libmtmd_embeddings_match_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bound = 16.0 * 2f64.powi(-11);
+    let mut failures = Vec::new();
+    for ty in ["f32", "f16"] {
+        let (lm, mm) = convert_pair(tmp.path(), ty, &dir());
+        let mtmd = Mtmd::load(&lm, &mm, 2, false).unwrap();
+        assert_eq!(mtmd.n_embd(), 256);
+        for (image, want) in embd_golden() {
+            let img = decode(&std::fs::read(&image).unwrap(), MAX_IMAGE_PIXELS).unwrap();
+            let got = mtmd.encode(img.width, img.height, &img.data).unwrap();
+            assert_eq!(got.len(), want.len(), "70 soft tokens");
+            let (d, s) = max_diff(&got, &want);
+            let name = image.file_name().unwrap().to_string_lossy().into_owned();
+            println!("libmtmd {ty} {name}: max|Δ| vs transformers {d:.3e} (rel {:.3e}, bound {bound:.3e})", d / s);
+            if d / s > bound {
+                failures.push(format!("{ty} {name}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// The bare prefixes (`vision_tower.`, `embed_vision.`, as a checkpoint saved from the
+/// submodules would have them) give the same file.
+#[test]
+fn bare_prefixes_convert_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alt = tmp.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    for f in ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(dir().join(f), alt.join(f)).unwrap();
+    }
+    rename_safetensors(&dir().join("model.safetensors"), &alt.join("model.safetensors"), |n| {
+        n.strip_prefix("model.vision_tower.")
+            .map(|r| format!("vision_tower.{r}"))
+            .or_else(|| n.strip_prefix("model.embed_vision.").map(|r| format!("embed_vision.{r}")))
+            .unwrap_or_else(|| n.to_owned())
+    });
+    let a = tmp.path().join("a.gguf");
+    let b = tmp.path().join("b.gguf");
+    convert_mmproj(&dir(), &a, &MmprojOptions { name: Some("x".into()), ..Default::default() }).unwrap();
+    convert_mmproj(&alt, &b, &MmprojOptions { name: Some("x".into()), ..Default::default() }).unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+}
+
+/// Rewrites a safetensors file with renamed tensors (header only; data unchanged).
+fn rename_safetensors(src: &Path, dst: &Path, f: impl Fn(&str) -> String) {
+    let bytes = std::fs::read(src).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let renamed: serde_json::Map<String, Value> =
+        header.into_iter().map(|(k, v)| if k == "__metadata__" { (k, v) } else { (f(&k), v) }).collect();
+    let mut h = serde_json::to_vec(&renamed).unwrap();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(dst, out).unwrap();
+}
+
+/// Malformed checkpoints: typed errors naming the field or tensor.
+#[test]
+fn bad_gemma4_checkpoints_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("config.json")).unwrap()).unwrap();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("heads do not divide", serde_json::json!({"num_attention_heads": 3}), "head_dim"),
+        ("exact gelu", serde_json::json!({"hidden_activation": "gelu"}), "hidden_activation"),
+        ("string size", serde_json::json!({"hidden_size": "64"}), "hidden_size"),
+        (
+            "another rope base",
+            serde_json::json!({"rope_parameters": {"rope_type": "axial", "rope_theta": 1000.0}}),
+            "rope_theta",
+        ),
+        ("position table too small", serde_json::json!({"position_embedding_size": 32}), "position_embedding_table"),
+        ("wider MLP", serde_json::json!({"intermediate_size": 256}), "gate_proj"),
+    ];
+    for (i, (what, patch, needle)) in cases.into_iter().enumerate() {
+        let d = tmp.path().join(format!("bad{i}"));
+        std::fs::create_dir(&d).unwrap();
+        std::fs::copy(dir().join("model.safetensors"), d.join("model.safetensors")).unwrap();
+        let mut c = cfg.clone();
+        for (k, x) in patch.as_object().unwrap() {
+            c["vision_config"][k] = x.clone();
+        }
+        std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+        let e = convert_mmproj(&d, &d.join("out.gguf"), &MmprojOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("{what}: converted"))
+            .to_string();
+        println!("{what}: {e}");
+        assert!(e.contains(needle), "{what}: {e}");
+        assert!(!d.join("out.gguf").exists(), "{what}: partial output");
+    }
+    // A tensor missing.
+    let d = tmp.path().join("missing");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::copy(dir().join("config.json"), d.join("config.json")).unwrap();
+    rename_safetensors(&dir().join("model.safetensors"), &d.join("model.safetensors"), |n| {
+        n.replace("layers.1.self_attn.k_norm.weight", "layers.1.self_attn.k_norm.weightX")
+    });
+    let e = convert_mmproj(&d, &d.join("out.gguf"), &MmprojOptions::default()).err().unwrap().to_string();
+    println!("missing: {e}");
+    assert!(e.contains("layers.1.self_attn.k_norm.weight"), "{e}");
+}
