@@ -12,8 +12,9 @@
 //! Bound: 16 units of 2^-11 of the largest value, as tests/tests/vision_encoder.rs (ggml's GELU
 //! goes through an f16 table, and f16 files round the weights to f16).
 use gemma_gguf::gguf::{GgufFile, GgufValue};
+use gemma_gguf::vision::gemma4::Gemma4VisionModel;
 use gemma_gguf::vision::names::{key as k, tensor as tn};
-use gemma_gguf::vision::preprocess::{decode, MAX_IMAGE_PIXELS};
+use gemma_gguf::vision::preprocess::{decode, pixel_tensor, PixelSpec, MAX_IMAGE_PIXELS};
 use gemma_tests::mtmd_ref::Mtmd;
 use gemma_tests::vision_golden::{max_diff, read_f32};
 use gemma_tests::workspace_root;
@@ -103,6 +104,49 @@ fn libmtmd_embeddings_match_transformers() {
                 failures.push(format!("{ty} {name}"));
             }
         }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// Our gemma4v graph (gemma_gguf::vision::gemma4) against libmtmd on the same file and
+/// pixels, and against transformers. With an f16 file the same ggml kernels run on the same
+/// operands in the same order: bit-identical (bound 0). With f32 the bound is one f16 unit
+/// (2^-11) of the largest value, as tests/tests/vision_encoder.rs for Gemma 3 (ggml's GELU
+/// table). Against transformers, the bound of libmtmd above.
+#[test]
+fn our_encoder_matches_libmtmd_and_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for ty in ["f16", "f32"] {
+        let (lm, mm) = convert_pair(tmp.path(), ty, &dir());
+        let mtmd = Mtmd::load(&lm, &mm, 2, false).unwrap();
+        let ours = Gemma4VisionModel::load(&mm, Some(2)).unwrap();
+        assert_eq!((ours.hp.pool, ours.hp.n_pos, ours.hp.n_embd_text), (3, 64, 256));
+        for (image, want) in embd_golden() {
+            let img = decode(&std::fs::read(&image).unwrap(), MAX_IMAGE_PIXELS).unwrap();
+            let spec = PixelSpec { size: 0, mean: ours.hp.mean, std: ours.hp.std };
+            let flat = ours.encode(img.width, img.height, &pixel_tensor(&img, &spec)).unwrap();
+            let got: Vec<Vec<f32>> = flat.chunks(256).map(|r| r.to_vec()).collect();
+            assert_eq!(got.len() as u32, ours.n_tokens(img.width, img.height));
+            let reference = mtmd.encode(img.width, img.height, &img.data).unwrap();
+            let (dm, sm) = max_diff(&got, &reference);
+            let (dt, st) = max_diff(&got, &want);
+            let mtmd_bound = if ty == "f16" { 0.0 } else { 2f64.powi(-11) };
+            let t_bound = 16.0 * 2f64.powi(-11);
+            let name = image.file_name().unwrap().to_string_lossy().into_owned();
+            println!(
+                "ours {ty} {name}: vs libmtmd max|Δ| {dm:.3e} (rel {:.3e}, bound {mtmd_bound:.3e}); vs transformers max|Δ| {dt:.3e} (rel {:.3e}, bound {t_bound:.3e})",
+                dm / sm,
+                dt / st
+            );
+            if dm / sm > mtmd_bound || dt / st > t_bound {
+                failures.push(format!("{ty} {name}"));
+            }
+        }
+        // Sizes that are not multiples of patch × kernel, or beyond the position tables.
+        assert!(ours.encode(25, 24, &vec![0.0; 3 * 25 * 24]).is_err());
+        assert!(ours.encode(24 * 22, 24, &vec![0.0; 3 * 24 * 22 * 24]).is_err());
+        assert!(ours.encode(24, 24, &[0.0; 10]).is_err());
     }
     assert!(failures.is_empty(), "{failures:?}");
 }
