@@ -14,7 +14,9 @@
 use gemma_gguf::gguf::{GgufFile, GgufValue};
 use gemma_gguf::vision::gemma4::Gemma4VisionModel;
 use gemma_gguf::vision::names::{key as k, tensor as tn};
-use gemma_gguf::vision::preprocess::{decode, pixel_tensor, PixelSpec, MAX_IMAGE_PIXELS};
+use gemma_gguf::vision::preprocess::{
+    decode, gemma4_target_size, pixel_tensor, preprocess_gemma4, PixelSpec, MAX_IMAGE_PIXELS,
+};
 use gemma_tests::mtmd_ref::Mtmd;
 use gemma_tests::vision_golden::{max_diff, read_f32};
 use gemma_tests::workspace_root;
@@ -149,6 +151,51 @@ fn our_encoder_matches_libmtmd_and_transformers() {
         assert!(ours.encode(24, 24, &[0.0; 10]).is_err());
     }
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// Preprocessing against transformers' `Gemma4ImageProcessorPil` (max_soft_tokens 70, patch 8,
+/// kernel 3; Pillow 13.0.0) on generated PNGs of odd sizes, up- and downscaled, grey and with
+/// alpha. The resize reimplements Pillow's fixed-point bicubic filter and the size rule
+/// transformers' own, so the patch tensors must be equal (bound 0: the values are byte/255
+/// either way; the printed figure is the measured one).
+#[test]
+fn pixel_patches_match_transformers() {
+    let g = golden();
+    let spec = PixelSpec { size: 0, mean: [0.0; 3], std: [1.0; 3] };
+    let (p, k) = (8usize, 3u32);
+    let mut failures = Vec::new();
+    for case in g["pixels"].as_array().unwrap() {
+        let name = case["image"].as_str().unwrap();
+        let want = read_f32(&dir().join("images").join(case["pixels"].as_str().unwrap()));
+        let grid: Vec<usize> = case["grid"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+        let bytes = std::fs::read(dir().join("images").join(name)).unwrap();
+        let (w, h, ours) = preprocess_gemma4(&bytes, &spec, p as u32, k, 70, MAX_IMAGE_PIXELS).unwrap();
+        let (w, h) = (w as usize, h as usize);
+        assert_eq!((w / p, h / p), (grid[0], grid[1]), "{name}: size");
+        assert_eq!((w / p / 3 * (h / p / 3)) as u64, case["soft_tokens"].as_u64().unwrap(), "{name}");
+        // Our planar [3][h][w] as transformers' patch rows (row, column, channel).
+        let mut patches = vec![0f32; want.len()];
+        for (i, out) in patches.chunks_exact_mut(p * p * 3).enumerate() {
+            let (py, px) = (i / grid[0], i % grid[0]);
+            for ky in 0..p {
+                for kx in 0..p {
+                    for c in 0..3 {
+                        out[(ky * p + kx) * 3 + c] = ours[c * w * h + (py * p + ky) * w + px * p + kx];
+                    }
+                }
+            }
+        }
+        let d = patches.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let n_off = patches.iter().zip(&want).filter(|(a, b)| a != b).count();
+        println!("{name:>20}: {w}×{h}, max|Δ| {d:.3e}, {n_off} of {} values off (bound 0)", want.len());
+        if d > 0.0 {
+            failures.push(name.to_owned());
+        }
+    }
+    assert!(failures.is_empty(), "pixel patches differ from transformers': {failures:?}");
+    // Sizes transformers refuses: the error is typed, not a panic.
+    assert!(gemma4_target_size(0, 10, 8, 3, 70).is_err());
+    assert!(gemma4_target_size(10, 10, 0, 3, 70).is_err());
 }
 
 /// The bare prefixes (`vision_tower.`, `embed_vision.`, as a checkpoint saved from the
