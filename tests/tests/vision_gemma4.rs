@@ -283,3 +283,85 @@ fn bad_gemma4_checkpoints_are_named() {
     println!("missing: {e}");
     assert!(e.contains("layers.1.self_attn.k_norm.weight"), "{e}");
 }
+
+/// A copy of the projector file with one key changed (`Some(None)`: removed) or one tensor
+/// left out.
+fn edited(src: &Path, dst: &Path, key: &str, value: Option<Option<GgufValue>>, drop: &str) {
+    use gemma_gguf::gguf::GgufWriter;
+    let f = GgufFile::read(src).unwrap();
+    let mut w = GgufWriter::create(dst).unwrap();
+    for (k, v) in f.metadata() {
+        match (&value, k == key) {
+            (Some(None), true) => {}
+            (Some(Some(nv)), true) => w.add_kv(k, nv.clone()).unwrap(),
+            _ => w.add_kv(k, v.clone()).unwrap(),
+        }
+    }
+    let kept: Vec<_> = f.tensors().iter().filter(|t| t.name != drop).cloned().collect();
+    for t in &kept {
+        w.add_tensor_info(&t.name, &t.dims, t.ggml_type).unwrap();
+    }
+    for t in &kept {
+        w.write_tensor_data(&t.name, f.tensor_data(t).unwrap()).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Malformed gemma4v projector files: typed errors naming the key or tensor, never a panic.
+#[test]
+fn bad_gemma4v_files_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("mmproj.gguf");
+    convert_mmproj(&dir(), &good, &MmprojOptions::default()).unwrap();
+    let s = |x: &str| Some(Some(GgufValue::String(x.into())));
+    let u = |x: u32| Some(Some(GgufValue::U32(x)));
+    type Case<'a> = (&'a str, &'a str, Option<Option<GgufValue>>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        ("Gemma 3's type", k::PROJECTOR_TYPE, s("gemma3"), "", "gemma4v"),
+        ("no projector type", k::PROJECTOR_TYPE, Some(None), "", k::PROJECTOR_TYPE),
+        ("quick-GELU", k::USE_GELU, Some(None), "", k::USE_GELU),
+        ("heads do not divide", k::HEAD_COUNT, u(3), "", "heads"),
+        ("grouped kv heads", k::HEAD_COUNT_KV, u(2), "", k::HEAD_COUNT_KV),
+        ("zero layers", k::BLOCK_COUNT, u(0), "", k::BLOCK_COUNT),
+        ("narrower", k::EMBEDDING_LENGTH, u(32), "", tn::POSITION_EMBD),
+        ("budget not whole cells", k::IMAGE_MAX_PIXELS, u(1000), "", k::IMAGE_MAX_PIXELS),
+        ("made for another text width", k::PROJECTION_DIM, u(640), "", tn::MM_INPUT_PROJECTION),
+        ("wider MLP", k::FEED_FORWARD_LENGTH, u(256), "", "v.blk.0.ffn_gate.weight"),
+        ("a missing norm", "", None, "v.blk.1.attn_k_norm.weight", "v.blk.1.attn_k_norm.weight"),
+        ("no position table", "", None, tn::POSITION_EMBD, tn::POSITION_EMBD),
+    ];
+    for (i, (what, key, value, drop, needle)) in cases.into_iter().enumerate() {
+        let path = tmp.path().join(format!("bad{i}.gguf"));
+        edited(&good, &path, key, value, drop);
+        let e = Gemma4VisionModel::load(&path, Some(1)).err().unwrap_or_else(|| panic!("{what}: loaded")).to_string();
+        println!("{what}: {e}");
+        assert!(e.contains(needle), "{what}: {e}");
+    }
+}
+
+/// Image bytes in: the exact-size images give what `encode` gives on their pixels; other sizes
+/// are resized to the file's budget (70 tokens here); an image whose resized size exceeds the
+/// position tables (500×20 → 123 patches wide, the table holds 64) is a typed error.
+#[test]
+fn embed_image_from_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, mm) = convert_pair(tmp.path(), "f16", &dir());
+    let m = Gemma4VisionModel::load(&mm, Some(2)).unwrap();
+    assert_eq!(m.hp.max_soft_tokens, 70);
+    for (name, tokens) in [("exact-240x168.png", 70), ("odd-97x41.png", 60), ("grey-50x50.png", 64)] {
+        let bytes = std::fs::read(dir().join("images").join(name)).unwrap();
+        let (n, e) = m.embed_image(&bytes, MAX_IMAGE_PIXELS).unwrap();
+        assert_eq!((n, e.len()), (tokens, tokens as usize * 256), "{name}");
+        assert!(e.iter().all(|x| x.is_finite()), "{name}");
+    }
+    let bytes = std::fs::read(dir().join("images/exact-168x240.png")).unwrap();
+    let img = decode(&bytes, MAX_IMAGE_PIXELS).unwrap();
+    let spec = PixelSpec { size: 0, mean: m.hp.mean, std: m.hp.std };
+    let direct = m.encode(img.width, img.height, &pixel_tensor(&img, &spec)).unwrap();
+    assert_eq!(m.embed_image(&bytes, MAX_IMAGE_PIXELS).unwrap().1, direct);
+    let wide = std::fs::read(dir().join("images/wide-500x20.png")).unwrap();
+    let e = m.embed_image(&wide, MAX_IMAGE_PIXELS).unwrap_err().to_string();
+    println!("500×20: {e}");
+    assert!(e.contains("position tables"), "{e}");
+    assert!(m.embed_image(b"not an image", MAX_IMAGE_PIXELS).is_err());
+}

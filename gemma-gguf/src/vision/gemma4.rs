@@ -29,6 +29,10 @@ const ROPE_THETA: f32 = 100.0;
 const MAX_EMBD: u32 = 1 << 15;
 const MAX_FF: u32 = 1 << 18;
 const MAX_LAYERS: u32 = 256;
+/// `Gemma4ImageProcessor.max_soft_tokens`'s default (image_processing_pil_gemma4.py, 5.24.0).
+const DEFAULT_SOFT_TOKENS: u32 = 280;
+/// The largest budget transformers accepts (`_SUPPORTED_SOFT_TOKENS`) times 4.
+const MAX_SOFT_TOKENS: u64 = 4480;
 /// Patches per image side the graph accepts (the position tables bound it too).
 const MAX_SIDE: u32 = 1 << 12;
 
@@ -69,6 +73,10 @@ pub struct Gemma4Hparams {
     pub n_embd_text: u32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// The preprocessing's token budget per image (Gemma4ImageProcessor's `max_soft_tokens`):
+    /// from `clip.vision.image_max_pixels` / (patch × kernel)² when present, else 280,
+    /// transformers' default.
+    pub max_soft_tokens: u32,
 }
 
 impl Gemma4Hparams {
@@ -119,7 +127,22 @@ impl Gemma4Hparams {
                 })
             }
         };
+        let cell = (patch_size * pool) as u64 * (patch_size * pool) as u64;
+        let max_soft_tokens = match g.get(key::IMAGE_MAX_PIXELS) {
+            None => DEFAULT_SOFT_TOKENS,
+            Some(_) => {
+                let px = g.get_u32(key::IMAGE_MAX_PIXELS)? as u64;
+                if px % cell != 0 || px / cell == 0 || px / cell > MAX_SOFT_TOKENS {
+                    return Err(bad(format!(
+                        "{} = {px} must be 1..={MAX_SOFT_TOKENS} cells of (patch × kernel)² = {cell} pixels",
+                        key::IMAGE_MAX_PIXELS
+                    )));
+                }
+                (px / cell) as u32
+            }
+        };
         Ok(Gemma4Hparams {
+            max_soft_tokens,
             n_embd,
             n_ff: u32_in(g, key::FEED_FORWARD_LENGTH, 1, MAX_FF)?,
             n_layer: u32_in(g, key::BLOCK_COUNT, 1, MAX_LAYERS)?,
@@ -287,6 +310,18 @@ impl Gemma4VisionModel {
             wctx.tensor(*id)?.set_bytes(file.tensor_data(info)?)?;
         }
         Ok(Gemma4VisionModel { hp, backend, wctx, w })
+    }
+
+    /// Image bytes (PNG, JPEG, WebP; at most `max_pixels` pixels) → (number of image tokens,
+    /// embeddings): [`super::preprocess::preprocess_gemma4`] with this file's budget, then
+    /// [`encode`](Self::encode). Fails with a typed error when the image's resized size
+    /// exceeds the position tables.
+    pub fn embed_image(&self, bytes: &[u8], max_pixels: u64) -> Result<(u32, Vec<f32>)> {
+        let hp = &self.hp;
+        let spec = super::preprocess::PixelSpec { size: 0, mean: hp.mean, std: hp.std };
+        let (w, h, pixels) =
+            super::preprocess::preprocess_gemma4(bytes, &spec, hp.patch_size, hp.pool, hp.max_soft_tokens, max_pixels)?;
+        Ok((self.n_tokens(w, h), self.encode(w, h, &pixels)?))
     }
 
     /// Image tokens of a `width`×`height` image (sides multiples of [`Gemma4Hparams::align`]).

@@ -25,6 +25,10 @@ pub mod key {
     pub const HEAD_COUNT_KV: &str = "clip.vision.attention.head_count_kv";
     pub const LAYER_NORM_EPS: &str = "clip.vision.attention.layer_norm_epsilon";
     pub const IMAGE_SIZE: &str = "clip.vision.image_size";
+    /// The most pixels of a resized image. Written for Gemma 4 as its processor's
+    /// `max_soft_tokens` × (patch × kernel)²; clip.cpp fixes gemma4v's limits itself (70..1120
+    /// tokens) and does not read it for that type.
+    pub const IMAGE_MAX_PIXELS: &str = "clip.vision.image_max_pixels";
     pub const PATCH_SIZE: &str = "clip.vision.patch_size";
     pub const IMAGE_MEAN: &str = "clip.vision.image_mean";
     pub const IMAGE_STD: &str = "clip.vision.image_std";

@@ -56,6 +56,8 @@ pub struct Gemma4VisionConfig {
     pub clipped: bool,
     pub standardize: bool,
     pub n_embd_text: usize,
+    /// The processor's token budget per image (`max_soft_tokens`, preprocessor_config.json).
+    pub max_soft_tokens: usize,
 }
 
 impl Gemma4VisionConfig {
@@ -130,9 +132,65 @@ impl Gemma4VisionConfig {
             clipped: v.bool("use_clipped_linears", false)?,
             standardize: v.bool("standardize", false)?,
             n_embd_text: t.uint("hidden_size", 1, 1 << 17)?,
+            max_soft_tokens: DEFAULT_SOFT_TOKENS,
         })
     }
+
+    /// `dir/config.json` and, when present, `dir/preprocessor_config.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let mut cfg = Self::parse(&text, &path)?;
+        let pre = dir.join("preprocessor_config.json");
+        if pre.is_file() {
+            let text = std::fs::read_to_string(&pre).map_err(|e| Error::io(&pre, e))?;
+            cfg.read_preprocessor(&text, &pre)?;
+        }
+        Ok(cfg)
+    }
+
+    /// `preprocessor_config.json` (`Gemma4ImageProcessor`): the token budget; what the runtime
+    /// assumes (patch and kernel as the model's, rescale 1/255, no normalisation, bicubic)
+    /// is checked, not silently taken.
+    pub fn read_preprocessor(&mut self, text: &str, path: &Path) -> Result<()> {
+        let bad = |what: String| Error::BadConfig { path: path.to_owned(), what };
+        let json: Value = serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let obj = json.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
+        let f = Fields { obj, path, prefix: "", defaults: &[] };
+        if let Some(n) = f.opt_uint("max_soft_tokens", 1, 1 << 20)? {
+            // _SUPPORTED_SOFT_TOKENS in image_processing_pil_gemma4.py
+            if ![70, 140, 280, 560, 1120].contains(&n) {
+                return Err(f.bad("max_soft_tokens", format!("{n}; Gemma 4 takes 70, 140, 280, 560 or 1120")));
+            }
+            self.max_soft_tokens = n;
+        }
+        for (k, want) in [("patch_size", self.patch_size), ("pooling_kernel_size", self.pool_kernel)] {
+            if let Some(n) = f.opt_uint(k, 1, 1 << 20)? {
+                if n != want {
+                    return Err(f.bad(k, format!("{n}, but the vision config has {want}")));
+                }
+            }
+        }
+        if f.bool("do_normalize", false)? {
+            return Err(f.bad("do_normalize", "true; Gemma 4's processor does not normalise (the model scales)"));
+        }
+        if let Some(r) = f.get("rescale_factor") {
+            let r = f.positive("rescale_factor", r)?;
+            if (r - 1.0 / 255.0).abs() > 1e-9 {
+                return Err(f.bad("rescale_factor", format!("{r}; pixels are scaled by 1/255")));
+            }
+        }
+        if let Some(r) = f.get("resample") {
+            if r.as_u64() != Some(3) {
+                return Err(f.bad("resample", format!("{r}; Gemma 4 resizes bicubically (3)")));
+            }
+        }
+        Ok(())
+    }
 }
+
+/// `Gemma4ImageProcessor.max_soft_tokens`'s default (image_processing_pil_gemma4.py, 5.24.0).
+const DEFAULT_SOFT_TOKENS: usize = 280;
 
 fn find_prefix(ckpt: &Checkpoint, prefixes: &[&str], probe: &str) -> Result<String> {
     prefixes.iter().find(|p| ckpt.get(&format!("{p}{probe}")).is_some()).map(|p| p.to_string()).ok_or_else(|| {
@@ -299,5 +357,6 @@ pub(super) fn metadata(c: &Gemma4VisionConfig, name: &str, ty: OutType) -> Vec<(
         (key::IMAGE_MEAN.into(), f3([0.0; 3])),
         (key::IMAGE_STD.into(), f3([1.0; 3])),
         (key::PROJ_SCALE_FACTOR.into(), u(c.pool_kernel)),
+        (key::IMAGE_MAX_PIXELS.into(), u(c.max_soft_tokens * (c.patch_size * c.pool_kernel).pow(2))),
     ]
 }

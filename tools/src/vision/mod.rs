@@ -85,7 +85,7 @@ pub fn convert_mmproj(dir: &Path, output: &Path, opts: &MmprojOptions) -> Result
         .and_then(|j| j.get("architectures")?.get(0)?.as_str().map(|a| a == "Gemma4ForConditionalGeneration"))
         .unwrap_or(false);
     let (sources, metadata, ckpt) = if is_gemma4 {
-        let cfg = Gemma4VisionConfig::parse(&text, &cfg_path)?;
+        let cfg = Gemma4VisionConfig::read(dir)?;
         let ckpt = Checkpoint::open(dir)?;
         let inputs: Vec<&Path> = ckpt.tensors().map(|t| ckpt.shard_path(t)).collect();
         check_output(output, &inputs, opts.force)?;
