@@ -229,7 +229,7 @@ fn rename_safetensors(src: &Path, dst: &Path, f: impl Fn(&str) -> String) {
     let renamed: serde_json::Map<String, Value> =
         header.into_iter().map(|(k, v)| if k == "__metadata__" { (k, v) } else { (f(&k), v) }).collect();
     let mut h = serde_json::to_vec(&renamed).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
@@ -364,4 +364,22 @@ fn embed_image_from_bytes() {
     println!("500×20: {e}");
     assert!(e.contains("position tables"), "{e}");
     assert!(m.embed_image(b"not an image", MAX_IMAGE_PIXELS).is_err());
+}
+
+/// `vision::Projector` picks the graph by `clip.projector_type`; the Gemma 3 loader names a
+/// gemma4v file for what it is.
+#[test]
+fn projector_dispatches_on_type() {
+    use gemma_gguf::vision::encoder::VisionModel;
+    use gemma_gguf::vision::Projector;
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, mm) = convert_pair(tmp.path(), "f16", &dir());
+    let p = Projector::load(&mm, Some(2)).unwrap();
+    assert!(matches!(p, Projector::Gemma4(_)));
+    assert_eq!(p.n_embd_text(), 256);
+    let bytes = std::fs::read(dir().join("images/odd-97x41.png")).unwrap();
+    let direct = Gemma4VisionModel::load(&mm, Some(2)).unwrap().embed_image(&bytes, MAX_IMAGE_PIXELS).unwrap();
+    assert_eq!(p.embed_image(&bytes, MAX_IMAGE_PIXELS).unwrap(), direct);
+    let e = VisionModel::load(&mm, Some(1)).err().unwrap().to_string();
+    assert!(e.contains("Gemma 4 projector"), "{e}");
 }

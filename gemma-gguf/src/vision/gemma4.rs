@@ -132,7 +132,7 @@ impl Gemma4Hparams {
             None => DEFAULT_SOFT_TOKENS,
             Some(_) => {
                 let px = g.get_u32(key::IMAGE_MAX_PIXELS)? as u64;
-                if px % cell != 0 || px / cell == 0 || px / cell > MAX_SOFT_TOKENS {
+                if !px.is_multiple_of(cell) || px / cell == 0 || px / cell > MAX_SOFT_TOKENS {
                     return Err(bad(format!(
                         "{} = {px} must be 1..={MAX_SOFT_TOKENS} cells of (patch × kernel)² = {cell} pixels",
                         key::IMAGE_MAX_PIXELS
@@ -335,7 +335,7 @@ impl Gemma4VisionModel {
     pub fn encode(&self, width: u32, height: u32, pixels: &[f32]) -> Result<Vec<f32>> {
         let hp = &self.hp;
         let (a, p) = (hp.align(), hp.patch_size as usize);
-        if width == 0 || height == 0 || width % a != 0 || height % a != 0 {
+        if width == 0 || height == 0 || !width.is_multiple_of(a) || !height.is_multiple_of(a) {
             return Err(bad(format!("a {width}×{height} image: both sides must be positive multiples of {a}")));
         }
         let (nx, ny) = ((width / hp.patch_size) as usize, (height / hp.patch_size) as usize);

@@ -201,13 +201,15 @@ fn find_prefix(ckpt: &Checkpoint, prefixes: &[&str], probe: &str) -> Result<Stri
     })
 }
 
+/// (GGUF name, checkpoint name, ggml dims, checkpoint shape (empty: a 0-d scalar), transform)
+type Wanted = (String, String, Vec<u64>, Vec<usize>, super::Transform);
+
 /// The projector's tensors, each checked against the config.
 pub(super) fn map_tensors(ckpt: &Checkpoint, c: &Gemma4VisionConfig) -> Result<Vec<Mapped>> {
     let tower = find_prefix(ckpt, TOWER_PREFIXES, "patch_embedder.input_proj.weight")?;
     let emb = find_prefix(ckpt, EMBEDDER_PREFIXES, "embedding_projection.weight")?;
     let (e, f, p, d) = (c.n_embd as u64, c.n_ff as u64, c.patch_size as u64, c.head_dim as u64);
-    // (GGUF name, checkpoint name, ggml dims, checkpoint shape, transform)
-    let mut wanted: Vec<(String, String, Vec<u64>, Vec<usize>, super::Transform)> = vec![
+    let mut wanted: Vec<Wanted> = vec![
         (
             tn::PATCH_EMBD.into(),
             format!("{tower}patch_embedder.input_proj.weight"),
