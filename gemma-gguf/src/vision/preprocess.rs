@@ -290,7 +290,7 @@ pub fn preprocess(bytes: &[u8], spec: &PixelSpec, max_pixels: u64) -> Result<Vec
 /// transformers 5.24.0): the largest aspect-preserving size with at most
 /// `max_soft_tokens · kernel²` patches whose sides are multiples of `patch · kernel`; a side
 /// that would round to 0 becomes one cell and the other `⌊long/short⌋` cells, capped at
-/// `max_soft_tokens / kernel²` cells. Returns (width, height).
+/// `max_soft_tokens` cells. Returns (width, height).
 pub fn gemma4_target_size(
     width: u32,
     height: u32,
@@ -312,7 +312,8 @@ pub fn gemma4_target_size(
     if th == 0.0 && tw == 0.0 {
         return Err(bad(format!("{width}×{height} would be resized to 0×0")));
     }
-    let max_side = (max_soft_tokens / (kernel * kernel)) as f64 * side;
+    // (max_patches // kernel²) cells = max_soft_tokens cells
+    let max_side = max_soft_tokens as f64 * side;
     if th == 0.0 {
         th = side;
         tw = ((w / h).floor() * side).min(max_side);
@@ -353,6 +354,35 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, ImageFormat::Png).unwrap();
         out.into_inner()
+    }
+
+    /// Sizes from transformers' `get_aspect_ratio_preserving_size` (5.24.0), including the
+    /// branches where one side would round to 0 cells (the long side is then capped).
+    #[test]
+    fn gemma4_sizes_match_transformers() {
+        let cases: &[((u32, u32, u32, u32, u32), (u32, u32))] = &[
+            ((2000, 10, 8, 3, 70), (1680, 24)),
+            ((10, 2000, 8, 3, 70), (24, 1680)),
+            ((4000, 30, 16, 3, 280), (9264, 48)),
+            ((1, 1, 16, 3, 280), (768, 768)),
+            ((1024, 768, 16, 3, 280), (912, 672)),
+            ((3000, 2000, 16, 3, 1120), (1920, 1296)),
+            ((97, 41, 8, 3, 70), (288, 120)),
+            ((7, 3000, 16, 3, 70), (48, 3360)),
+        ];
+        for &((w, h, p, k, n), want) in cases {
+            assert_eq!(gemma4_target_size(w, h, p, k, n).unwrap(), want, "{w}×{h} p{p} k{k} n{n}");
+        }
+    }
+
+    #[test]
+    fn bicubic_identity_and_constant() {
+        let img = decode(&png(7, 5), MAX_IMAGE_PIXELS).unwrap();
+        assert_eq!(resize_bicubic(&img, 7, 5), img);
+        let flat = RgbImage { width: 13, height: 9, data: vec![77; 13 * 9 * 3] };
+        for (w, h) in [(4, 4), (40, 31), (13, 2)] {
+            assert!(resize_bicubic(&flat, w, h).data.iter().all(|&b| b == 77), "{w}×{h}");
+        }
     }
 
     #[test]
