@@ -360,7 +360,9 @@ mod tests {
     /// branches where one side would round to 0 cells (the long side is then capped).
     #[test]
     fn gemma4_sizes_match_transformers() {
-        let cases: &[((u32, u32, u32, u32, u32), (u32, u32))] = &[
+        // ((width, height, patch, kernel, max_soft_tokens), (width, height))
+        type Case = ((u32, u32, u32, u32, u32), (u32, u32));
+        let cases: &[Case] = &[
             ((2000, 10, 8, 3, 70), (1680, 24)),
             ((10, 2000, 8, 3, 70), (24, 1680)),
             ((4000, 30, 16, 3, 280), (9264, 48)),
