@@ -17,6 +17,9 @@ Everything comes from transformers 5.24.0 (seeded random weights, `save_pretrain
   [n_img * n_tokens][n_embd_text]) for embd_images, whose sizes are exact multiples of
   patch·kernel (24 px) with 70 soft tokens, so neither transformers nor libmtmd resizes them
   (libmtmd's dyn_size preprocessor keeps an aligned image of 70..1120 tokens as it is).
+- embd-gelu-f16.f32: the same with the MLP's GELU read as ggml's CPU kernel reads it (input
+  and output rounded to f16: ggml-cpu's GGML_GELU_FP16 table; 0 at or below -10, x at or above
+  10), which accounts for nearly all of the distance between ggml and transformers.
 
 Usage: .venv/bin/python scripts/make_tiny_gemma4_vision.py
 """
@@ -169,7 +172,11 @@ def main():
                     "grid": [int(pos[:, 0].max()) + 1, int(pos[:, 1].max()) + 1], "soft_tokens": n_tok})
 
     embd_images = ["exact-240x168.png", "exact-168x240.png"]
-    model32 = model.to(torch.float32).eval()
+    # Loaded back in float32, as a user runs it: `model.to(bfloat16)` above also rounded the
+    # vision RoPE's (non-persistent) inverse frequencies to bf16, which `.to(float32)` would
+    # keep; from_pretrained recomputes them in float32.
+    model32 = Gemma4ForConditionalGeneration.from_pretrained(OUT, dtype=torch.float32).eval()
+    model32.config.vision_config._attn_implementation = "eager"
     feats = []
     with torch.no_grad():
         for f in embd_images:
@@ -179,6 +186,25 @@ def main():
             feats.append(torch.cat(list(r.pooler_output)))
     feats = torch.stack(feats)
     f32(os.path.join(OUT, "embd.f32"), feats)
+
+    # The GELU as ggml's f16 table gives it (see the module doc).
+    import torch.nn.functional as F
+
+    class GeluF16(torch.nn.Module):
+        def forward(self, x):
+            y = F.gelu(x.half().float(), approximate="tanh").half().float()
+            return torch.where(x <= -10, torch.zeros_like(x), torch.where(x >= 10, x, y))
+
+    for layer in model32.model.vision_tower.encoder.layers:
+        layer.mlp.act_fn = GeluF16()
+    feats16 = []
+    with torch.no_grad():
+        for f in embd_images:
+            out = proc(images=Image.open(os.path.join(OUT, "images", f)).copy(), return_tensors="pt")
+            r = model32.get_image_features(pixel_values=out["pixel_values"],
+                                           image_position_ids=out["image_position_ids"])
+            feats16.append(torch.cat(list(r.pooler_output)))
+    f32(os.path.join(OUT, "embd-gelu-f16.f32"), torch.stack(feats16))
 
     golden = {
         "format": "gemma-gguf-tiny-gemma4-vision-golden/1",
