@@ -66,7 +66,7 @@ impl Hparams {
         let proj = g.get_str(key::PROJECTOR_TYPE)?;
         if proj == super::names::PROJECTOR_GEMMA4V {
             return Err(bad(format!(
-                "{} = {proj:?}: a Gemma 4 projector (vision::gemma4::Gemma4VisionModel, or vision::Projector, loads it); images into Gemma 4's language model are not wired yet",
+                "{} = {proj:?}: a Gemma 4 projector; images into Gemma 4's language model are not supported yet (the library encodes them: vision::Projector)",
                 key::PROJECTOR_TYPE
             )));
         }
