@@ -45,3 +45,34 @@ impl Context {
         )
     }
 }
+
+impl Context {
+    /// Makes the rope node `a` rotate dims `n_offs .. n_offs + n_dims` instead of
+    /// `0 .. n_dims` (`ggml_rope_set_offset`; the rest are copied). Gemma 4's vision tower
+    /// rotates the first half of each head by the x position and the second by the y one
+    /// (clip.cpp's gemma4v graph). Checks what ggml and its CPU kernel assert: `a` is a rope
+    /// node (not the vision mode), `n_offs` even and ≥ 0, `n_offs + n_dims ≤ ne0`.
+    pub fn rope_set_offset<'s>(&'s self, a: Tensor<'s>, n_offs: i32) -> Result<Tensor<'s>> {
+        // SAFETY: reads the op and op params of a live tensor of this context.
+        let (op, mode, n_dims) = unsafe {
+            let t = &*a.as_ptr();
+            (t.op, t.op_params[2], t.op_params[1])
+        };
+        if op != sys::GGML_OP_ROPE
+            || mode == sys::GGML_ROPE_TYPE_VISION as i32
+            || n_offs < 0
+            || n_offs % 2 != 0
+            || i64::from(n_offs) + i64::from(n_dims) > a.ne()[0]
+        {
+            return Err(Self::shape_err(
+                "ggml_rope_set_offset",
+                a,
+                a,
+                "needs a (non-vision) rope node and an even offset with offset + n_dims ≤ ne0",
+            ));
+        }
+        // SAFETY: the asserts of ggml_rope_set_offset and the kernel's are checked above; it
+        // writes one op parameter of `a` and returns it.
+        self.wrap(unsafe { sys::ggml_rope_set_offset(a.as_ptr(), n_offs) }, "ggml_rope_set_offset")
+    }
+}

@@ -64,6 +64,12 @@ fn triple(g: &GgufFile, k: &str) -> Result<[f32; 3]> {
 impl Hparams {
     pub fn from_gguf(g: &GgufFile) -> Result<Hparams> {
         let proj = g.get_str(key::PROJECTOR_TYPE)?;
+        if proj == super::names::PROJECTOR_GEMMA4V {
+            return Err(bad(format!(
+                "{} = {proj:?}: a Gemma 4 projector; images into Gemma 4's language model are not supported yet (the library encodes them: vision::Projector)",
+                key::PROJECTOR_TYPE
+            )));
+        }
         if proj != PROJECTOR_GEMMA3 {
             return Err(bad(format!("{} = {proj:?}: only Gemma 3's (\"gemma3\") is supported", key::PROJECTOR_TYPE)));
         }

@@ -4,11 +4,54 @@
 //! - [`names`]: the projector file's keys and tensor names (shared with the converter).
 //! - [`preprocess`]: image bytes → the pixel tensor (decode, RGB, resize, normalise).
 //! - [`encoder`]: the SigLIP encoder and Gemma 3 projector as a ggml graph.
+//! - [`gemma4`]: Gemma 4's vision tower and embedder (`gemma4v` projector files) as a ggml graph.
 //! - [`prompt`]: where the images go among a prompt's tokens.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "ggml")]
 pub mod encoder;
+#[cfg(feature = "ggml")]
+pub mod gemma4;
 pub mod names;
 pub mod preprocess;
 pub mod prompt;
+
+/// A projector file of any supported type, chosen by its `clip.projector_type`: `gemma3`
+/// (SigLIP + Gemma 3's projector, [`encoder::VisionModel`]) or `gemma4v` (Gemma 4's vision
+/// tower and embedder, [`gemma4::Gemma4VisionModel`]).
+#[cfg(feature = "ggml")]
+pub enum Projector {
+    Gemma3(encoder::VisionModel),
+    Gemma4(gemma4::Gemma4VisionModel),
+}
+
+#[cfg(feature = "ggml")]
+impl Projector {
+    /// Loads `path` on the CPU with `threads` threads (all cores if `None`); any other
+    /// projector type is a typed error naming it.
+    pub fn load(path: impl AsRef<std::path::Path>, threads: Option<usize>) -> crate::error::Result<Projector> {
+        let path = path.as_ref();
+        let ty = crate::gguf::GgufFile::open(path)?.get_str(names::key::PROJECTOR_TYPE)?.to_owned();
+        match ty.as_str() {
+            names::PROJECTOR_GEMMA4V => Ok(Projector::Gemma4(gemma4::Gemma4VisionModel::load(path, threads)?)),
+            _ => Ok(Projector::Gemma3(encoder::VisionModel::load(path, threads)?)),
+        }
+    }
+
+    /// The language model's embedding width the projector maps to.
+    pub fn n_embd_text(&self) -> u32 {
+        match self {
+            Projector::Gemma3(m) => m.hp.n_embd_text,
+            Projector::Gemma4(m) => m.hp.n_embd_text,
+        }
+    }
+
+    /// Image bytes → (image tokens, embeddings row by row): Gemma 3 always gives its fixed
+    /// count (256 for the released models); Gemma 4 as many as the resized image has cells.
+    pub fn embed_image(&self, bytes: &[u8], max_pixels: u64) -> crate::error::Result<(u32, Vec<f32>)> {
+        match self {
+            Projector::Gemma3(m) => Ok((m.hp.n_tokens(), m.embed_image(bytes, max_pixels)?)),
+            Projector::Gemma4(m) => m.embed_image(bytes, max_pixels),
+        }
+    }
+}

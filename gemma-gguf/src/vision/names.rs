@@ -21,8 +21,14 @@ pub mod key {
     /// The language model's embedding width (what the projector maps to).
     pub const PROJECTION_DIM: &str = "clip.vision.projection_dim";
     pub const HEAD_COUNT: &str = "clip.vision.attention.head_count";
+    /// Optional; clip.cpp defaults it to the head count.
+    pub const HEAD_COUNT_KV: &str = "clip.vision.attention.head_count_kv";
     pub const LAYER_NORM_EPS: &str = "clip.vision.attention.layer_norm_epsilon";
     pub const IMAGE_SIZE: &str = "clip.vision.image_size";
+    /// The most pixels of a resized image. Written for Gemma 4 as its processor's
+    /// `max_soft_tokens` × (patch × kernel)²; clip.cpp fixes gemma4v's limits itself (70..1120
+    /// tokens) and does not read it for that type.
+    pub const IMAGE_MAX_PIXELS: &str = "clip.vision.image_max_pixels";
     pub const PATCH_SIZE: &str = "clip.vision.patch_size";
     pub const IMAGE_MEAN: &str = "clip.vision.image_mean";
     pub const IMAGE_STD: &str = "clip.vision.image_std";
@@ -33,6 +39,8 @@ pub mod key {
 
 /// The projector type string of Gemma 3.
 pub const PROJECTOR_GEMMA3: &str = "gemma3";
+/// The projector type string of Gemma 4's vision tower (`PROJECTOR_TYPE_GEMMA4V`).
+pub const PROJECTOR_GEMMA4V: &str = "gemma4v";
 
 /// Tensor names.
 pub mod tensor {
@@ -46,6 +54,9 @@ pub mod tensor {
     /// Gemma 3's projector: RMS norm (stored as 1 + w) and the projection `[n_embd_text, n_embd]`.
     pub const MM_SOFT_EMB_NORM: &str = "mm.soft_emb_norm.weight";
     pub const MM_INPUT_PROJECTION: &str = "mm.input_projection.weight";
+    /// Gemma 4: standardisation of the pooled features, `(x - bias) * scale` (`TN_STD_*`).
+    pub const STD_BIAS: &str = "v.std_bias";
+    pub const STD_SCALE: &str = "v.std_scale";
 
     /// Block tensor roles (`TN_ATTN_Q` … `TN_LN_2` in clip-impl.h).
     pub const ATTN_Q: &str = "attn_q";
@@ -58,6 +69,13 @@ pub mod tensor {
     /// clip.cpp swaps them back if a file has them the other way round.
     pub const FFN_UP: &str = "ffn_up";
     pub const FFN_DOWN: &str = "ffn_down";
+    /// Gemma 4: the gated MLP's gate, per-head q/k RMS norms, and the sandwich norms after
+    /// attention and MLP (`TN_FFN_GATE`, `TN_ATTN_{Q,K}_NORM`, `TN_{ATTN,FFN}_POST_NORM`).
+    pub const FFN_GATE: &str = "ffn_gate";
+    pub const ATTN_Q_NORM: &str = "attn_q_norm";
+    pub const ATTN_K_NORM: &str = "attn_k_norm";
+    pub const ATTN_POST_NORM: &str = "attn_post_norm";
+    pub const FFN_POST_NORM: &str = "ffn_post_norm";
 
     /// `v.blk.{il}.{role}.{suffix}` (`suffix`: `weight` or `bias`).
     pub fn block(il: usize, role: &str, suffix: &str) -> String {

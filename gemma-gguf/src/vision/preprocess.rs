@@ -126,12 +126,53 @@ fn composite_on_white(c: u32, a: u32) -> u8 {
 /// Pillow's fixed-point precision for 8-bit resampling: 32 − 8 − 2 bits (`Resample.c`).
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
+/// Pillow's resampling filters (`Resample.c`: `BILINEAR` = triangle, support 1; `BICUBIC` =
+/// Keys' cubic with a = −0.5, support 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    Bilinear,
+    Bicubic,
+}
+
+impl Filter {
+    fn support(self) -> f64 {
+        match self {
+            Filter::Bilinear => 1.0,
+            Filter::Bicubic => 2.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        let x = x.abs();
+        match self {
+            Filter::Bilinear => {
+                if x < 1.0 {
+                    1.0 - x
+                } else {
+                    0.0
+                }
+            }
+            Filter::Bicubic => {
+                const A: f64 = -0.5;
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
 /// Per output pixel: the first input index and the fixed-point weights (Pillow's
-/// `precompute_coeffs` with the bilinear filter, support 1, then `normalize_coeffs_8bpc`).
-fn coefficients(in_size: u32, out_size: u32) -> Vec<(usize, Vec<i32>)> {
+/// `precompute_coeffs` with the filter, its support widened by the downscale factor, then
+/// `normalize_coeffs_8bpc`).
+fn coefficients_with(in_size: u32, out_size: u32, filter: Filter) -> Vec<(usize, Vec<i32>)> {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = filterscale; // the triangle's support (1) times the filter scale
+    let support = filter.support() * filterscale;
     let ss = 1.0 / filterscale;
     (0..out_size)
         .map(|xx| {
@@ -139,16 +180,7 @@ fn coefficients(in_size: u32, out_size: u32) -> Vec<(usize, Vec<i32>)> {
             // C casts truncate toward zero; Pillow clamps afterwards.
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-            let w: Vec<f64> = (xmin..xmax)
-                .map(|x| {
-                    let t = ((x as f64 - center + 0.5) * ss).abs();
-                    if t < 1.0 {
-                        1.0 - t
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
+            let w: Vec<f64> = (xmin..xmax).map(|x| filter.weight((x as f64 - center + 0.5) * ss)).collect();
             let sum: f64 = w.iter().sum();
             let k = w
                 .iter()
@@ -177,11 +209,26 @@ fn clip8(acc: i32) -> u8 {
 /// the height shrinks by more than twice as many pixels as the width (`ImagingResampleInner`),
 /// the horizontal one first otherwise; the order changes the rounding, so it is kept.
 pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    resize_with(img, width, height, Filter::Bilinear)
+}
+
+/// [`resize_bilinear`] with Pillow's bicubic filter (`Image.resize(size, Image.BICUBIC)`), as
+/// Gemma 4's processor resizes.
+pub fn resize_bicubic(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    resize_with(img, width, height, Filter::Bicubic)
+}
+
+fn resize_with(img: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
     let (dh, dw) = (img.height as i64 - height as i64, img.width as i64 - width as i64);
     let vertical_first = dh > 0 && dh > 2 * dw;
-    let pass_h = |i: &RgbImage| if i.width != width { resample_rows(i, width) } else { i.clone() };
-    let pass_v =
-        |i: &RgbImage| if i.height != height { transpose(&resample_rows(&transpose(i), height)) } else { i.clone() };
+    let pass_h = |i: &RgbImage| if i.width != width { resample_rows(i, width, filter) } else { i.clone() };
+    let pass_v = |i: &RgbImage| {
+        if i.height != height {
+            transpose(&resample_rows(&transpose(i), height, filter))
+        } else {
+            i.clone()
+        }
+    };
     if vertical_first {
         pass_h(&pass_v(img))
     } else {
@@ -190,10 +237,10 @@ pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
 }
 
 /// One horizontal pass: every row resampled to `width` pixels.
-fn resample_rows(img: &RgbImage, width: u32) -> RgbImage {
+fn resample_rows(img: &RgbImage, width: u32, filter: Filter) -> RgbImage {
     let (iw, ih) = (img.width as usize, img.height as usize);
     let half = 1i32 << (PRECISION_BITS - 1);
-    let kx = coefficients(img.width, width);
+    let kx = coefficients_with(img.width, width, filter);
     let mut out = vec![0u8; width as usize * ih * 3];
     for y in 0..ih {
         let row = &img.data[y * iw * 3..(y + 1) * iw * 3];
@@ -239,6 +286,65 @@ pub fn preprocess(bytes: &[u8], spec: &PixelSpec, max_pixels: u64) -> Result<Vec
     Ok(pixel_tensor(&img, spec))
 }
 
+/// Gemma 4's resize rule (`get_aspect_ratio_preserving_size`, image_processing_pil_gemma4.py,
+/// transformers 5.24.0): the largest aspect-preserving size with at most
+/// `max_soft_tokens · kernel²` patches whose sides are multiples of `patch · kernel`; a side
+/// that would round to 0 becomes one cell and the other `⌊long/short⌋` cells, capped at
+/// `max_soft_tokens` cells. Returns (width, height).
+pub fn gemma4_target_size(
+    width: u32,
+    height: u32,
+    patch: u32,
+    kernel: u32,
+    max_soft_tokens: u32,
+) -> Result<(u32, u32)> {
+    let bad = |what: String| Error::ImageDecode { format: "image", what };
+    if width == 0 || height == 0 || patch == 0 || kernel == 0 || max_soft_tokens == 0 {
+        return Err(bad(format!("{width}×{height} image, patch {patch}, kernel {kernel}, {max_soft_tokens} tokens")));
+    }
+    let (h, w) = (height as f64, width as f64);
+    let max_patches = max_soft_tokens as f64 * (kernel as f64).powi(2);
+    let target_px = max_patches * (patch as f64).powi(2);
+    let factor = (target_px / (h * w)).sqrt();
+    let side = (patch * kernel) as f64;
+    let mut th = ((factor * h) / side).floor() * side;
+    let mut tw = ((factor * w) / side).floor() * side;
+    if th == 0.0 && tw == 0.0 {
+        return Err(bad(format!("{width}×{height} would be resized to 0×0")));
+    }
+    // (max_patches // kernel²) cells = max_soft_tokens cells
+    let max_side = max_soft_tokens as f64 * side;
+    if th == 0.0 {
+        th = side;
+        tw = ((w / h).floor() * side).min(max_side);
+    } else if tw == 0.0 {
+        tw = side;
+        th = ((h / w).floor() * side).min(max_side);
+    }
+    if th * tw > target_px || tw < 1.0 || th < 1.0 {
+        return Err(bad(format!("{width}×{height} → {tw}×{th} exceeds {max_patches} patches")));
+    }
+    Ok((tw as u32, th as u32))
+}
+
+/// Bytes → Gemma 4's pixel tensor: decode, RGB, the aspect-preserving bicubic resize of
+/// [`gemma4_target_size`] (skipped when the size is already right, as transformers does),
+/// `(x/255 − mean)/std` planar `[3][h][w]` (mean 0, std 1 for Gemma 4: rescale only).
+/// Returns (width, height, pixels).
+pub fn preprocess_gemma4(
+    bytes: &[u8],
+    spec: &PixelSpec,
+    patch: u32,
+    kernel: u32,
+    max_soft_tokens: u32,
+    max_pixels: u64,
+) -> Result<(u32, u32, Vec<f32>)> {
+    let img = decode(bytes, max_pixels)?;
+    let (w, h) = gemma4_target_size(img.width, img.height, patch, kernel, max_soft_tokens)?;
+    let img = if (w, h) == (img.width, img.height) { img } else { resize_bicubic(&img, w, h) };
+    Ok((w, h, pixel_tensor(&img, spec)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +354,37 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, ImageFormat::Png).unwrap();
         out.into_inner()
+    }
+
+    /// Sizes from transformers' `get_aspect_ratio_preserving_size` (5.24.0), including the
+    /// branches where one side would round to 0 cells (the long side is then capped).
+    #[test]
+    fn gemma4_sizes_match_transformers() {
+        // ((width, height, patch, kernel, max_soft_tokens), (width, height))
+        type Case = ((u32, u32, u32, u32, u32), (u32, u32));
+        let cases: &[Case] = &[
+            ((2000, 10, 8, 3, 70), (1680, 24)),
+            ((10, 2000, 8, 3, 70), (24, 1680)),
+            ((4000, 30, 16, 3, 280), (9264, 48)),
+            ((1, 1, 16, 3, 280), (768, 768)),
+            ((1024, 768, 16, 3, 280), (912, 672)),
+            ((3000, 2000, 16, 3, 1120), (1920, 1296)),
+            ((97, 41, 8, 3, 70), (288, 120)),
+            ((7, 3000, 16, 3, 70), (48, 3360)),
+        ];
+        for &((w, h, p, k, n), want) in cases {
+            assert_eq!(gemma4_target_size(w, h, p, k, n).unwrap(), want, "{w}×{h} p{p} k{k} n{n}");
+        }
+    }
+
+    #[test]
+    fn bicubic_identity_and_constant() {
+        let img = decode(&png(7, 5), MAX_IMAGE_PIXELS).unwrap();
+        assert_eq!(resize_bicubic(&img, 7, 5), img);
+        let flat = RgbImage { width: 13, height: 9, data: vec![77; 13 * 9 * 3] };
+        for (w, h) in [(4, 4), (40, 31), (13, 2)] {
+            assert!(resize_bicubic(&flat, w, h).data.iter().all(|&b| b == 77), "{w}×{h}");
+        }
     }
 
     #[test]

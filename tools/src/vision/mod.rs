@@ -23,8 +23,10 @@
 //! `vision_tower.` (what 5.24.0's `save_pretrained` writes), either under `model.`.
 //! SigLIP's own layer norms are plain `LayerNorm`s and are written as they are.
 mod config;
+mod gemma4;
 
 pub use config::VisionConfig;
+pub use gemma4::Gemma4VisionConfig;
 
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};
@@ -76,12 +78,29 @@ pub fn convert_mmproj(dir: &Path, output: &Path, opts: &MmprojOptions) -> Result
     if !dir.is_dir() {
         return Err(Error::NotACheckpoint { dir: dir.to_owned(), what: "not a directory".into() });
     }
-    let cfg = VisionConfig::read(dir)?;
-    let ckpt = Checkpoint::open(dir)?;
-    let inputs: Vec<&Path> = ckpt.tensors().map(|t| ckpt.shard_path(t)).collect();
-    check_output(output, &inputs, opts.force)?;
-
-    let sources = map_tensors(&ckpt, &cfg)?;
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let is_gemma4 = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|j| j.get("architectures")?.get(0)?.as_str().map(|a| a == "Gemma4ForConditionalGeneration"))
+        .unwrap_or(false);
+    let (sources, metadata, ckpt) = if is_gemma4 {
+        let cfg = Gemma4VisionConfig::read(dir)?;
+        let ckpt = Checkpoint::open(dir)?;
+        let inputs: Vec<&Path> = ckpt.tensors().map(|t| ckpt.shard_path(t)).collect();
+        check_output(output, &inputs, opts.force)?;
+        let sources = gemma4::map_tensors(&ckpt, &cfg)?;
+        let name = display_name(dir, opts, "gemma4 vision");
+        (sources, gemma4::metadata(&cfg, &name, opts.ty), ckpt)
+    } else {
+        let cfg = VisionConfig::read(dir)?;
+        let ckpt = Checkpoint::open(dir)?;
+        let inputs: Vec<&Path> = ckpt.tensors().map(|t| ckpt.shard_path(t)).collect();
+        check_output(output, &inputs, opts.force)?;
+        let sources = map_tensors(&ckpt, &cfg)?;
+        let name = display_name(dir, opts, "gemma3 vision");
+        (sources, metadata(&cfg, &name, opts.ty), ckpt)
+    };
     let plan: Vec<Planned> = sources
         .iter()
         .map(|s| {
@@ -96,16 +115,18 @@ pub fn convert_mmproj(dir: &Path, output: &Path, opts: &MmprojOptions) -> Result
             }
         })
         .collect();
-    let name = opts.name.clone().unwrap_or_else(|| {
-        dir.canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| format!("{} (vision)", n.to_string_lossy())))
-            .unwrap_or_else(|| "gemma3 vision".into())
-    });
-    let metadata = metadata(&cfg, &name, opts.ty);
     let source = MmprojSource { ckpt: &ckpt, sources: &sources };
     let (path, tensors) = pipeline::run(output, metadata, &plan, &source, &opts.run)?;
     Ok(Summary::of(path, opts.ty, &plan, tensors, t0))
+}
+
+fn display_name(dir: &Path, opts: &MmprojOptions, fallback: &str) -> String {
+    opts.name.clone().unwrap_or_else(|| {
+        dir.canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| format!("{} (vision)", n.to_string_lossy())))
+            .unwrap_or_else(|| fallback.into())
+    })
 }
 
 /// Which type a projector tensor gets, and why.
@@ -130,8 +151,21 @@ struct Mapped {
     gguf_name: String,
     ne: Vec<u64>,
     src: SourceTensor,
-    /// Gemma's RMS norm scales by 1 + w; clip.cpp multiplies by the stored weight.
-    add_one: bool,
+    transform: Transform,
+}
+
+/// How a tensor's values change on the way.
+#[derive(Clone, Copy, PartialEq)]
+enum Transform {
+    None,
+    /// Gemma 3's RMS norm scales by 1 + w; clip.cpp multiplies by the stored weight.
+    AddOne,
+    /// Gemma 4's patch embedding is a Linear over patches flattened as (row, column,
+    /// channel) (`convert_image_to_patches` in image_processing_pil_gemma4.py: transpose to
+    /// (ph, pw, p, p, c)); clip.cpp convolves with a kernel `[n_embd][channel][row][column]`.
+    PatchToConv {
+        patch: usize,
+    },
 }
 
 /// The projector's tensors in llama.cpp's order, each checked against the config.
@@ -193,8 +227,8 @@ fn map_tensors(ckpt: &Checkpoint, c: &VisionConfig) -> Result<Vec<Mapped>> {
                 what: format!("shape {:?}, but config.json implies {expect:?}", src.shape),
             });
         }
-        let add_one = gguf_name == tn::MM_SOFT_EMB_NORM;
-        out.push(Mapped { gguf_name, ne, src, add_one });
+        let transform = if gguf_name == tn::MM_SOFT_EMB_NORM { Transform::AddOne } else { Transform::None };
+        out.push(Mapped { gguf_name, ne, src, transform });
     }
     Ok(out)
 }
@@ -255,9 +289,24 @@ struct MmprojSource<'a> {
 impl Source for MmprojSource<'_> {
     fn read_rows(&self, i: usize, row0: usize, out: &mut [f32]) -> Result<()> {
         let m = &self.sources[i];
-        self.ckpt.read_f32(&m.src, row0 * m.ne[0] as usize, out)?;
-        if m.add_one {
-            out.iter_mut().for_each(|x| *x += 1.0);
+        match m.transform {
+            Transform::None => self.ckpt.read_f32(&m.src, row0 * m.ne[0] as usize, out)?,
+            Transform::AddOne => {
+                self.ckpt.read_f32(&m.src, row0 * m.ne[0] as usize, out)?;
+                out.iter_mut().for_each(|x| *x += 1.0);
+            }
+            Transform::PatchToConv { patch: p } => {
+                // ggml row r of [p, p, 3, n_embd] = (e, c, y); its p values are x = 0..p.
+                let mut src_row = vec![0f32; 3 * p * p];
+                for (k, row) in out.chunks_mut(p).enumerate() {
+                    let r = row0 + k;
+                    let (y, c, e) = (r % p, (r / p) % 3, r / (3 * p));
+                    self.ckpt.read_f32(&m.src, e * 3 * p * p, &mut src_row)?;
+                    for (x, o) in row.iter_mut().enumerate() {
+                        *o = src_row[(y * p + x) * 3 + c];
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -268,7 +317,9 @@ impl Source for MmprojSource<'_> {
 
     fn release_rows(&self, i: usize, row0: usize, n: usize) {
         let m = &self.sources[i];
-        let ne0 = m.ne[0] as usize;
-        self.ckpt.release(&m.src, row0 * ne0, n * ne0);
+        if m.transform == Transform::None {
+            let ne0 = m.ne[0] as usize;
+            self.ckpt.release(&m.src, row0 * ne0, n * ne0);
+        }
     }
 }
