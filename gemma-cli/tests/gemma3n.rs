@@ -10,28 +10,13 @@
 use gemma_gguf::gguf::GgmlType;
 use gemma_tests::tiny_model::{TinyConfig, TinyModel};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn gemma(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gemma")).args(args).output().expect("spawn gemma")
-}
-
-fn s(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 /// Runs `args`, prints its output, requires success; returns (stdout, stderr).
 fn ok(args: &[&str]) -> (String, String) {
-    let out = gemma(args);
-    let (stdout, stderr) = (s(&out.stdout), s(&out.stderr));
-    println!("$ gemma {}\n{stdout}{stderr}", args.join(" "));
-    assert!(out.status.success(), "gemma {args:?} failed: {stderr}");
-    (stdout, stderr)
+    gemma_tests::cli::ok(Path::new(env!("CARGO_BIN_EXE_gemma")), args)
 }
+
+use gemma_tests::cli::{arg as p, text as s};
 
 #[test]
 fn every_command_runs_gemma3n_files() {
@@ -49,15 +34,11 @@ fn every_command_runs_gemma3n_files() {
     let (_, stderr) = ok(&["run", "-m", m, "-p", "hello world", "-n", "8", "--temp", "0", "-t", "1"]);
     assert!(stderr.contains("tokens/s") || stderr.contains("t/s"), "run reports its speed");
     ok(&["run", "-m", m, "-p", "hello world", "-n", "8", "--temp", "0", "-t", "1", "--flash-attn"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma"))
-        .args(["chat", "-m", m, "-n", "8", "--temp", "0", "-t", "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn gemma chat");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hello\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = gemma_tests::cli::run(
+        Path::new(env!("CARGO_BIN_EXE_gemma")),
+        &["chat", "-m", m, "-n", "8", "--temp", "0", "-t", "1"],
+        b"hello\n",
+    );
     assert!(out.status.success(), "chat: {}", s(&out.stderr));
     let (table, _) = ok(&["bench", "-m", m, "-p", "16", "-n", "4", "-t", "1", "-r", "1"]);
     assert!(table.lines().any(|l| l.contains("pp16")) && table.lines().any(|l| l.contains("tg4")), "{table}");

@@ -24,3 +24,18 @@ pub fn run(gemma: &Path, args: &[&str], stdin: &[u8]) -> Output {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// Runs `gemma ARGS…` (no input), prints the command and its output, requires success;
+/// returns (stdout, stderr).
+pub fn ok(gemma: &Path, args: &[&str]) -> (String, String) {
+    let out = run(gemma, args, b"");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    println!("$ gemma {}\n{stdout}{stderr}", args.join(" "));
+    assert!(out.status.success(), "gemma {args:?} failed: {stderr}");
+    (stdout, stderr)
+}
+
+/// A path as a command-line argument (the tests' paths are UTF-8).
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
