@@ -39,7 +39,10 @@ step_done "set-up (VULKAN_SDK=${VULKAN_SDK:-system})"
 
 model=$(scripts/fetch-model.sh)
 export GEMMA_TEST_MODEL="$model"
-nice -n 10 cargo build --release -p gemma-cli --features vulkan
+# gemma and the device tests in one cargo invocation, so llama-cpp-sys-2's features are the
+# union of both (the tests add `mtmd`) and ggml with its shaders is built once; the test build
+# after it resolves to the same features and reuses it.
+nice -n 10 cargo build --release -p gemma-cli -p gemma-tests --features gemma-cli/vulkan,gemma-tests/vulkan
 nice -n 10 cargo test --release -p gemma-tests --features vulkan --test backend_exactness --no-run
 step_done "vulkan release build (gemma and the device tests)"
 
