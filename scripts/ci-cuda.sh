@@ -23,14 +23,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TERM_COLOR=never
 
-t_all=$(date +%s)
-t_step=$t_all
-step_done() {
-  local now
-  now=$(date +%s)
-  echo "ci-cuda: $1 took $((now - t_step)) s (total $((now - t_all)) s)" >&2
-  t_step=$now
-}
+steps_name=ci-cuda
+. scripts/steps.sh
 fail() {
   echo "ci-cuda: FAILED: $*" >&2
   exit 1
@@ -85,4 +79,4 @@ else
     fail "gemma run --device cuda0 does not say that the CUDA backend found no device"
 fi
 step_done "no-GPU checks"
-echo "ci-cuda: done in $(($(date +%s) - t_all)) s" >&2
+steps_total

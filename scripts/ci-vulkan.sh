@@ -19,14 +19,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TERM_COLOR=never
 
-t_all=$(date +%s)
-t_step=$t_all
-step_done() {
-  local now
-  now=$(date +%s)
-  echo "ci-vulkan: $1 took $((now - t_step)) s (total $((now - t_all)) s)" >&2
-  t_step=$now
-}
+steps_name=ci-vulkan
+. scripts/steps.sh
 
 sdk=$(scripts/setup-vulkan.sh)
 [ -n "$sdk" ] && export VULKAN_SDK="$sdk"
@@ -67,4 +61,4 @@ step_done "vulkan device tests"
 "$gemma" run -m "$model" --device vulkan0 --gpu-layers 6 -p "The capital of France is" -n 8 --temp 0
 "$gemma" bench -m "$model" --device vulkan0 -p 32 -n 8 -r 1
 step_done "gemma run and bench on Vulkan0"
-echo "ci-vulkan: done in $(( $(date +%s) - t_all )) s" >&2
+steps_total
