@@ -72,7 +72,8 @@ offline=()
 tb=$(date +%s)
 gemma=$CARGO_TARGET_DIR/release/gemma
 if command -v cargo >/dev/null; then
-  cargo build "${offline[@]}" --release -p gemma-cli --features cuda 2>&1 | tail -3 | record
+  # One invocation for both (features unified: ggml's CUDA backend is compiled once).
+  cargo build "${offline[@]}" --release -p gemma-cli -p gemma-tests --features gemma-cli/cuda,gemma-tests/cuda 2>&1 | tail -3 | record
   cargo test "${offline[@]}" --release -p gemma-tests --features cuda --test backend_exactness --no-run 2>&1 | tail -3 | record
   echo "build: $(($(date +%s) - tb)) s" | record
 elif [ -x "$gemma" ]; then
