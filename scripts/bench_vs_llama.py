@@ -3,13 +3,16 @@
 in one run: the same model, threads and tests, each round running both tools once, in
 alternating order (ours first in even rounds, llama.cpp first in odd ones), with a pause before
 each run so that one tool's spinning threads do not slow the other. Both tools do a warm-up run
-of their own before the timed one. Prints tokens/s of both and the ratio ours / llama.cpp, the
+of their own before the timed one. Both run with the same attention kernel, flash attention on
+unless `--fa off`: llama-bench's default (`-fa auto`) turns it on wherever the backend has the
+fused kernel, the CPU included (llama-context.cpp `resolve_fused_ops` logs "Flash Attention
+enabled"), while `gemma bench` runs the separate products unless given `--fa`. Prints tokens/s of both and the ratio ours / llama.cpp, the
 median of the per-round ratios (each pair ran back to back, so machine load hits both alike).
 
 Usage (from the workspace root):
     .venv/bin/python scripts/bench_vs_llama.py MODEL.gguf [-p 512] [-n 128] [-t 1,2] [-r 6]
         [--gemma target/release/gemma] [--llama-bench target/llama-ref/build/bin/llama-bench]
-        [--json OUT.json]
+        [--fa on|off] [--json OUT.json]
 """
 import argparse
 import json
@@ -47,13 +50,16 @@ def main():
     ap.add_argument("-r", type=int, default=6, help="rounds (each runs both tools once)")
     ap.add_argument("--gemma", default="target/release/gemma")
     ap.add_argument("--llama-bench", default="target/llama-ref/build/bin/llama-bench")
+    ap.add_argument("--fa", choices=["on", "off"], default="on", help="flash attention in both tools")
     ap.add_argument("--json", help="write every sample here")
     a = ap.parse_args()
 
     rows = []
     for threads in a.t.split(","):
         common = ["-m", a.model, "-p", a.p, "-n", a.n, "-t", threads, "-r", "1", "-o", "json"]
-        tools = {"ours": [a.gemma, "bench"] + common, "llama.cpp": [a.llama_bench] + common}
+        ours_fa = ["--fa"] if a.fa == "on" else []
+        llama_fa = ["-fa", "1" if a.fa == "on" else "0"]
+        tools = {"ours": [a.gemma, "bench"] + common + ours_fa, "llama.cpp": [a.llama_bench] + common + llama_fa}
         samples = {"ours": [], "llama.cpp": []}
         for rnd in range(a.r):
             order = ["ours", "llama.cpp"] if rnd % 2 == 0 else ["llama.cpp", "ours"]
@@ -70,6 +76,7 @@ def main():
                          "llama_ts": statistics.median(ref), "ratio": statistics.median(ratios),
                          "ratio_min": min(ratios), "ratio_max": max(ratios), "ours": ours, "llama": ref})
 
+    print(f"flash attention {a.fa} in both")
     print(f"| test | threads | ours t/s | llama.cpp t/s | ours / llama.cpp (median of {a.r}) | range |")
     print("|---|---:|---:|---:|---:|---|")
     for r in rows:
