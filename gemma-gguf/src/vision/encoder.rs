@@ -10,7 +10,7 @@ use super::names::{key, tensor as tn, PROJECTOR_GEMMA3};
 use super::preprocess::PixelSpec;
 use crate::arch::WeightDecl;
 use crate::error::{Error, Result};
-use crate::ggml::{default_threads, Backend, Context, Device, Tensor, TensorId, Type};
+use crate::ggml::{Backend, Context, Tensor, TensorId, Type};
 use crate::gguf::{GgufArray, GgufFile, GgufValue};
 use std::path::Path;
 
@@ -40,9 +40,7 @@ pub struct Hparams {
     pub pixels: PixelSpec,
 }
 
-fn bad(what: impl Into<String>) -> Error {
-    Error::Projector { what: what.into() }
-}
+use super::bad;
 
 fn u32_in(g: &GgufFile, k: &str, min: u32, max: u32) -> Result<u32> {
     let v = g.get_u32(k)?;
@@ -207,27 +205,7 @@ impl VisionModel {
     pub fn load(path: impl AsRef<Path>, threads: Option<usize>) -> Result<VisionModel> {
         let file = GgufFile::open(path.as_ref())?;
         let hp = Hparams::from_gguf(&file)?;
-        let backend = Backend::new(Device::cpu()?)?;
-        backend.set_n_threads(threads.unwrap_or_else(default_threads))?;
-        let wctx = Context::new(file.tensors().len() + 1, 0)?;
-        let (w, declared) = {
-            let mut decl = WeightDecl::new(&wctx, &file);
-            let w = Weights::declare(&mut decl, &hp)?;
-            (w, decl.declared)
-        };
-        let kernel = wctx.tensor(w.patch_embd)?.ty();
-        if kernel != Type::F32 && kernel != Type::F16 {
-            return Err(bad(format!(
-                "{} is {}; the patch convolution takes f32 or f16",
-                tn::PATCH_EMBD,
-                kernel.name()
-            )));
-        }
-        wctx.alloc_tensors(&backend)?;
-        for (name, id) in &declared {
-            let info = file.tensor(name).ok_or_else(|| Error::MissingTensor { name: name.clone() })?;
-            wctx.tensor(*id)?.set_bytes(file.tensor_data(info)?)?;
-        }
+        let (backend, wctx, w) = super::load_weights(&file, threads, |d| Weights::declare(d, &hp), |w| w.patch_embd)?;
         Ok(VisionModel { hp, backend, wctx, w })
     }
 

@@ -18,7 +18,7 @@
 use super::names::{key, tensor as tn, PROJECTOR_GEMMA4V};
 use crate::arch::WeightDecl;
 use crate::error::{Error, Result};
-use crate::ggml::{default_threads, Backend, Context, Device, Rope, Tensor, TensorId, Type};
+use crate::ggml::{Backend, Context, Rope, Tensor, TensorId, Type};
 use crate::gguf::{GgmlType, GgufArray, GgufFile, GgufValue};
 use std::path::Path;
 
@@ -36,9 +36,7 @@ const MAX_SOFT_TOKENS: u64 = 4480;
 /// Patches per image side the graph accepts (the position tables bound it too).
 const MAX_SIDE: u32 = 1 << 12;
 
-fn bad(what: impl Into<String>) -> Error {
-    Error::Projector { what: what.into() }
-}
+use super::bad;
 
 fn u32_in(g: &GgufFile, k: &str, min: u32, max: u32) -> Result<u32> {
     let v = g.get_u32(k)?;
@@ -285,29 +283,10 @@ impl Gemma4VisionModel {
     pub fn load(path: impl AsRef<Path>, threads: Option<usize>) -> Result<Gemma4VisionModel> {
         let file = GgufFile::open(path.as_ref())?;
         let hp = Gemma4Hparams::from_gguf(&file)?;
-        let backend = Backend::new(Device::cpu()?)?;
-        backend.set_n_threads(threads.unwrap_or_else(default_threads))?;
-        let wctx = Context::new(file.tensors().len() + 1, 0)?;
-        let (w, declared) = {
-            let mut decl = WeightDecl::new(&wctx, &file);
-            let w = Gemma4Weights::declare(&mut decl, &file, &hp)?;
-            (w, decl.declared)
-        };
-        let kernel = wctx.tensor(w.patch_embd)?.ty();
-        if kernel != Type::F32 && kernel != Type::F16 {
-            return Err(bad(format!(
-                "{} is {}; the patch convolution takes f32 or f16",
-                tn::PATCH_EMBD,
-                kernel.name()
-            )));
-        }
+        let (backend, wctx, w) =
+            super::load_weights(&file, threads, |d| Gemma4Weights::declare(d, &file, &hp), |w| w.patch_embd)?;
         if wctx.tensor(w.position_embd)?.ty() != Type::F32 {
             return Err(bad(format!("{} must be f32", tn::POSITION_EMBD)));
-        }
-        wctx.alloc_tensors(&backend)?;
-        for (name, id) in &declared {
-            let info = file.tensor(name).ok_or_else(|| Error::MissingTensor { name: name.clone() })?;
-            wctx.tensor(*id)?.set_bytes(file.tensor_data(info)?)?;
         }
         Ok(Gemma4VisionModel { hp, backend, wctx, w })
     }

@@ -16,6 +16,47 @@ pub mod names;
 pub mod preprocess;
 pub mod prompt;
 
+/// A projector error: the file or its use does not fit (`Error::Projector`).
+#[cfg(feature = "ggml")]
+pub(crate) fn bad(what: impl Into<String>) -> crate::error::Error {
+    crate::error::Error::Projector { what: what.into() }
+}
+
+/// A projector's weights on a CPU backend with `threads` threads (all cores if `None`): the
+/// tensors `declare` names in `file`, the patch kernel (from `patch_embd`) checked to be f32
+/// or f16 (ggml's convolution takes nothing else), then allocated and copied from the file.
+#[cfg(feature = "ggml")]
+pub(crate) fn load_weights<W>(
+    file: &crate::gguf::GgufFile,
+    threads: Option<usize>,
+    declare: impl FnOnce(&mut crate::arch::WeightDecl<'_>) -> crate::error::Result<W>,
+    patch_embd: impl Fn(&W) -> crate::ggml::TensorId,
+) -> crate::error::Result<(crate::ggml::Backend, crate::ggml::Context, W)> {
+    use crate::ggml::{Backend, Context, Device, Type};
+    let backend = Backend::new(Device::cpu()?)?;
+    backend.set_n_threads(threads.unwrap_or_else(crate::ggml::default_threads))?;
+    let wctx = Context::new(file.tensors().len() + 1, 0)?;
+    let (w, declared) = {
+        let mut decl = crate::arch::WeightDecl::new(&wctx, file);
+        let w = declare(&mut decl)?;
+        (w, decl.declared)
+    };
+    let kernel = wctx.tensor(patch_embd(&w))?.ty();
+    if kernel != Type::F32 && kernel != Type::F16 {
+        return Err(bad(format!(
+            "{} is {}; the patch convolution takes f32 or f16",
+            names::tensor::PATCH_EMBD,
+            kernel.name()
+        )));
+    }
+    wctx.alloc_tensors(&backend)?;
+    for (name, id) in &declared {
+        let info = file.tensor(name).ok_or_else(|| crate::error::Error::MissingTensor { name: name.clone() })?;
+        wctx.tensor(*id)?.set_bytes(file.tensor_data(info)?)?;
+    }
+    Ok((backend, wctx, w))
+}
+
 /// A projector file of any supported type, chosen by its `clip.projector_type`: `gemma3`
 /// (SigLIP + Gemma 3's projector, [`encoder::VisionModel`]) or `gemma4v` (Gemma 4's vision
 /// tower and embedder, [`gemma4::Gemma4VisionModel`]).
