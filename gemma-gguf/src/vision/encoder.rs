@@ -10,7 +10,7 @@ use super::names::{key, tensor as tn, PROJECTOR_GEMMA3};
 use super::preprocess::PixelSpec;
 use crate::arch::WeightDecl;
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, Context, Tensor, TensorId, Type};
+use crate::ggml::{Backend, Context, Tensor, TensorId};
 use crate::gguf::{GgufArray, GgufFile, GgufValue};
 use std::path::Path;
 
@@ -273,16 +273,7 @@ impl VisionModel {
         let ty = self.wctx.tensor(self.w.patch_embd)?.ty();
         let inp = ctx.new_tensor(ty, &[row as i64, (side * side) as i64])?.set_input();
         let out = Graph { ctx: &ctx, wctx: &self.wctx, w: &self.w, hp }.build(inp)?.set_output();
-        let mut gf = ctx.new_graph(n_nodes)?;
-        gf.expand(out)?;
-        ctx.alloc_graph(&gf, &self.backend)?;
-        if ty == Type::F32 {
-            inp.set_f32(&patches)?;
-        } else {
-            inp.set_f32_as_f16(&patches)?;
-        }
-        self.backend.compute(&gf)?;
-        out.get_f32()
+        super::run_encoder(&ctx, &self.backend, n_nodes, (inp, &patches), out, || Ok(()))
     }
 }
 

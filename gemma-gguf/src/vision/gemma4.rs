@@ -356,18 +356,10 @@ impl Gemma4VisionModel {
         let py_t = ctx.new_tensor(Type::I32, &[n_patches as i64])?.set_input();
         let g = Graph { ctx: &ctx, wctx: &self.wctx, w: &self.w, hp };
         let out = g.build(inp, px_t, py_t, nx as i64, ny as i64)?.set_output();
-        let mut gf = ctx.new_graph(n_nodes)?;
-        gf.expand(out)?;
-        ctx.alloc_graph(&gf, &self.backend)?;
-        if ty == Type::F32 {
-            inp.set_f32(&patches)?;
-        } else {
-            inp.set_f32_as_f16(&patches)?;
-        }
-        px_t.set_i32(&pos_x)?;
-        py_t.set_i32(&pos_y)?;
-        self.backend.compute(&gf)?;
-        out.get_f32()
+        super::run_encoder(&ctx, &self.backend, n_nodes, (inp, &patches), out, || {
+            px_t.set_i32(&pos_x)?;
+            py_t.set_i32(&pos_y)
+        })
     }
 }
 

@@ -57,6 +57,31 @@ pub(crate) fn load_weights<W>(
     Ok((backend, wctx, w))
 }
 
+/// Runs an encoder graph ending in `out` on `backend`: allocates it, sets the patch input
+/// `inp` from `patches` (in `inp`'s type, f32 or f16, the kernel's, as ggml_conv_2d's im2col
+/// makes it) and the other inputs with `set_more`, computes, and returns `out` as f32.
+#[cfg(feature = "ggml")]
+pub(crate) fn run_encoder<'a>(
+    ctx: &'a crate::ggml::Context,
+    backend: &crate::ggml::Backend,
+    n_nodes: usize,
+    (inp, patches): (crate::ggml::Tensor<'a>, &[f32]),
+    out: crate::ggml::Tensor<'a>,
+    set_more: impl FnOnce() -> crate::error::Result<()>,
+) -> crate::error::Result<Vec<f32>> {
+    let mut gf = ctx.new_graph(n_nodes)?;
+    gf.expand(out)?;
+    ctx.alloc_graph(&gf, backend)?;
+    if inp.ty() == crate::ggml::Type::F32 {
+        inp.set_f32(patches)?;
+    } else {
+        inp.set_f32_as_f16(patches)?;
+    }
+    set_more()?;
+    backend.compute(&gf)?;
+    out.get_f32()
+}
+
 /// A projector file of any supported type, chosen by its `clip.projector_type`: `gemma3`
 /// (SigLIP + Gemma 3's projector, [`encoder::VisionModel`]) or `gemma4v` (Gemma 4's vision
 /// tower and embedder, [`gemma4::Gemma4VisionModel`]).
