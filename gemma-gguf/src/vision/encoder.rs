@@ -11,7 +11,7 @@ use super::preprocess::PixelSpec;
 use crate::arch::WeightDecl;
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, Context, Tensor, TensorId};
-use crate::gguf::{GgufArray, GgufFile, GgufValue};
+use crate::gguf::{GgufFile, GgufValue};
 use std::path::Path;
 
 /// Gemma 3's pooling kernel when `clip.vision.projector.scale_factor` is absent (clip.cpp,
@@ -40,24 +40,7 @@ pub struct Hparams {
     pub pixels: PixelSpec,
 }
 
-use super::bad;
-
-fn u32_in(g: &GgufFile, k: &str, min: u32, max: u32) -> Result<u32> {
-    let v = g.get_u32(k)?;
-    if v < min || v > max {
-        return Err(bad(format!("{k} = {v} is outside {min}..={max}")));
-    }
-    Ok(v)
-}
-
-fn triple(g: &GgufFile, k: &str) -> Result<[f32; 3]> {
-    match g.get(k) {
-        Some(GgufValue::Array(GgufArray::F32(v))) if v.len() == 3 && v.iter().all(|x| x.is_finite()) => {
-            Ok([v[0], v[1], v[2]])
-        }
-        _ => Err(bad(format!("{k} must be 3 finite f32 values"))),
-    }
-}
+use super::{bad, triple, u32_in};
 
 impl Hparams {
     pub fn from_gguf(g: &GgufFile) -> Result<Hparams> {

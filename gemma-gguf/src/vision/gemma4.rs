@@ -19,7 +19,7 @@ use super::names::{key, tensor as tn, PROJECTOR_GEMMA4V};
 use crate::arch::WeightDecl;
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, Context, Rope, Tensor, TensorId, Type};
-use crate::gguf::{GgmlType, GgufArray, GgufFile, GgufValue};
+use crate::gguf::{GgmlType, GgufFile, GgufValue};
 use std::path::Path;
 
 /// clip.cpp `load_hparams` for GEMMA4V: `n_merge = 3` unless
@@ -36,24 +36,7 @@ const MAX_SOFT_TOKENS: u64 = 4480;
 /// Patches per image side the graph accepts (the position tables bound it too).
 const MAX_SIDE: u32 = 1 << 12;
 
-use super::bad;
-
-fn u32_in(g: &GgufFile, k: &str, min: u32, max: u32) -> Result<u32> {
-    let v = g.get_u32(k)?;
-    if v < min || v > max {
-        return Err(bad(format!("{k} = {v} is outside {min}..={max}")));
-    }
-    Ok(v)
-}
-
-fn triple(g: &GgufFile, k: &str) -> Result<[f32; 3]> {
-    match g.get(k) {
-        Some(GgufValue::Array(GgufArray::F32(v))) if v.len() == 3 && v.iter().all(|x| x.is_finite()) => {
-            Ok([v[0], v[1], v[2]])
-        }
-        _ => Err(bad(format!("{k} must be 3 finite f32 values"))),
-    }
-}
+use super::{bad, triple, u32_in};
 
 /// A `gemma4v` projector's hyper-parameters, checked.
 #[derive(Debug, Clone, PartialEq)]

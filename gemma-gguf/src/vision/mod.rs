@@ -22,6 +22,28 @@ pub(crate) fn bad(what: impl Into<String>) -> crate::error::Error {
     crate::error::Error::Projector { what: what.into() }
 }
 
+/// A projector key `k`, a u32 within `min..=max`.
+#[cfg(feature = "ggml")]
+pub(crate) fn u32_in(g: &crate::gguf::GgufFile, k: &str, min: u32, max: u32) -> crate::error::Result<u32> {
+    let v = g.get_u32(k)?;
+    if v < min || v > max {
+        return Err(bad(format!("{k} = {v} is outside {min}..={max}")));
+    }
+    Ok(v)
+}
+
+/// A projector key `k` holding 3 finite f32 values (an image mean or standard deviation).
+#[cfg(feature = "ggml")]
+pub(crate) fn triple(g: &crate::gguf::GgufFile, k: &str) -> crate::error::Result<[f32; 3]> {
+    use crate::gguf::{GgufArray, GgufValue};
+    match g.get(k) {
+        Some(GgufValue::Array(GgufArray::F32(v))) if v.len() == 3 && v.iter().all(|x| x.is_finite()) => {
+            Ok([v[0], v[1], v[2]])
+        }
+        _ => Err(bad(format!("{k} must be 3 finite f32 values"))),
+    }
+}
+
 /// A projector's weights on a CPU backend with `threads` threads (all cores if `None`): the
 /// tensors `declare` names in `file`, the patch kernel (from `patch_embd`) checked to be f32
 /// or f16 (ggml's convolution takes nothing else), then allocated and copied from the file.
