@@ -29,7 +29,6 @@ use crate::config::Fields;
 use crate::error::{Error, Result};
 use crate::mix::OutType;
 use gemma_gguf::gguf::{GgufArray, GgufValue};
-use gemma_gguf::names::general;
 use gemma_gguf::vision::names::{self as vn, key, tensor as tn};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -331,18 +330,9 @@ pub(super) fn map_tensors(ckpt: &Checkpoint, c: &Gemma4VisionConfig) -> Result<V
 pub(super) fn metadata(c: &Gemma4VisionConfig, name: &str, ty: OutType) -> Vec<(String, GgufValue)> {
     let u = |n: usize| GgufValue::U32(n as u32);
     let f3 = |v: [f32; 3]| GgufValue::Array(GgufArray::F32(v.to_vec()));
-    vec![
-        (general::ARCHITECTURE.into(), GgufValue::String(vn::ARCH.into())),
-        (general::NAME.into(), GgufValue::String(name.into())),
-        (
-            general::DESCRIPTION.into(),
-            GgufValue::String("Gemma 4 vision encoder and embedder, converted by gemma-gguf".into()),
-        ),
-        (general::QUANTIZED_BY.into(), GgufValue::String(format!("gemma-gguf {}", env!("CARGO_PKG_VERSION")))),
-        (general::FILE_TYPE.into(), GgufValue::U32(ty.llama_ftype())),
-        (key::HAS_VISION_ENCODER.into(), GgufValue::Bool(true)),
-        (key::PROJECTOR_TYPE.into(), GgufValue::String(vn::PROJECTOR_GEMMA4V.into())),
-        (key::USE_GELU.into(), GgufValue::Bool(true)),
+    let description = "Gemma 4 vision encoder and embedder, converted by gemma-gguf";
+    let mut kv = super::header(name, description, vn::PROJECTOR_GEMMA4V, ty);
+    kv.extend([
         (key::EMBEDDING_LENGTH.into(), u(c.n_embd)),
         (key::FEED_FORWARD_LENGTH.into(), u(c.n_ff)),
         (key::BLOCK_COUNT.into(), u(c.n_layer)),
@@ -360,5 +350,6 @@ pub(super) fn metadata(c: &Gemma4VisionConfig, name: &str, ty: OutType) -> Vec<(
         (key::IMAGE_STD.into(), f3([1.0; 3])),
         (key::PROJ_SCALE_FACTOR.into(), u(c.pool_kernel)),
         (key::IMAGE_MAX_PIXELS.into(), u(c.max_soft_tokens * (c.patch_size * c.pool_kernel).pow(2))),
-    ]
+    ]);
+    kv
 }

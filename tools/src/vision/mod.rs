@@ -251,22 +251,28 @@ fn find_prefix(ckpt: &Checkpoint, prefixes: &[&str], probe: &str) -> Result<Stri
     })
 }
 
+/// The keys every projector file starts with: the general ones (name, `description`, file
+/// type) and clip.cpp's vision-encoder flag, `projector_type` and GELU.
+pub(super) fn header(name: &str, description: &str, projector_type: &str, ty: OutType) -> Vec<(String, GgufValue)> {
+    vec![
+        (general::ARCHITECTURE.into(), GgufValue::String(vn::ARCH.into())),
+        (general::NAME.into(), GgufValue::String(name.into())),
+        (general::DESCRIPTION.into(), GgufValue::String(description.into())),
+        (general::QUANTIZED_BY.into(), GgufValue::String(format!("gemma-gguf {}", env!("CARGO_PKG_VERSION")))),
+        (general::FILE_TYPE.into(), GgufValue::U32(ty.llama_ftype())),
+        (key::HAS_VISION_ENCODER.into(), GgufValue::Bool(true)),
+        (key::PROJECTOR_TYPE.into(), GgufValue::String(projector_type.into())),
+        (key::USE_GELU.into(), GgufValue::Bool(true)),
+    ]
+}
+
 /// The keys clip.cpp reads for a Gemma 3 projector.
 fn metadata(c: &VisionConfig, name: &str, ty: OutType) -> Vec<(String, GgufValue)> {
     let u = |n: usize| GgufValue::U32(n as u32);
     let f3 = |v: [f32; 3]| GgufValue::Array(GgufArray::F32(v.to_vec()));
-    vec![
-        (general::ARCHITECTURE.into(), GgufValue::String(vn::ARCH.into())),
-        (general::NAME.into(), GgufValue::String(name.into())),
-        (
-            general::DESCRIPTION.into(),
-            GgufValue::String("Gemma 3 vision encoder and projector, converted by gemma-gguf".into()),
-        ),
-        (general::QUANTIZED_BY.into(), GgufValue::String(format!("gemma-gguf {}", env!("CARGO_PKG_VERSION")))),
-        (general::FILE_TYPE.into(), GgufValue::U32(ty.llama_ftype())),
-        (key::HAS_VISION_ENCODER.into(), GgufValue::Bool(true)),
-        (key::PROJECTOR_TYPE.into(), GgufValue::String(vn::PROJECTOR_GEMMA3.into())),
-        (key::USE_GELU.into(), GgufValue::Bool(true)),
+    let description = "Gemma 3 vision encoder and projector, converted by gemma-gguf";
+    let mut kv = header(name, description, vn::PROJECTOR_GEMMA3, ty);
+    kv.extend([
         (key::EMBEDDING_LENGTH.into(), u(c.n_embd)),
         (key::FEED_FORWARD_LENGTH.into(), u(c.n_ff)),
         (key::BLOCK_COUNT.into(), u(c.n_layer)),
@@ -278,7 +284,8 @@ fn metadata(c: &VisionConfig, name: &str, ty: OutType) -> Vec<(String, GgufValue
         (key::IMAGE_MEAN.into(), f3(c.image_mean)),
         (key::IMAGE_STD.into(), f3(c.image_std)),
         (key::PROJ_SCALE_FACTOR.into(), u(c.pool_kernel())),
-    ]
+    ]);
+    kv
 }
 
 struct MmprojSource<'a> {
