@@ -60,7 +60,7 @@ fn every_command_runs_gemma3n_files() {
 #[test]
 fn convert_quantize_sweep_a_gemma3n_checkpoint() {
     let root = gemma_tests::workspace_root();
-    let (hf, text) = (root.join("tests/data/tiny/gemma3n-e2b"), root.join("tests/data/text/alice.txt"));
+    let hf = root.join("tests/data/tiny/gemma3n-e2b");
     let dir = tempfile::tempdir().unwrap();
     let f16 = dir.path().join("f16.gguf");
     ok(&["convert", p(&hf), "-o", p(&f16), "--type", "f16"]);
@@ -69,26 +69,5 @@ fn convert_quantize_sweep_a_gemma3n_checkpoint() {
     ok(&["quantize", p(&f16), p(&q8), "--type", "q8_0"]);
     let (info, _) = ok(&["info", p(&q8)]);
     assert!(info.contains("gemma3n"));
-    let out_dir = dir.path().join("sweep");
-    let args = [
-        "sweep",
-        p(&hf),
-        "--types",
-        "f16,q8_0",
-        "-f",
-        p(&text),
-        "-o",
-        p(&out_dir),
-        "-c",
-        "32",
-        "--chunks",
-        "2",
-        "-t",
-        "1",
-        "--kl-budget",
-        "1000",
-    ];
-    let (stdout, _) = ok(&args);
-    assert!(stdout.contains("base gemma3n-e2b-f16.gguf"), "the highest-precision file is the base");
-    assert!(stdout.contains("recommended: gemma3n-e2b-q8_0.gguf"), "within a generous budget: the smaller");
+    gemma_tests::cli::sweep_recommends_q8(Path::new(env!("CARGO_BIN_EXE_gemma")), &hf, "gemma3n-e2b", dir.path());
 }

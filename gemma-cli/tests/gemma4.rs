@@ -71,30 +71,10 @@ fn every_command_runs_gemma4_files() {
 #[test]
 fn sweep_converts_a_gemma4_checkpoint() {
     let root = gemma_tests::workspace_root();
-    let (hf, text) = (root.join("tests/data/tiny/gemma4-e2b"), root.join("tests/data/text/alice.txt"));
+    let hf = root.join("tests/data/tiny/gemma4-e2b");
     let dir = tempfile::tempdir().unwrap();
-    let out_dir = dir.path().join("sweep");
-    let args = [
-        "sweep",
-        p(&hf),
-        "--types",
-        "f16,q8_0",
-        "-f",
-        p(&text),
-        "-o",
-        p(&out_dir),
-        "-c",
-        "32",
-        "--chunks",
-        "2",
-        "-t",
-        "1",
-        "--kl-budget",
-        "1000",
-    ];
-    let (stdout, _) = ok(&args);
-    assert!(stdout.contains("base gemma4-e2b-f16.gguf"), "the highest-precision file is the base");
-    assert!(stdout.contains("recommended: gemma4-e2b-q8_0.gguf"), "within a generous budget: the smaller");
+    let out_dir =
+        gemma_tests::cli::sweep_recommends_q8(Path::new(env!("CARGO_BIN_EXE_gemma")), &hf, "gemma4-e2b", dir.path());
     for f in ["gemma4-e2b-f16.gguf", "gemma4-e2b-q8_0.gguf"] {
         assert!(out_dir.join(f).is_file(), "{f}");
     }

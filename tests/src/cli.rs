@@ -39,3 +39,33 @@ pub fn ok(gemma: &Path, args: &[&str]) -> (String, String) {
 pub fn arg(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
+
+/// `gemma sweep` on the tiny checkpoint folder `hf` (named `name`): converted to f16 and
+/// q8_0 in a temporary folder, compared on a short text, and, within a generous KL budget,
+/// the smaller file recommended with the f16 one as the base. Returns the sweep's folder.
+pub fn sweep_recommends_q8(gemma: &Path, hf: &Path, name: &str, dir: &Path) -> std::path::PathBuf {
+    let text = crate::workspace_root().join("tests/data/text/alice.txt");
+    let out_dir = dir.join("sweep");
+    let args = [
+        "sweep",
+        arg(hf),
+        "--types",
+        "f16,q8_0",
+        "-f",
+        arg(&text),
+        "-o",
+        arg(&out_dir),
+        "-c",
+        "32",
+        "--chunks",
+        "2",
+        "-t",
+        "1",
+        "--kl-budget",
+        "1000",
+    ];
+    let (stdout, _) = ok(gemma, &args);
+    assert!(stdout.contains(&format!("base {name}-f16.gguf")), "the highest-precision file is the base");
+    assert!(stdout.contains(&format!("recommended: {name}-q8_0.gguf")), "within a generous budget: the smaller");
+    out_dir
+}
