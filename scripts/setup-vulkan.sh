@@ -6,6 +6,8 @@
 #   export VULKAN_SDK=$(scripts/setup-vulkan.sh)   # then: cargo build --release -p gemma-cli --features vulkan
 #   scripts/setup-vulkan.sh --dry-run              # say what would be installed or fetched; change nothing
 #
+# Its standard output is that folder alone (or nothing); everything else goes to stderr.
+#
 # What ggml's Vulkan backend needs (llama-cpp-sys-2 0.1.161, llama.cpp/ggml/src/ggml-vulkan/
 # CMakeLists.txt and ggml-vulkan.cpp):
 #   - glslc, the shader compiler (`find_package(Vulkan COMPONENTS glslc)`): Debian's `glslc`;
@@ -49,8 +51,8 @@ if [ ${#need[@]} -gt 0 ]; then
       sudo="sudo"
     fi
     say "installing ${need[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >&2
   fi
 fi
 
@@ -91,8 +93,9 @@ apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourcePa
           -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
           -o "APT::Architecture=amd64" -o "APT::Architectures=amd64" -o "Debug::NoLocking=1"
           -o "APT::Sandbox::User=root")
-apt-get "${apt_opts[@]}" update -qq
-(cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download libvulkan-dev spirv-headers)
+# stdout carries only the folder printed at the end: apt's own lines ("Get:1 …") go to stderr.
+apt-get "${apt_opts[@]}" update -qq >&2
+(cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download libvulkan-dev spirv-headers >&2)
 for deb in "$apt_dir"/debs/*.deb; do
   say "unpacking $(basename "$deb")"
   dpkg-deb -x "$deb" "$sdk"
