@@ -21,7 +21,23 @@ Everything comes from transformers 5.24.0 (seeded random weights, `save_pretrain
   and output rounded to f16: ggml-cpu's GGML_GELU_FP16 table; 0 at or below -10, x at or above
   10), which accounts for nearly all of the distance between ggml and transformers.
 
-Usage: .venv/bin/python scripts/make_tiny_gemma4_vision.py
+Language-model references (`--lm`, after the checkpoint exists; tests/tests/vision_lm_gemma4.rs):
+
+- the checkpoint above is the dense (31B-like) case: no per-layer embeddings and
+  `use_bidirectional_attention: "vision"` (image tokens attend both ways on sliding layers);
+- tests/data/tiny/gemma4-vision-ple/: the E2B-like case, a second random
+  Gemma4ForConditionalGeneration whose text model has per-layer embeddings (width 16), KV shared
+  layers and a double-wide MLP, `use_bidirectional_attention: null` (causal images, as the E2B
+  and E4B configs), and the E2B's width (1536), the width libmtmd decodes causally too
+  (`mtmd_decode_use_non_causal`, mtmd.cpp);
+- in both: the tokenizer's unused control tokens 60, 61, 62 renamed to Gemma 4's image markers
+  (`<|image>`, `<image|>`, `<|image|>`) and set as boi/eoi/image ids in config.json;
+- lm.json + lm-*.f32: `Gemma4ForConditionalGeneration` in float32 (eager attention) with
+  `mm_token_type_ids`, on prompts with one image and with two images (Gemma4Processor's layout:
+  `<|image>` + 70 soft tokens + `<image|>`): logits at every position, then 4 greedy steps
+  (a full forward each) with their logits.
+
+Usage: .venv/bin/python scripts/make_tiny_gemma4_vision.py [--lm]
 """
 
 import json
@@ -34,21 +50,28 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "data", "tiny", "gemma4-vision")
+OUT_PLE = os.path.join(ROOT, "tests", "data", "tiny", "gemma4-vision-ple")
 TEXT_TINY = os.path.join(ROOT, "tests", "data", "tiny", "gemma4-dense")
+TEXT_TINY_PLE = os.path.join(ROOT, "tests", "data", "tiny", "gemma4-e2b")
+GREEDY_STEPS = 4
 PATCH = 8
 KERNEL = 3
 SOFT_TOKENS = 70
-# Image marker ids inside the 512-token vocabulary (the real ones are beyond it).
-BOI, EOI, IMAGE_TOKEN = 500, 501, 502
+# Image marker ids inside the 512-token vocabulary (the real ones are beyond it): unused
+# control tokens, renamed to Gemma 4's markers (mtmd.cpp's gemma4v `img_beg`/`img_end`).
+BOI, EOI, IMAGE_TOKEN = 60, 61, 62
+IMAGE_PIECES = {BOI: "<|image>", EOI: "<image|>", IMAGE_TOKEN: "<|image|>"}
+LM_IMAGES = ["exact-240x168.png", "exact-168x240.png"]
 
 
-def config():
+def config(text_dir=TEXT_TINY, **text_over):
     from transformers import Gemma4Config
 
-    with open(os.path.join(TEXT_TINY, "config.json")) as fh:
+    with open(os.path.join(text_dir, "config.json")) as fh:
         text = json.load(fh)
     for k in ["architectures", "transformers_version", "dtype", "attn_implementation", "model_type"]:
         text.pop(k, None)
+    text.update(text_over)
     vision = dict(
         hidden_size=64,
         intermediate_size=128,
@@ -147,8 +170,9 @@ def main():
     os.makedirs(os.path.join(OUT, "images"))
     for f in ["tokenizer.json", "tokenizer_config.json"]:
         shutil.copy(os.path.join(TEXT_TINY, f), os.path.join(OUT, f))
+    mark_image_tokens(os.path.join(OUT, "tokenizer.json"))
 
-    model = Gemma4ForConditionalGeneration(config())
+    model = Gemma4ForConditionalGeneration(config(use_bidirectional_attention="vision"))
     randomize(model)
     model = model.to(torch.bfloat16)
     model.save_pretrained(OUT, safe_serialization=True)
@@ -229,5 +253,139 @@ def main():
     print(sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT) for f in fs), "bytes")
 
 
+def mark_image_tokens(path):
+    """Renames the pieces at BOI, EOI, IMAGE_TOKEN (unused control tokens) to Gemma 4's image
+    markers, in the vocabulary and the added tokens (tokenizer.json, in place)."""
+    with open(path) as fh:
+        tok = json.load(fh)
+    vocab = tok["model"]["vocab"]
+    by_id = {i: p for p, i in vocab.items()}
+    for i, piece in IMAGE_PIECES.items():
+        old = by_id[i]
+        if old != piece:
+            assert old.startswith("<unused"), old
+            del vocab[old]
+            vocab[piece] = i
+    for a in tok["added_tokens"]:
+        if a["id"] in IMAGE_PIECES:
+            a["content"] = IMAGE_PIECES[a["id"]]
+            a["special"] = True
+    with open(path, "w") as fh:
+        json.dump(tok, fh, ensure_ascii=False)
+
+
+def set_image_ids(path, **text_over):
+    """config.json's image ids (and text-config fields) as config() now writes them."""
+    with open(path) as fh:
+        c = json.load(fh)
+    c.update(boi_token_id=BOI, eoi_token_id=EOI, image_token_id=IMAGE_TOKEN)
+    c["text_config"].update(text_over)
+    with open(path, "w") as fh:
+        json.dump(c, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+
+
+def make_ple():
+    """The E2B-like checkpoint (see the module doc) in OUT_PLE."""
+    from transformers import Gemma4ForConditionalGeneration
+
+    torch.manual_seed(4445)
+    if os.path.isdir(OUT_PLE):
+        shutil.rmtree(OUT_PLE)
+    os.makedirs(os.path.join(OUT_PLE, "images"))
+    for f in ["tokenizer.json", "tokenizer_config.json"]:
+        shutil.copy(os.path.join(OUT, f), os.path.join(OUT_PLE, f))
+    for f in LM_IMAGES:
+        shutil.copy(os.path.join(OUT, "images", f), os.path.join(OUT_PLE, "images", f))
+    cfg = config(TEXT_TINY_PLE, hidden_size=1536, hidden_size_per_layer_input=16, use_bidirectional_attention=None)
+    model = Gemma4ForConditionalGeneration(cfg)
+    randomize(model)
+    with torch.no_grad():
+        for name, p in model.model.language_model.named_parameters():
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                p.normal_(0.35, 0.03)  # as scripts/make_tiny_gemma4.py: softmax not one-hot
+        for name, b in model.model.language_model.named_buffers():
+            if name.endswith("layer_scalar"):
+                b.uniform_(0.5, 1.5)
+    model.to(torch.bfloat16).save_pretrained(OUT_PLE, safe_serialization=True)
+    processor().save_pretrained(OUT_PLE)
+
+
+def lm_cases():
+    """(name, ids with IMAGE_TOKEN runs, image file names in order)."""
+    img = [BOI] + [IMAGE_TOKEN] * SOFT_TOKENS + [EOI]
+    return [
+        ("one-image", [2, 17, 300, 41] + img + [108, 77, 412, 90, 250, 33], LM_IMAGES[:1]),
+        ("two-images", [2, 17] + img + [44, 55] + img + [66, 70, 80], LM_IMAGES),
+    ]
+
+
+def lm_golden(out_dir):
+    """The language model's logits on image+text prompts (see the module doc)."""
+    from PIL import Image
+    from transformers import Gemma4ForConditionalGeneration
+
+    model32 = Gemma4ForConditionalGeneration.from_pretrained(out_dir, dtype=torch.float32).eval()
+    model32.config.text_config._attn_implementation = "eager"
+    model32.config.vision_config._attn_implementation = "eager"
+    proc = processor()
+    cases = []
+    for name, ids, imgs in lm_cases():
+        outs = [proc(images=Image.open(os.path.join(out_dir, "images", f)).copy(), return_tensors="pt") for f in imgs]
+        pv = torch.cat([o["pixel_values"] for o in outs])
+        pos = torch.cat([o["image_position_ids"] for o in outs])
+        assert all(int(o["num_soft_tokens_per_image"][0]) == SOFT_TOKENS for o in outs)
+        seq = list(ids)
+        logits_all = None
+        greedy, greedy_logits = [], []
+        with torch.no_grad():
+            for step in range(GREEDY_STEPS + 1):
+                inp = torch.tensor([seq])
+                mm = (inp == IMAGE_TOKEN).long()
+                out = model32(input_ids=inp, pixel_values=pv, image_position_ids=pos, mm_token_type_ids=mm)
+                out = out.logits[0].float()
+                if step == 0:
+                    logits_all = out
+                else:
+                    greedy_logits.append(out[-1])
+                if step < GREEDY_STEPS:
+                    nxt = int(out[-1].argmax())
+                    greedy.append(nxt)
+                    seq.append(nxt)
+        f32(os.path.join(out_dir, f"lm-{name}.f32"), logits_all)
+        f32(os.path.join(out_dir, f"lm-{name}-greedy.f32"), torch.stack(greedy_logits))
+        cases.append({"name": name, "ids": ids, "images": imgs, "logits": f"lm-{name}.f32",
+                      "greedy": greedy, "greedy_logits": f"lm-{name}-greedy.f32"})
+    text = model32.config.text_config
+    with open(os.path.join(out_dir, "lm.json"), "w") as fh:
+        json.dump({"format": "gemma-gguf-tiny-vision-lm/1", "made_by": "scripts/make_tiny_gemma4_vision.py --lm",
+                   "use_bidirectional_attention": text.use_bidirectional_attention,
+                   "hidden_size_per_layer_input": text.hidden_size_per_layer_input,
+                   "image_token": IMAGE_TOKEN, "boi": BOI, "eoi": EOI,
+                   "n_vocab": int(logits_all.shape[-1]), "cases": cases}, fh, indent=1)
+        fh.write("\n")
+
+
+def lm_only():
+    # The dense checkpoint as main() now writes it (its weights do not change).
+    mark_image_tokens(os.path.join(OUT, "tokenizer.json"))
+    set_image_ids(os.path.join(OUT, "config.json"), use_bidirectional_attention="vision")
+    with open(os.path.join(OUT, "golden.json")) as fh:
+        g = json.load(fh)
+    g.update(boi=BOI, eoi=EOI, image_token=IMAGE_TOKEN)
+    with open(os.path.join(OUT, "golden.json"), "w") as fh:
+        json.dump(g, fh, indent=1)
+        fh.write("\n")
+    make_ple()
+    for d in [OUT, OUT_PLE]:
+        lm_golden(d)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if "--lm" in sys.argv[1:]:
+        lm_only()
+    else:
+        main()
+        lm_only()

@@ -8,8 +8,8 @@ use gemma_gguf::generate::{generate_chunks, StopReason};
 use gemma_gguf::model::Model;
 use gemma_gguf::sampler::Sampler;
 use gemma_gguf::session::Session;
-use gemma_gguf::vision::encoder::VisionModel;
 use gemma_gguf::vision::prompt::{prompt_chunks, unflatten, with_markers};
+use gemma_gguf::vision::Projector;
 use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(clap::Args)]
@@ -101,7 +101,7 @@ pub fn run(args: Args) -> Result<()> {
                 // After a reply the cache ends where generation stopped: close the model's turn.
                 let mut ids = if first { Vec::new() } else { vec![eot] };
                 let pieces = format.format_turn(&turn, first, true)?;
-                match image::flat_ids(&model, vision.as_ref(), &pieces, n_before, pending) {
+                match image::flat_ids(&model, vision.as_ref(), &pieces, n_before, &images[n_before..]) {
                     Ok(t) => ids.extend(t),
                     Err(e) => {
                         drop_pending(&mut images, &mut pending, &e);
@@ -117,7 +117,7 @@ pub fn run(args: Args) -> Result<()> {
                     &history,
                     &specials,
                     &model,
-                    (vision.as_ref(), images.len()),
+                    (vision.as_ref(), &images),
                     &mut session,
                     &mut fed,
                 );
@@ -142,7 +142,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         first = false;
         pending = 0;
-        let causal = vision.as_ref().is_none_or(|v| !v.bidirectional());
+        let causal = image::causal(&model);
         let chunks = unflatten(&ids);
         let mut reply = String::new();
         let mut constraint = match &constraints {
@@ -178,7 +178,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Encodes an image file for `/image`.
-fn add_image(vision: Option<&VisionModel>, file: &str, max_pixels: u64) -> Result<Vec<f32>> {
+fn add_image(vision: Option<&Projector>, file: &str, max_pixels: u64) -> Result<Vec<f32>> {
     let v = vision.ok_or_else(image::need_mmproj)?;
     if file.is_empty() {
         anyhow::bail!("give a file: /image FILE");
@@ -195,7 +195,7 @@ fn drop_pending(images: &mut Vec<Vec<f32>>, pending: &mut usize, e: &anyhow::Err
 }
 
 /// With a GGUF template: renders the whole conversation and returns the ids (images as in
-/// [`image::flat_ids`]; `n_images` in the whole conversation) after what the cache holds. When the rendering no longer starts with
+/// [`image::flat_ids`]; `images`: the whole conversation's) after what the cache holds. When the rendering no longer starts with
 /// the cached ids (a template that rewrites history), the cache is emptied and everything is
 /// fed again.
 fn template_turn(
@@ -203,12 +203,12 @@ fn template_turn(
     history: &[Message],
     specials: &SpecialTokens,
     model: &Model,
-    (vision, n_images): (Option<&VisionModel>, usize),
+    (vision, images): (Option<&Projector>, &[Vec<f32>]),
     session: &mut Session<'_>,
     fed: &mut Vec<u32>,
 ) -> Result<Vec<u32>> {
     let pieces = format.format(history, true, specials)?;
-    let full = image::flat_ids(model, vision, &pieces, 0, n_images)?;
+    let full = image::flat_ids(model, vision, &pieces, 0, images)?;
     if full.starts_with(fed) && full.len() > fed.len() {
         return Ok(full[fed.len()..].to_vec());
     }

@@ -3,16 +3,16 @@
 use anyhow::{bail, Context as _, Result};
 use gemma_gguf::chat::Piece;
 use gemma_gguf::model::Model;
-use gemma_gguf::vision::encoder::VisionModel;
 use gemma_gguf::vision::preprocess::MAX_IMAGE_PIXELS;
 use gemma_gguf::vision::prompt::{self, Chunk};
+use gemma_gguf::vision::Projector;
 use std::path::{Path, PathBuf};
 
 /// The projector flag.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MmprojArgs {
-    /// The projector GGUF of a Gemma 3 vision model (`gemma convert --mmproj`, or llama.cpp's
-    /// `mmproj-*.gguf`); needed to give images.
+    /// The projector GGUF of a Gemma 3 or Gemma 4 vision model (`gemma convert --mmproj`, or
+    /// llama.cpp's `mmproj-*.gguf`); needed to give images.
     #[arg(long = "mmproj")]
     pub mmproj: Option<PathBuf>,
     /// Largest image accepted, in pixels (width × height, read from the header before
@@ -23,19 +23,26 @@ pub struct MmprojArgs {
 
 impl MmprojArgs {
     /// The projector, checked against `model`; `None` without --mmproj.
-    pub fn load(&self, model: &Model, threads: Option<usize>) -> Result<Option<VisionModel>> {
+    pub fn load(&self, model: &Model, threads: Option<usize>) -> Result<Option<Projector>> {
         let Some(path) = &self.mmproj else { return Ok(None) };
-        let v =
-            VisionModel::load(path, threads).with_context(|| format!("loading the projector {}", path.display()))?;
+        let v = Projector::load(path, threads).with_context(|| format!("loading the projector {}", path.display()))?;
         v.check_model(model).with_context(|| format!("the projector {} does not fit the model", path.display()))?;
         Ok(Some(v))
     }
 }
 
-/// Reads and encodes an image file.
-pub fn embed_file(v: &VisionModel, path: &Path, max_pixels: u64) -> Result<Vec<f32>> {
+/// Reads and encodes an image file: its embeddings, row by row.
+pub fn embed_file(v: &Projector, path: &Path, max_pixels: u64) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading the image {}", path.display()))?;
-    v.embed_image(&bytes, max_pixels).with_context(|| format!("the image {}", path.display()))
+    let (_, rows) = v.embed_image(&bytes, max_pixels).with_context(|| format!("the image {}", path.display()))?;
+    Ok(rows)
+}
+
+/// Image tokens of `images[i]` (its rows; 0 past the end, which the prompt's marker count
+/// rules out).
+fn n_image_tokens<'a>(model: &Model, images: &'a [Vec<f32>]) -> impl Fn(usize) -> usize + 'a {
+    let n_embd = model.dims().n_embd as usize;
+    move |i| images.get(i).map_or(0, |e| e.len() / n_embd.max(1))
 }
 
 /// The pieces of a plain (not chat-formatted) prompt: BOS when the vocabulary adds it, then
@@ -51,15 +58,15 @@ pub fn plain_pieces(model: &Model, text: &str) -> Result<Vec<Piece>> {
     Ok(pieces)
 }
 
-/// The chunks of `pieces` with `n_images` images, refusing a prompt that does not fit the
-/// context.
-pub fn chunks(model: &Model, v: &VisionModel, pieces: &[Piece], n_images: usize, n_ctx: u32) -> Result<Vec<Chunk>> {
-    let chunks = prompt::chunks(pieces, n_images, model.tokenizer())?;
-    let n = prompt::n_tokens(&chunks, v.hp.n_tokens() as usize);
+/// The chunks of `pieces` with `images` (their embeddings), refusing a prompt that does not
+/// fit the context.
+pub fn chunks(model: &Model, v: &Projector, pieces: &[Piece], images: &[Vec<f32>], n_ctx: u32) -> Result<Vec<Chunk>> {
+    let chunks = prompt::chunks(pieces, v.layout(), images.len(), model.tokenizer())?;
+    let n = prompt::n_tokens(&chunks, n_image_tokens(model, images));
     if n >= n_ctx as usize {
+        let in_images: usize = (0..images.len()).map(n_image_tokens(model, images)).sum();
         bail!(
-            "the prompt has {n} tokens ({} per image) but the context holds {n_ctx}: raise -c or shorten the prompt",
-            v.hp.n_tokens()
+            "the prompt has {n} tokens ({in_images} in its images) but the context holds {n_ctx}: raise -c or shorten the prompt"
         );
     }
     Ok(chunks)
@@ -70,17 +77,22 @@ pub fn need_mmproj() -> anyhow::Error {
     anyhow::anyhow!("images need the model's projector: give --mmproj FILE")
 }
 
-/// The ids of `pieces`, each image (numbered from `first_image`, `n_images` of them) as
-/// its run of flat ids (`vision::prompt::flatten`); without a projector, plain tokens.
+/// The ids of `pieces`, each image (`images`, numbered from `first_image`) as its run of
+/// flat ids (`vision::prompt::flatten`); without a projector, plain tokens.
 pub fn flat_ids(
     model: &Model,
-    vision: Option<&VisionModel>,
+    vision: Option<&Projector>,
     pieces: &[Piece],
     first_image: usize,
-    n_images: usize,
+    images: &[Vec<f32>],
 ) -> Result<Vec<u32>> {
     let tok = model.tokenizer();
     let Some(v) = vision else { return Ok(gemma_gguf::chat::encode_pieces(pieces, tok)?) };
-    let chunks = prompt::chunks(pieces, n_images, tok)?;
-    Ok(prompt::flatten(&chunks, first_image, v.hp.n_tokens() as usize))
+    let chunks = prompt::chunks(pieces, v.layout(), images.len(), tok)?;
+    Ok(prompt::flatten(&chunks, first_image, n_image_tokens(model, images)))
+}
+
+/// Whether the model's images are fed with causal attention (`Arch::image_attention`).
+pub fn causal(model: &Model) -> bool {
+    model.arch().image_attention().is_none()
 }

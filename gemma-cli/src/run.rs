@@ -107,7 +107,6 @@ pub fn run(args: Args) -> Result<()> {
             let n = args.images.len();
             let text = with_markers(&prompt, n);
             let pieces = if args.chat_format { chat_pieces(&text)? } else { image::plain_pieces(&model, &text)? };
-            let chunks = image::chunks(&model, v, &pieces, n, session.n_ctx())?;
             let start = std::time::Instant::now();
             let images = args
                 .images
@@ -115,7 +114,9 @@ pub fn run(args: Args) -> Result<()> {
                 .map(|f| image::embed_file(v, f, args.vision.image_max_pixels))
                 .collect::<Result<Vec<_>>>()?;
             eprintln!("images: {n} encoded in {:.2} s", start.elapsed().as_secs_f64());
-            (chunks, images, !v.bidirectional())
+            // Gemma 4's images take as many tokens as their resized size has cells: known now.
+            let chunks = image::chunks(&model, v, &pieces, &images, session.n_ctx())?;
+            (chunks, images, image::causal(&model))
         }
         _ => {
             let ids = if args.chat_format {

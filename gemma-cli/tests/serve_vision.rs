@@ -12,7 +12,7 @@ use gemma_gguf::sampler::{Sampler, SamplerParams};
 use gemma_gguf::session::{Session, SessionOptions};
 use gemma_gguf::vision::encoder::VisionModel;
 use gemma_gguf::vision::preprocess::MAX_IMAGE_PIXELS;
-use gemma_gguf::vision::prompt::{chunks, flatten, prompt_chunks};
+use gemma_gguf::vision::prompt::{chunks, flatten, prompt_chunks, GEMMA3};
 use gemma_tests::serve::ServeProcess;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -72,7 +72,7 @@ fn reference(model: &Path, mmproj: &Path, text: &str, image: &[u8]) -> (String, 
     let specials = SpecialTokens::from_tokenizer(model.tokenizer());
     let msg = Message::user(format!("{text}<__media__>"));
     let pieces = format.format(&[msg], true, &specials).unwrap();
-    let c = chunks(&pieces, 1, model.tokenizer()).unwrap();
+    let c = chunks(&pieces, &GEMMA3, 1, model.tokenizer()).unwrap();
     let images = vec![v.embed_image(image, MAX_IMAGE_PIXELS).unwrap()];
     let mut s = Session::new(&model, SessionOptions { n_ctx: N_CTX, ..Default::default() }).unwrap();
     let mut sampler = Sampler::new(sampling()).unwrap();
@@ -91,7 +91,7 @@ fn reference(model: &Path, mmproj: &Path, text: &str, image: &[u8]) -> (String, 
         },
     )
     .unwrap();
-    (out, flatten(&c, 0, v.hp.n_tokens() as usize).len())
+    (out, flatten(&c, 0, |_| v.hp.n_tokens() as usize).len())
 }
 
 #[test]

@@ -346,12 +346,13 @@ impl KvCache {
     /// Plans writing a batch, token `i` at `positions[i]` of sequence `seqs[i]`, into every
     /// kind of cell; an error when no cells are free (cannot happen while the session keeps
     /// within n_ctx).
-    /// With `causal` false the batch's tokens also see the batch's later positions (an
-    /// image's tokens, for Gemma 3), the window still applying to earlier positions
-    /// (llama.cpp's `set_input_kq_mask` with `causal_attn` false and
-    /// `LLAMA_NON_CAUSAL_TYPE_ALL`, llama-kv-cache.cpp).
-    pub(crate) fn plan(&self, positions: &[i32], seqs: &[u16], causal: bool) -> Result<KvPlan> {
-        let plan = |k: usize| self.cells[k].as_ref().map(|c| plan_kind(c, positions, seqs, causal)).transpose();
+    /// `causal[k]` for the global (0) and local (1) cells: where false the batch's tokens also
+    /// see the batch's later positions (an image's tokens), the window still applying to
+    /// earlier positions (llama.cpp's `set_input_kq_mask` with `causal_attn` false, per cache:
+    /// both for `LLAMA_NON_CAUSAL_TYPE_ALL`, the SWA one only for `SWA_ONLY`;
+    /// llama-kv-cache.cpp).
+    pub(crate) fn plan(&self, positions: &[i32], seqs: &[u16], causal: [bool; 2]) -> Result<KvPlan> {
+        let plan = |k: usize| self.cells[k].as_ref().map(|c| plan_kind(c, positions, seqs, causal[k])).transpose();
         Ok(KvPlan { kinds: [plan(GLOBAL)?, plan(LOCAL)?] })
     }
 

@@ -63,6 +63,16 @@ impl Offload {
     }
 }
 
+/// Which layers see an image's later tokens when it is fed with causal attention off
+/// (llama.cpp's `llama_non_causal_type`, llama-hparams.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonCausal {
+    /// Every layer (the window still applies on sliding layers).
+    AllLayers,
+    /// Sliding-window layers only; full-attention layers stay causal.
+    SlidingOnly,
+}
+
 /// The architectures this runtime runs, with their hyper-parameters and weights.
 #[derive(Debug, Clone)]
 pub enum Arch {
@@ -109,6 +119,28 @@ impl Arch {
             Arch::Gemma3 { .. } => "gemma3",
             Arch::Gemma4 { .. } => "gemma4",
             Arch::Gemma3n { .. } => "gemma3n",
+        }
+    }
+
+    /// How an image's tokens attend to each other in this model: `None` for causal (or no
+    /// images), else which layers see both ways when the image is fed with causal attention
+    /// off. Gemma 3: every layer (llama.cpp's default `LLAMA_NON_CAUSAL_TYPE_ALL`;
+    /// transformers' Gemma 3 mask); Gemma 4: sliding layers only, when the file says so
+    /// (`gemma4::Hparams::image_bidirectional`).
+    pub fn image_attention(&self) -> Option<NonCausal> {
+        match self {
+            Arch::Gemma3 { .. } => Some(NonCausal::AllLayers),
+            Arch::Gemma4 { hp, .. } => hp.image_bidirectional.then_some(NonCausal::SlidingOnly),
+            _ => None,
+        }
+    }
+
+    /// The layers a batch of input embeddings fed with causal attention off sees both ways
+    /// (llama.cpp's `non_causal_type`: `SWA_ONLY` for gemma4, src/models/gemma4.cpp).
+    pub fn non_causal(&self) -> NonCausal {
+        match self {
+            Arch::Gemma4 { .. } => NonCausal::SlidingOnly,
+            _ => NonCausal::AllLayers,
         }
     }
 

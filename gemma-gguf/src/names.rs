@@ -44,6 +44,10 @@ pub mod llm {
     pub const EXPERT_COUNT: &str = "expert_count";
     pub const EXPERT_USED_COUNT: &str = "expert_used_count";
     pub const EXPERT_FEED_FORWARD_LENGTH: &str = "expert_feed_forward_length";
+    /// Ours, not llama.cpp's (which reads no such key and leaves it alone): `true` when an
+    /// image's tokens attend to each other both ways on sliding-window layers, from
+    /// transformers' `use_bidirectional_attention == "vision"` (Gemma4TextConfig).
+    pub const BIDIRECTIONAL_VISION: &str = "attention.bidirectional_vision";
     // --- end of the Gemma 4 keys.
 
     // --- Gemma 3n keys, as llama.cpp's converter writes them (gguf-py `Keys.LLM`;

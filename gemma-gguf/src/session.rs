@@ -10,7 +10,7 @@ use crate::arch::{gemma, gemma2, gemma3, gemma3n, gemma4, Pass};
 use crate::error::{Error, Result};
 use crate::ggml::{Context, GraphId, Scheduler, TensorId, Type};
 use crate::kv_cache::{v_trans_indices, BatchInputs, KindPlan, KvCache, KvInput, KvOptions, KvPlan};
-use crate::model::{Arch, Model};
+use crate::model::{Arch, Model, NonCausal};
 
 mod memory;
 mod seqs;
@@ -290,8 +290,9 @@ impl<'m> Session<'m> {
     /// Feeds `n_tokens` rows of input embeddings (`embd`: `n_tokens × n_embd` floats, row by
     /// row, already in the model's embedding space: an image's, from the projector) at sequence
     /// 0's next positions, in one batch, reading no logits. With `causal` false every row
-    /// also attends to the batch's later rows (Gemma 3's bidirectional attention within an
-    /// image; libmtmd's `mtmd_decode_use_non_causal`), so the rows must fit one batch.
+    /// also attends to the batch's later rows, on the layers the model's [`NonCausal`] names
+    /// (an image's bidirectional attention; libmtmd's `mtmd_decode_use_non_causal` and
+    /// llama.cpp's `non_causal_type`), so the rows must fit one batch.
     pub fn decode_embd(&mut self, embd: &[f32], causal: bool) -> Result<()> {
         self.decode_embd_seq(0, embd, causal)
     }
@@ -364,6 +365,12 @@ impl<'m> Session<'m> {
         causal: bool,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
+        // Causal attention off: both ways within the batch on the layers the model says.
+        let causal = match (causal, self.model.arch().non_causal()) {
+            (true, _) => [true, true],
+            (false, NonCausal::AllLayers) => [false, false],
+            (false, NonCausal::SlidingOnly) => [true, false],
+        };
         let plan = self.kv.plan(positions, seqs, causal)?;
         let n_tokens = positions.len();
         let out = out.filter(|o| o.len() < n_tokens);
@@ -428,16 +435,19 @@ impl<'m> Session<'m> {
         let inp = BatchInputs { tokens, pos, out_ids, global, local };
         let mut gf = ctx.new_graph(n_nodes)?;
         let pass = Pass { ctx, wctx: &self.model.wctx, kv: &self.kv, inp: &inp, flash_attn: self.opts.flash_attn };
-        if embd.is_some() && !matches!(self.model.arch, Arch::Gemma3 { .. }) {
+        if embd.is_some() && !matches!(self.model.arch, Arch::Gemma3 { .. } | Arch::Gemma4 { .. }) {
             return Err(Error::Projector {
-                what: format!("{} models take no input embeddings (only Gemma 3 does here)", self.model.arch.name()),
+                what: format!(
+                    "{} models take no input embeddings (Gemma 3 and Gemma 4 do here)",
+                    self.model.arch.name()
+                ),
             });
         }
         let logits = match &self.model.arch {
             Arch::Gemma { hp, weights: w } => gemma::Forward { pass, w, hp }.build(&mut gf)?,
             Arch::Gemma2 { hp, weights: w } => gemma2::Forward { pass, w, hp }.build(&mut gf)?,
             Arch::Gemma3 { hp, weights: w } => gemma3::Forward { pass, w, hp, embd }.build(&mut gf)?,
-            Arch::Gemma4 { hp, weights: w } => gemma4::Forward { pass, w, hp }.build(&mut gf)?,
+            Arch::Gemma4 { hp, weights: w } => gemma4::Forward { pass, w, hp, embd }.build(&mut gf)?,
             Arch::Gemma3n { hp, weights: w } => gemma3n::Forward { pass, w, hp }.build(&mut gf)?,
         };
         let logits = logits.set_output();

@@ -20,9 +20,9 @@ use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::sampler::Sampler;
 use gemma_gguf::session::{Session, SessionOptions};
 use gemma_gguf::tokenizer::Decoder;
-use gemma_gguf::vision::encoder::VisionModel;
 use gemma_gguf::vision::preprocess::MAX_IMAGE_PIXELS;
 use gemma_gguf::vision::prompt;
+use gemma_gguf::vision::Projector;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -123,15 +123,13 @@ pub fn start(
             };
             let vision = match &cfg.mmproj {
                 None => None,
-                Some(p) => {
-                    match VisionModel::load(p, cfg.load.threads).and_then(|v| v.check_model(&model).map(|_| v)) {
-                        Ok(v) => Some(v),
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(ServerError::Model(e)));
-                            return;
-                        }
+                Some(p) => match Projector::load(p, cfg.load.threads).and_then(|v| v.check_model(&model).map(|_| v)) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(ServerError::Model(e)));
+                        return;
                     }
-                }
+                },
             };
             match Engine::new(&model, &cfg, metrics, vision) {
                 Ok(engine) => {
@@ -212,7 +210,7 @@ struct Engine<'m> {
     metrics: Arc<Metrics>,
     n_ubatch: usize,
     clock: u64,
-    vision: Option<VisionModel>,
+    vision: Option<Projector>,
 }
 
 impl<'m> Engine<'m> {
@@ -220,7 +218,7 @@ impl<'m> Engine<'m> {
         model: &'m Model,
         cfg: &EngineConfig,
         metrics: Arc<Metrics>,
-        vision: Option<VisionModel>,
+        vision: Option<Projector>,
     ) -> Result<Engine<'m>, ServerError> {
         if cfg.parallel == 0 || cfg.parallel > 256 {
             return Err(ServerError::Config {
@@ -344,16 +342,21 @@ impl<'m> Engine<'m> {
             Input::Pieces(pieces) => pieces.clone(),
             Input::Text(_) => Vec::new(),
         };
-        let chunks = prompt::chunks(&pieces, images.len(), self.model.tokenizer())
+        let chunks = prompt::chunks(&pieces, v.layout(), images.len(), self.model.tokenizer())
             .map_err(|e| ApiError::bad("messages", format!("messages: {e}")))?;
         let embd = images
             .iter()
             .map(|im| {
                 let p = &im.param;
-                v.embed_image(&im.bytes, MAX_IMAGE_PIXELS).map_err(|e| ApiError::bad(p, format!("{p}: {e}")))
+                v.embed_image(&im.bytes, MAX_IMAGE_PIXELS)
+                    .map(|(_, rows)| rows)
+                    .map_err(|e| ApiError::bad(p, format!("{p}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((prompt::flatten(&chunks, 0, v.hp.n_tokens() as usize), embd))
+        // Each image's tokens: its rows (Gemma 4's depend on the image's size).
+        let n_embd = self.model.dims().n_embd as usize;
+        let n_tokens = |i: usize| embd.get(i).map_or(0, |e| e.len() / n_embd.max(1));
+        Ok((prompt::flatten(&chunks, 0, n_tokens), embd))
     }
 
     /// Gives waiting jobs to free sequences, first come first served; drops those whose
@@ -388,7 +391,8 @@ impl<'m> Engine<'m> {
                     reuse = 0;
                 }
             }
-            let causal = self.vision.as_ref().is_none_or(|v| !v.bidirectional());
+            // How images attend is the language model's (Arch::image_attention).
+            let causal = self.model.arch().image_attention().is_none();
             let run = start_run(self.model, a, reuse, self.sessions.n_ctx(), causal);
             self.metrics.prompt_tokens.fetch_add(run.usage.prompt_tokens as u64, Relaxed);
             self.metrics.cached_tokens.fetch_add(reuse as u64, Relaxed);

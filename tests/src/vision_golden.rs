@@ -86,11 +86,16 @@ pub struct LmCase {
 
 /// The language-model reference of the tiny vision checkpoint, and its image token id.
 pub fn lm_golden() -> (Vec<LmCase>, u32) {
-    let dir = workspace_root().join("tests/data/tiny/gemma3-vision");
+    lm_golden_in(&workspace_root().join("tests/data/tiny/gemma3-vision"))
+}
+
+/// The language-model reference (`lm.json`) of the checkpoint in `dir`, and its image token
+/// id (from `lm.json`, else `golden.json`).
+pub fn lm_golden_in(dir: &Path) -> (Vec<LmCase>, u32) {
     let read = |f: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
     };
-    let (g, vg) = (read("lm.json"), read("golden.json"));
+    let g = read("lm.json");
     let n_vocab = g["n_vocab"].as_u64().unwrap() as usize;
     let ids = |v: &serde_json::Value| -> Vec<u32> {
         v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
@@ -116,5 +121,9 @@ pub fn lm_golden() -> (Vec<LmCase>, u32) {
             greedy_logits: rows(&c["greedy_logits"]),
         })
         .collect();
-    (cases, vg["image_token"].as_u64().unwrap() as u32)
+    let image_token = match g.get("image_token") {
+        Some(t) => t.as_u64(),
+        None => read("golden.json")["image_token"].as_u64(),
+    };
+    (cases, image_token.unwrap() as u32)
 }

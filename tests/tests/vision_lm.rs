@@ -267,7 +267,7 @@ fn the_image_and_its_attention_rule_matter() {
 #[test]
 fn prompt_layout_is_the_processors() {
     use gemma_gguf::chat::Piece;
-    use gemma_gguf::vision::prompt::{chunks, with_markers, Chunk, END_OF_IMAGE, MEDIA_MARKER, START_OF_IMAGE};
+    use gemma_gguf::vision::prompt::{chunks, with_markers, Chunk, END_OF_IMAGE, GEMMA3, MEDIA_MARKER, START_OF_IMAGE};
     let f = files();
     let model = Model::load(&f.lm, &LoadOptions { threads: Some(1), ..Default::default() }).unwrap();
     let tok = model.tokenizer();
@@ -291,7 +291,7 @@ fn prompt_layout_is_the_processors() {
         ("no image", 0),
     ] {
         let marked = with_markers(text, n_img);
-        let got = chunks(&[Piece::Special("<bos>".into()), Piece::Text(marked.clone())], n_img, tok).unwrap();
+        let got = chunks(&[Piece::Special("<bos>".into()), Piece::Text(marked.clone())], &GEMMA3, n_img, tok).unwrap();
         // The processor's string, tokenized whole (control tokens parsed).
         let want = tok.encode_with_special(&format!("<bos>{}", marked.replace(MEDIA_MARKER, &seq)), false);
         let images: Vec<usize> =
@@ -302,9 +302,9 @@ fn prompt_layout_is_the_processors() {
         assert_eq!(flatten(&got), want, "{text:?}");
     }
     // Control tokens written by the user stay text.
-    let got = chunks(&[Piece::Text("<start_of_turn>x<__media__>".into())], 1, tok).unwrap();
+    let got = chunks(&[Piece::Text("<start_of_turn>x<__media__>".into())], &GEMMA3, 1, tok).unwrap();
     let sot = tok.token_id("<start_of_turn>").unwrap();
     assert!(!flatten(&got).contains(&sot));
-    assert!(chunks(&[Piece::Text("<__media__>".into())], 2, tok).is_err());
-    assert!(chunks(&[Piece::Text("<__media__><__media__>".into())], 1, tok).is_err());
+    assert!(chunks(&[Piece::Text("<__media__>".into())], &GEMMA3, 2, tok).is_err());
+    assert!(chunks(&[Piece::Text("<__media__><__media__>".into())], &GEMMA3, 1, tok).is_err());
 }

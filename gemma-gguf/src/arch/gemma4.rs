@@ -14,6 +14,19 @@
 //! - mixture of experts beside the dense FFN on layers that have a router;
 //! - `layer_output_scale`, and a final soft-cap of 30 when the key is absent.
 //!
+//! Images (input embeddings from a `gemma4v` projector), as both references feed them:
+//! - the rows are used as they are (no √n_embd), and the per-layer projection is taken of them:
+//!   transformers' `Gemma4Model.forward` scatters the image features into `inputs_embeds`
+//!   before `project_per_layer_inputs`; llama.cpp's `project_per_layer_inputs(inpL, …)` on the
+//!   embedding input (src/models/gemma4.cpp);
+//! - the token part of the per-layer input is the padding token's row at every image position
+//!   (transformers replaces image ids by `pad_token_id` in `llm_input_ids`; llama.cpp's
+//!   `build_inp_per_layer` takes row 0, Gemma 4's pad id);
+//! - fed with causal attention off, an image's tokens see each other both ways on sliding
+//!   layers only, full layers staying causal (transformers' `create_masks_for_vision_model`;
+//!   llama.cpp's `LLAMA_NON_CAUSAL_TYPE_SWA_ONLY`). Whether a model's images are fed so is
+//!   [`Hparams::image_bidirectional`].
+//!
 //! ggml's dim 0 is the row length and `mul_mat(a, b) = b·aᵀ`; shapes below are in ggml order.
 use super::names::{arch_key, llm, tensor};
 use super::{optional_positive_f32, required_u32, rope_base_and_scale, swa_layers, Dims, Heads, Pass, WeightDecl};
@@ -61,6 +74,41 @@ pub struct Hparams {
     /// Expert FFN width per layer (0 where the key is absent).
     pub n_ff_exp: Vec<u32>,
     pub final_softcap: Option<f32>,
+    /// Whether images are fed with causal attention off (see [`image_bidirectional`]).
+    pub image_bidirectional: bool,
+    /// The per-layer table's row at image positions: the padding token's.
+    pub pad_token: u32,
+}
+
+/// Text widths of Gemma 4 E2B and E4B, whose images libmtmd feeds causally
+/// (mtmd.cpp `mtmd_decode_use_non_causal`, gemma4v: non-causal unless the width is one of these).
+const CAUSAL_IMAGE_WIDTHS: [u32; 2] = [1536, 2560];
+
+/// Whether an image's tokens attend to each other both ways (on sliding layers): our
+/// converter's `attention.bidirectional_vision`, transformers' `use_bidirectional_attention ==
+/// "vision"` (Gemma4Model.forward); for files without it (llama.cpp's converter), libmtmd's rule
+/// by width.
+fn image_bidirectional(g: &GgufFile, n_embd: u32) -> Result<bool> {
+    let key = arch_key(ARCH, llm::BIDIRECTIONAL_VISION);
+    match g.get(&key) {
+        Some(_) => Ok(g.get_bool(&key)?),
+        None => Ok(!CAUSAL_IMAGE_WIDTHS.contains(&n_embd)),
+    }
+}
+
+/// The padding token (`tokenizer.ggml.padding_token_id`, 0 when absent as llama.cpp's row 0),
+/// below `n_vocab`.
+fn pad_token(g: &GgufFile, n_vocab: u32) -> Result<u32> {
+    let key = crate::names::tokenizer::PAD_ID;
+    let pad = match g.get(key) {
+        Some(_) => g.get_u32(key)?,
+        None => 0,
+    };
+    if pad >= n_vocab {
+        let why = "the padding token is outside the vocabulary";
+        return Err(Error::BadHparam { key: key.into(), value: pad.to_string(), why });
+    }
+    Ok(pad)
 }
 
 /// `{arch}.{suffix}` as one u32 for every layer, or an array of one per layer (llama.cpp's
@@ -209,6 +257,8 @@ impl Hparams {
             rms_eps,
         };
         Ok(Hparams {
+            image_bidirectional: image_bidirectional(g, n_embd)?,
+            pad_token: pad_token(g, dims.n_vocab)?,
             dims,
             layers,
             n_embd_per_layer,
@@ -402,14 +452,19 @@ pub(crate) struct Forward<'s, 'm> {
     pub pass: Pass<'s, 'm>,
     pub w: &'m Weights,
     pub hp: &'m Hparams,
+    /// Embeddings fed instead of token ids (an image's): `[n_embd, n_tokens]`, used as they are.
+    pub embd: Option<Tensor<'s>>,
 }
 
 impl<'s> Forward<'s, '_> {
-    /// The whole forward pass: token ids → logits `[n_vocab, n_out]`.
+    /// The whole forward pass: token ids (or embeddings) → logits `[n_vocab, n_out]`.
     pub fn build(&self, gf: &mut Graph<'s>) -> Result<Tensor<'s>> {
         let (hp, d, p) = (self.hp, &self.hp.dims, &self.pass);
-        // x = embd[tokens] · √n_embd: [n_embd, n_tokens]
-        let mut x = p.embed(self.w.token_embd, d.n_embd)?;
+        // x = embd[tokens] · √n_embd, or the given embeddings unscaled: [n_embd, n_tokens]
+        let mut x = match self.embd {
+            Some(e) => e,
+            None => p.embed(self.w.token_embd, d.n_embd)?,
+        };
         // per-layer inputs: [n_embd_per_layer, n_tokens, n_layer]
         let ple = self.w.ple.as_ref().map(|w| self.per_layer_inputs(w, x)).transpose()?;
         for il in 0..d.n_layer as usize {
@@ -434,9 +489,17 @@ impl<'s> Forward<'s, '_> {
         let (p, d) = (&self.pass, &self.hp.dims);
         let (ctx, n_tokens) = (p.ctx, x.ne()[1]);
         let (pw, nl) = (self.hp.n_embd_per_layer as i64, d.n_layer as i64);
-        // table rows of the batch's tokens: [P, n_layer, n_tokens]
-        let rows = ctx.get_rows(p.wctx.tensor(w.per_layer_token_embd)?, p.inp.tokens)?;
-        let rows = ctx.scale(ctx.reshape(rows, &[pw, nl, n_tokens])?, (pw as f32).sqrt())?;
+        // table rows of the batch's tokens: [P, n_layer, n_tokens]; for embeddings the padding
+        // token's row, [P, n_layer, 1], broadcast over the tokens below
+        let table = p.wctx.tensor(w.per_layer_token_embd)?;
+        let rows = match self.embd {
+            None => ctx.reshape(ctx.get_rows(table, p.inp.tokens)?, &[pw, nl, n_tokens])?,
+            Some(_) => {
+                let pad = ctx.view(table, &[pw * nl], [0, 0], self.hp.pad_token as usize * table.nb()[1])?;
+                ctx.reshape(ctx.to_f32(pad)?, &[pw, nl, 1])?
+            }
+        };
+        let rows = ctx.scale(rows, (pw as f32).sqrt())?;
         // the embedding's projection: [P, n_layer, n_tokens]
         let proj = ctx.scale(p.mm(w.per_layer_model_proj, x)?, 1.0 / (d.n_embd as f32).sqrt())?;
         let proj = ctx.reshape(proj, &[pw, nl, n_tokens])?;

@@ -76,6 +76,22 @@ impl Context {
         self.wrap(unsafe { sys::ggml_cont(self.as_ptr(), a.as_ptr()) }, "ggml_cont")
     }
 
+    /// `a` converted to f32 (ggml_cast). ggml's CPU kernel converts f32, f16, bf16 and the
+    /// quantized types (ggml-cpu ops.cpp `ggml_compute_forward_dup`); it aborts on others,
+    /// which are refused here.
+    pub fn to_f32<'s>(&'s self, a: Tensor<'s>) -> Result<Tensor<'s>> {
+        if !(a.ty().is_float() || a.ty().is_quantized()) {
+            return Err(Error::WrongTensorType {
+                name: a.name(),
+                expected: "f32, f16, bf16 or a quantized type",
+                actual: a.ty().to_string(),
+            });
+        }
+        self.prepare(&[a])?;
+        // SAFETY: ggml_cast asserts nothing; it makes a copy node of `a`'s shape in f32.
+        self.wrap(unsafe { sys::ggml_cast(self.as_ptr(), a.as_ptr(), Type::F32.raw()) }, "ggml_cast")
+    }
+
     /// `a` with a new shape of the same element count; `a` must be contiguous.
     pub fn reshape<'s>(&'s self, a: Tensor<'s>, dims: &[i64]) -> Result<Tensor<'s>> {
         let n: Option<i64> = dims.iter().try_fold(1i64, |acc, &d| if d >= 1 { acc.checked_mul(d) } else { None });

@@ -274,6 +274,25 @@ impl Gemma4VisionModel {
         Ok(Gemma4VisionModel { hp, backend, wctx, w })
     }
 
+    /// Refuses a language model this projector cannot feed: not Gemma 4 (Gemma 3's and 3n's
+    /// vision towers differ), or another embedding width.
+    pub fn check_model(&self, model: &crate::model::Model) -> Result<()> {
+        if !matches!(model.arch(), crate::model::Arch::Gemma4 { .. }) {
+            return Err(bad(format!(
+                "a Gemma 4 projector cannot feed a {} model: use the Gemma 4 language model it was made with",
+                model.arch().name()
+            )));
+        }
+        let n_embd = model.dims().n_embd;
+        if self.hp.n_embd_text != n_embd {
+            return Err(bad(format!(
+                "it projects to {} dimensions but the language model's embedding has {n_embd}: use the mmproj file made from the same checkpoint",
+                self.hp.n_embd_text
+            )));
+        }
+        Ok(())
+    }
+
     /// Image bytes (PNG, JPEG, WebP; at most `max_pixels` pixels) → (number of image tokens,
     /// embeddings): [`super::preprocess::preprocess_gemma4`] with this file's budget, then
     /// [`encode`](Self::encode). Fails with a typed error when the image's resized size

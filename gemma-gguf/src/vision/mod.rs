@@ -1,5 +1,5 @@
-//! Images in: Gemma 3's vision path (a SigLIP encoder and Gemma 3's projector), read from a
-//! projector GGUF in llama.cpp's layout (`mmproj-*.gguf`, libmtmd's format).
+//! Images in: Gemma 3's and Gemma 4's vision towers and projectors, read from a projector GGUF
+//! in llama.cpp's layout (`mmproj-*.gguf`, libmtmd's format); [`Projector`] picks by type.
 //!
 //! - [`names`]: the projector file's keys and tensor names (shared with the converter).
 //! - [`preprocess`]: image bytes → the pixel tensor (decode, RGB, resize, normalise).
@@ -123,6 +123,22 @@ impl Projector {
         match ty.as_str() {
             names::PROJECTOR_GEMMA4V => Ok(Projector::Gemma4(gemma4::Gemma4VisionModel::load(path, threads)?)),
             _ => Ok(Projector::Gemma3(encoder::VisionModel::load(path, threads)?)),
+        }
+    }
+
+    /// Refuses a language model this projector cannot feed (another family, another width).
+    pub fn check_model(&self, model: &crate::model::Model) -> crate::error::Result<()> {
+        match self {
+            Projector::Gemma3(m) => m.check_model(model),
+            Projector::Gemma4(m) => m.check_model(model),
+        }
+    }
+
+    /// Where this projector's images go among the prompt's tokens.
+    pub fn layout(&self) -> &'static prompt::ImageLayout {
+        match self {
+            Projector::Gemma3(_) => &prompt::GEMMA3,
+            Projector::Gemma4(_) => &prompt::GEMMA4,
         }
     }
 

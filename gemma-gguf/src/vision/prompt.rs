@@ -1,11 +1,16 @@
 //! Prompts with images: where each image's embeddings go among the prompt's tokens.
 //!
 //! The prompt text marks each image with [`MEDIA_MARKER`] (llama.cpp's default marker,
-//! `mtmd_default_marker()` in tools/mtmd/mtmd.cpp). Each marker becomes Gemma 3's image
-//! sequence as transformers' `Gemma3Processor` writes it (processing_gemma3.py, 5.24.0:
-//! `full_image_sequence`): `"\n\n"`, `<start_of_image>`, the image's embeddings (one row per
-//! image token, in place of its `<image_soft_token>`s), `<end_of_image>`, `"\n\n"`. The
-//! markers are control tokens of the vocabulary, found by name; text is tokenized without
+//! `mtmd_default_marker()` in tools/mtmd/mtmd.cpp). Each marker becomes the model's image
+//! sequence ([`ImageLayout`]) as transformers' processor writes it, the image's embeddings
+//! (one row per image token) in place of its soft tokens:
+//! - Gemma 3 (`Gemma3Processor`, processing_gemma3.py 5.24.0, `full_image_sequence`):
+//!   `"\n\n"`, `<start_of_image>`, the image, `<end_of_image>`, `"\n\n"`;
+//! - Gemma 4 (`Gemma4Processor.replace_image_token`, processing_gemma4.py): `<|image>`, the
+//!   image (as many soft tokens as the resized image has cells), `<image|>`; libmtmd's
+//!   gemma4v markers are the same (mtmd.cpp `img_beg`/`img_end`).
+//!
+//! The markers are control tokens of the vocabulary, found by name; text is tokenized without
 //! parsing control tokens, so user text cannot forge them.
 #![forbid(unsafe_code)]
 
@@ -18,8 +23,24 @@ pub const MEDIA_MARKER: &str = "<__media__>";
 /// Gemma 3's image delimiters (its tokenizer's control tokens; mtmd.cpp uses the same names).
 pub const START_OF_IMAGE: &str = "<start_of_image>";
 pub const END_OF_IMAGE: &str = "<end_of_image>";
-/// Around each image, as the processor's template (`"\n\n"` before and after).
-const IMAGE_SEPARATOR: &str = "\n\n";
+
+/// Where an image sits among a prompt's tokens: its delimiters and the text around them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLayout {
+    /// The control tokens before and after the image's embeddings.
+    pub start: &'static str,
+    pub end: &'static str,
+    /// Text before `start` and after `end`.
+    pub around: &'static str,
+    /// The model family, for messages.
+    pub model: &'static str,
+}
+
+/// Gemma 3's image sequence (see the module doc).
+pub const GEMMA3: ImageLayout =
+    ImageLayout { start: START_OF_IMAGE, end: END_OF_IMAGE, around: "\n\n", model: "Gemma 3" };
+/// Gemma 4's image sequence (see the module doc).
+pub const GEMMA4: ImageLayout = ImageLayout { start: "<|image>", end: "<image|>", around: "", model: "Gemma 4" };
 
 /// A part of a prompt: tokens, or the `i`-th image's embeddings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,13 +59,16 @@ pub fn with_markers(prompt: &str, n_images: usize) -> String {
 }
 
 /// Splits `pieces` (a formatted prompt, see [`crate::chat`]) at the image markers of its
-/// text into tokens and images, numbered in order. The number of markers must equal
-/// `n_images`. Every marker is followed by `<end_of_image>`, so the prompt ends with tokens
-/// (the logits come from the last one).
-pub fn chunks(pieces: &[Piece], n_images: usize, tok: &Tokenizer) -> Result<Vec<Chunk>> {
+/// text into tokens and images laid out as `layout`, numbered in order. The number of markers
+/// must equal `n_images`. Every marker is followed by the end token, so the prompt ends with
+/// tokens (the logits come from the last one).
+pub fn chunks(pieces: &[Piece], layout: &ImageLayout, n_images: usize, tok: &Tokenizer) -> Result<Vec<Chunk>> {
     let id = |s: &str| {
         tok.token_id(s).ok_or_else(|| Error::Projector {
-            what: format!("the language model's vocabulary has no {s} token: it is not a Gemma 3 vision model"),
+            what: format!(
+                "the language model's vocabulary has no {s} token: it is not a {} vision model",
+                layout.model
+            ),
         })
     };
     let mut out = Vec::new();
@@ -60,15 +84,16 @@ pub fn chunks(pieces: &[Piece], n_images: usize, tok: &Tokenizer) -> Result<Vec<
             Piece::Text(t) => {
                 for (k, part) in t.split(MEDIA_MARKER).enumerate() {
                     if k > 0 {
-                        // The marker: "\n\n" joins the text before it, as in the processor's string.
-                        text.push_str(IMAGE_SEPARATOR);
+                        // The marker: the text around it joins the text before and after, as in
+                        // the processor's string.
+                        text.push_str(layout.around);
                         flush_text(&mut text, &mut ids, tok);
-                        ids.push(id(START_OF_IMAGE)?);
+                        ids.push(id(layout.start)?);
                         out.push(Chunk::Tokens(std::mem::take(&mut ids)));
                         out.push(Chunk::Image(image));
                         image += 1;
-                        ids.push(id(END_OF_IMAGE)?);
-                        text.push_str(IMAGE_SEPARATOR);
+                        ids.push(id(layout.end)?);
+                        text.push_str(layout.around);
                     }
                     text.push_str(part);
                 }
@@ -96,13 +121,13 @@ fn flush_text(text: &mut String, ids: &mut Vec<u32>, tok: &Tokenizer) {
     }
 }
 
-/// Tokens the prompt feeds (`n_image_tokens` per image).
-pub fn n_tokens(chunks: &[Chunk], n_image_tokens: usize) -> usize {
+/// Tokens the prompt feeds, image `i` taking `n_image_tokens(i)`.
+pub fn n_tokens(chunks: &[Chunk], n_image_tokens: impl Fn(usize) -> usize) -> usize {
     chunks
         .iter()
         .map(|c| match c {
             Chunk::Tokens(t) => t.len(),
-            Chunk::Image(_) => n_image_tokens,
+            Chunk::Image(i) => n_image_tokens(*i),
         })
         .sum()
 }
@@ -142,15 +167,15 @@ pub fn image_of(id: u32) -> Option<usize> {
     (id > u32::MAX - MAX_IMAGES).then(|| (u32::MAX - id) as usize)
 }
 
-/// The chunks as one id list, image `i` as `n_image_tokens` copies of
+/// The chunks as one id list, image `i` as `n_image_tokens(i)` copies of
 /// `image_id(first_image + i)`: one entry per position, for prompts kept as token lists
 /// (a chat's cache, the server's sequences).
-pub fn flatten(chunks: &[Chunk], first_image: usize, n_image_tokens: usize) -> Vec<u32> {
+pub fn flatten(chunks: &[Chunk], first_image: usize, n_image_tokens: impl Fn(usize) -> usize) -> Vec<u32> {
     let mut ids = Vec::new();
     for c in chunks {
         match c {
             Chunk::Tokens(t) => ids.extend(t),
-            Chunk::Image(i) => ids.extend(std::iter::repeat_n(image_id(first_image + i), n_image_tokens)),
+            Chunk::Image(i) => ids.extend(std::iter::repeat_n(image_id(first_image + i), n_image_tokens(*i))),
         }
     }
     ids

@@ -108,6 +108,7 @@ pub(crate) fn parse_config(
         moe,
         rope_partial_full: rope.partial_full,
         rope_factor_full: rope.factor_full,
+        bidirectional_vision: f.str("use_bidirectional_attention")? == Some("vision"),
     };
     Ok(ModelConfig {
         arch: Arch::Gemma4,

@@ -76,6 +76,9 @@ pub struct Gemma4Config {
     /// Full layers: the share of rotated pairs and the scaling factor of proportional RoPE.
     pub rope_partial_full: f32,
     pub rope_factor_full: f32,
+    /// transformers' `use_bidirectional_attention == "vision"`: an image's tokens attend to
+    /// each other both ways on sliding layers (Gemma4Model.forward).
+    pub bidirectional_vision: bool,
 }
 
 impl Gemma4Config {

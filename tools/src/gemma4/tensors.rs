@@ -201,6 +201,8 @@ pub(crate) fn arch_keys(c: &ModelConfig) -> Vec<(String, GgufValue)> {
         // llama.cpp's default when the key is missing is 30 (llama-hparams.h), transformers'
         // is none: 0 says "none" to llama.cpp (src/models/gemma4.cpp tests it for 0).
         (k(llm::FINAL_LOGIT_SOFTCAPPING), GgufValue::F32(c.final_softcap.unwrap_or(0.0))),
+        // Ours (libllama ignores it): how images attend, which llama.cpp decides by width.
+        (k(llm::BIDIRECTIONAL_VISION), GgufValue::Bool(g.bidirectional_vision)),
     ];
     if let Some(moe) = &g.moe {
         m.extend([
