@@ -1,6 +1,6 @@
 //! `gemma serve --mmproj`: OpenAI chat `content` arrays with `image_url` parts (base64
-//! `data:` URLs), on the tiny random Gemma 3 vision checkpoint (tests/data/tiny/gemma3-vision)
-//! over loopback HTTP. The reply must equal the library's generation for the same messages,
+//! `data:` URLs), on the tiny random Gemma 3 and Gemma 4 vision checkpoints
+//! (tests/data/tiny/gemma3-vision, gemma4-vision) over loopback HTTP. The reply must equal the library's generation for the same messages,
 //! image (at the place of its part) and seeded sampling (the random model's greedy reply is
 //! the same for any image; sampled at temperature 2 it is not: the test checks that two
 //! images give two replies), in one session per sequence and in the shared batching cache; every bad image or URL is a 400 naming the part; a server
@@ -10,9 +10,9 @@ use gemma_gguf::generate::generate_chunks;
 use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::sampler::{Sampler, SamplerParams};
 use gemma_gguf::session::{Session, SessionOptions};
-use gemma_gguf::vision::encoder::VisionModel;
 use gemma_gguf::vision::preprocess::MAX_IMAGE_PIXELS;
-use gemma_gguf::vision::prompt::{chunks, flatten, prompt_chunks, GEMMA3};
+use gemma_gguf::vision::prompt::{chunks, flatten, prompt_chunks};
+use gemma_gguf::vision::Projector;
 use gemma_tests::serve::ServeProcess;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -29,9 +29,14 @@ fn tiny(name: &str) -> PathBuf {
 }
 
 fn convert(dir: &Path) -> (PathBuf, PathBuf) {
+    convert_from(dir, "gemma3-vision")
+}
+
+/// [`convert`] of the tiny checkpoint `name`.
+fn convert_from(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let (model, mmproj) = (dir.join("model.gguf"), dir.join("mmproj.gguf"));
     let out = Command::new(gemma())
-        .args(["convert", tiny("gemma3-vision").to_str().unwrap(), "-t", "f32", "-q", "-o"])
+        .args(["convert", tiny(name).to_str().unwrap(), "-t", "f32", "-q", "-o"])
         .arg(&model)
         .arg("--mmproj")
         .arg(&mmproj)
@@ -67,17 +72,18 @@ fn sampling() -> SamplerParams {
 /// comes after the text part) in the model's chat format, and the prompt's length.
 fn reference(model: &Path, mmproj: &Path, text: &str, image: &[u8]) -> (String, usize) {
     let model = Model::load(model, &LoadOptions { threads: Some(1), ..Default::default() }).unwrap();
-    let v = VisionModel::load(mmproj, Some(1)).unwrap();
+    let v = Projector::load(mmproj, Some(1)).unwrap();
     let format = ChatFormat::from_gguf(model.gguf()).unwrap();
     let specials = SpecialTokens::from_tokenizer(model.tokenizer());
     let msg = Message::user(format!("{text}<__media__>"));
     let pieces = format.format(&[msg], true, &specials).unwrap();
-    let c = chunks(&pieces, &GEMMA3, 1, model.tokenizer()).unwrap();
-    let images = vec![v.embed_image(image, MAX_IMAGE_PIXELS).unwrap()];
+    let c = chunks(&pieces, v.layout(), 1, model.tokenizer()).unwrap();
+    let (n_image, rows) = v.embed_image(image, MAX_IMAGE_PIXELS).unwrap();
+    let images = vec![rows];
     let mut s = Session::new(&model, SessionOptions { n_ctx: N_CTX, ..Default::default() }).unwrap();
     let mut sampler = Sampler::new(sampling()).unwrap();
     let mut out = String::new();
-    let p = prompt_chunks(&c, &images, !v.bidirectional()).unwrap();
+    let p = prompt_chunks(&c, &images, model.arch().image_attention().is_none()).unwrap();
     generate_chunks(
         &mut s,
         &mut sampler,
@@ -91,7 +97,39 @@ fn reference(model: &Path, mmproj: &Path, text: &str, image: &[u8]) -> (String, 
         },
     )
     .unwrap();
-    (out, flatten(&c, 0, |_| v.hp.n_tokens() as usize).len())
+    (out, flatten(&c, 0, |_| n_image as usize).len())
+}
+
+/// Gemma 4 (tests/data/tiny/gemma4-vision, a gemma4v projector): the server's reply and prompt
+/// length equal the library's for images of two sizes (70 and 60 image tokens), in one
+/// session per sequence and with `--batching`.
+#[test]
+fn serve_answers_gemma4_image_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, mmproj) = convert_from(dir.path(), "gemma4-vision");
+    let c = N_CTX.to_string();
+    let images =
+        ["exact-240x168.png", "odd-97x41.png"].map(|n| std::fs::read(tiny("gemma4-vision/images").join(n)).unwrap());
+    let want: Vec<(String, usize)> =
+        images.iter().map(|png| reference(&model, &mmproj, "What is this?", png)).collect();
+    println!("library: {want:?}");
+    assert_ne!(want[0], want[1], "the control: another image must give another reply");
+    for extra in [&[][..], &["--batching", "-P", "2"][..]] {
+        let mut args = vec!["-c", c.as_str(), "--mmproj", mmproj.to_str().unwrap()];
+        args.extend(extra);
+        let server = ServeProcess::start(&gemma(), &model, &args);
+        for (png, (reply, n_prompt)) in images.iter().zip(&want) {
+            let r = server.post("/v1/chat/completions", &chat("What is this?", &data_url("image/png", png)));
+            assert_eq!(r.status, 200, "{extra:?}: {}", r.body);
+            let v = r.json();
+            println!(
+                "{extra:?}: {:?} ({} prompt tokens)",
+                v["choices"][0]["message"]["content"], v["usage"]["prompt_tokens"]
+            );
+            assert_eq!(v["choices"][0]["message"]["content"].as_str(), Some(reply.as_str()), "{extra:?}");
+            assert_eq!(v["usage"]["prompt_tokens"].as_u64(), Some(*n_prompt as u64), "{extra:?}");
+        }
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! `gemma run --mmproj --image` and `gemma chat --mmproj` with `/image`, end to end on the tiny
-//! random Gemma 3 vision checkpoint (tests/data/tiny/gemma3-vision) converted by `gemma
-//! convert --mmproj`, and their bad inputs. The logits themselves are checked against
-//! transformers and libmtmd in tests/tests/vision_lm.rs; here: the image reaches the model
+//! random Gemma 3 and Gemma 4 vision checkpoints (tests/data/tiny/gemma3-vision,
+//! tests/data/tiny/gemma4-vision) converted by `gemma convert --mmproj`, and their bad inputs.
+//! The logits themselves are checked against transformers and libmtmd in
+//! tests/tests/vision_lm.rs and vision_lm_gemma4.rs; here: the image reaches the model
 //! (another image, or the image elsewhere, changes the top logits), markers place images,
 //! and every bad input is a one-line error.
 use std::path::{Path, PathBuf};
@@ -29,10 +30,15 @@ struct Files {
 }
 
 fn convert() -> Files {
+    convert_from("gemma3-vision")
+}
+
+/// [`convert`] of the tiny checkpoint `name`.
+fn convert_from(name: &str) -> Files {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.gguf").to_str().unwrap().to_string();
     let mmproj = dir.path().join("mmproj.gguf").to_str().unwrap().to_string();
-    let src = tiny("gemma3-vision");
+    let src = tiny(name);
     let out = gemma(&["convert", src.to_str().unwrap(), "-o", &model, "-t", "f32", "--mmproj", &mmproj, "-q"], None);
     assert!(out.status.success(), "convert: {}", text(&out.stderr));
     Files { dir, model, mmproj }
@@ -222,4 +228,45 @@ fn chat_images_with_a_gguf_template_match_the_builtin_format() {
     let first = |s: &str| s.split('\n').next().unwrap_or_default().to_string();
     assert!(!first(&builtin).is_empty());
     assert_eq!(first(&builtin), first(&templated));
+}
+
+/// Gemma 4: `gemma run --image` and `gemma chat` `/image` with a gemma4v projector (images of
+/// any size: the 97×41 one takes 60 tokens), another image changes the top logits, and the
+/// two families' projectors refuse each other's models with a one-line error.
+#[test]
+fn gemma4_images_in_run_and_chat() {
+    let f = convert_from("gemma4-vision");
+    let g4 = |n: &str| tiny("gemma4-vision/images").join(n).to_str().unwrap().to_string();
+    let (a, b, odd) = (g4("exact-240x168.png"), g4("exact-168x240.png"), g4("odd-97x41.png"));
+    let (ok, base, stderr) = run(&f, "What is this?", &["--image", &a]);
+    println!("{stderr}");
+    assert!(ok && stderr.contains("images: 1 encoded"), "{stderr}");
+    assert_eq!(base.len(), 3);
+    let (ok, other, _) = run(&f, "What is this?", &["--image", &b]);
+    assert!(ok);
+    assert_ne!(other, base, "another image gives the same logits");
+    let (ok, _, stderr) = run(&f, "<__media__> and <__media__>?", &["--image", &odd, "--image", &a]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = run(&f, "x", &["--image", &a, "-c", "64"]);
+    assert!(!ok && stderr.contains("(70 in its images)"), "{stderr}");
+    let input = format!("/image {a}\nWhat is it?\n/image {odd}\nand <__media__>?\nbye\n");
+    let args = ["chat", "-m", &f.model, "--mmproj", &f.mmproj, "-n", "2", "--temp", "0", "-t", "2"];
+    let out = gemma(&args, Some(input.as_bytes()));
+    let stderr = text(&out.stderr);
+    println!("{stderr}");
+    assert!(out.status.success() && !stderr.contains("not sent"), "{stderr}");
+    assert_eq!(stderr.matches("added to the next message").count(), 2, "{stderr}");
+    // Each family's projector with the other's model.
+    let g3 = convert();
+    for (what, model, mmproj, needle) in [
+        ("Gemma 3 projector", &f.model, &g3.mmproj, "cannot feed a gemma4 model"),
+        ("Gemma 4 projector", &g3.model, &f.mmproj, "cannot feed a gemma3 model"),
+    ] {
+        let out = gemma(&["run", "-m", model, "--mmproj", mmproj, "-p", "x", "--image", &a], None);
+        let stderr = text(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        println!("{what}: {last}");
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(last.starts_with("error:") && last.contains(needle), "{what}: {stderr}");
+    }
 }

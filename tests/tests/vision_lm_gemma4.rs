@@ -23,9 +23,9 @@
 //!   projector the embeddings are bit-identical (tests/tests/vision_gemma4.rs), so the logits
 //!   must be too (bound 0); with the f32 projector the transformers bound.
 //!
-//! Controls: another image, and the other attention rule (causal for the dense model,
-//! bidirectional on sliding layers for the ple one), move the logits after the image far
-//! outside the bound.
+//! Controls: another image, the other attention rule (causal for the dense model,
+//! bidirectional on sliding layers for the ple one), and (ple) another token's per-layer row
+//! at image positions move the logits after the image far outside the bound.
 use gemma_gguf::gguf::{GgufFile, GgufValue, GgufWriter};
 use gemma_gguf::model::{LoadOptions, Model, NonCausal};
 use gemma_gguf::session::{Outputs, Session, SessionOptions};
@@ -179,6 +179,7 @@ fn after_image(case: &LmCase, image_token: u32) -> Vec<Option<Vec<f32>>> {
 
 struct Files {
     _tmp: tempfile::TempDir,
+    has_ple: bool,
     lm: PathBuf,
     mmproj_f32: PathBuf,
     mmproj_f16: PathBuf,
@@ -195,7 +196,8 @@ fn files(src: &Path) -> Files {
         p
     };
     let (mmproj_f32, mmproj_f16) = (mm("f32"), mm("f16"));
-    Files { _tmp: tmp, lm, mmproj_f32, mmproj_f16 }
+    let has_ple = GgufFile::read(&lm).unwrap().tensors().iter().any(|t| t.name == "per_layer_token_embd.weight");
+    Files { _tmp: tmp, has_ple, lm, mmproj_f32, mmproj_f16 }
 }
 
 fn load(path: &Path) -> Model {
@@ -277,6 +279,15 @@ fn the_image_and_its_attention_rule_matter() {
             if causal { "bidirectionally on sliding layers" } else { "causally" },
             d2 / s
         );
+        if f.has_ple {
+            // The per-layer input's token row at image positions: another row than the pad's.
+            let moved_pad = f._tmp.path().join("pad-5.gguf");
+            with_key(&f.lm, &moved_pad, "tokenizer.ggml.padding_token_id", Some(GgufValue::U32(5)));
+            let run = ours(&load(&moved_pad), case, image_token, &right, (causal, false));
+            let (d3, _) = diff(&run, &golden, &case.greedy_logits);
+            println!("{name}: the per-layer row of token 5 at image positions {:.3e}", d3 / s);
+            assert!(d3 / s > 10.0 * BOUND_TRANSFORMERS, "{name}: the per-layer row at image positions changes nothing");
+        }
         assert!(d0 / s <= BOUND_TRANSFORMERS, "{name}");
         assert!(d1 / s > 10.0 * BOUND_TRANSFORMERS, "{name}: another image leaves the logits as they were");
         assert!(d2 / s > 10.0 * BOUND_TRANSFORMERS, "{name}: the attention rule within the image changes nothing");
