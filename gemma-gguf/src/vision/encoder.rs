@@ -215,13 +215,6 @@ impl VisionModel {
         self.check_text_width(model.dims().n_embd)
     }
 
-    /// Whether an image's tokens attend to each other both ways in the language model: yes for
-    /// Gemma 3 (libmtmd's `mtmd_decode_use_non_causal`, mtmd.cpp; transformers' Gemma 3 mask
-    /// `create_masks_for_vision_model`), the only projector loaded here.
-    pub fn bidirectional(&self) -> bool {
-        true
-    }
-
     /// Image bytes (PNG, JPEG, WebP; at most `max_pixels` pixels) → its embeddings, as
     /// [`encode`](Self::encode).
     pub fn embed_image(&self, bytes: &[u8], max_pixels: u64) -> Result<Vec<f32>> {
