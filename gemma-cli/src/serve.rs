@@ -38,7 +38,7 @@ pub struct Args {
     /// The model name clients send; the file name without .gguf by default.
     #[arg(long = "alias")]
     pub alias: Option<String>,
-    /// The projector of a Gemma 3 vision model: chat messages may then hold images
+    /// The projector of a Gemma 3 or Gemma 4 vision model: chat messages may then hold images
     /// (`image_url` parts with base64 `data:` URLs; raise --max-body for large ones).
     #[arg(long = "mmproj")]
     pub mmproj: Option<std::path::PathBuf>,

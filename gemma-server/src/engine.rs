@@ -100,7 +100,7 @@ pub struct EngineConfig {
     pub parallel: usize,
     /// One shared session, all sequences in one graph per step (see `step.rs`).
     pub batching: bool,
-    /// The projector for images (Gemma 3 vision), checked against the model at start.
+    /// The projector for images (Gemma 3 or Gemma 4 vision), checked against the model at start.
     pub mmproj: Option<PathBuf>,
 }
 

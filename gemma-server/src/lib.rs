@@ -58,7 +58,7 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// Longest a request may take, waiting included (504 past it).
     pub timeout: Duration,
-    /// The projector file of a Gemma 3 vision model: with it, chat messages may hold images
+    /// The projector file of a Gemma 3 or Gemma 4 vision model: with it, chat messages may hold images
     /// (`image_url` parts with `data:` URLs); without, they are refused.
     pub mmproj: Option<PathBuf>,
 }
