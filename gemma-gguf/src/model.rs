@@ -219,6 +219,26 @@ impl Arch {
         }
     }
 
+    /// The widest FFN among the layers that run on every row of a micro-batch. Gemma 3n's and
+    /// Gemma 4's last layers share earlier layers' KV caches and run only on the rows whose
+    /// logits are read (`arch::Pass::read_rows_inputs`), so their FFN rows (Gemma 4 E2B's are
+    /// twice as wide) do not scale with the batch; every other layer's do.
+    pub fn batch_ffn_width(&self) -> u32 {
+        use crate::arch::first_cacheless_tail;
+        match self {
+            Arch::Gemma4 { hp, .. } => {
+                let n =
+                    first_cacheless_tail(hp.layers.iter().map(|l| l.shared_from.is_some())).unwrap_or(hp.layers.len());
+                hp.layers[..n].iter().map(|l| l.n_ff).max().unwrap_or(0)
+            }
+            Arch::Gemma3n { hp, .. } => {
+                let n = first_cacheless_tail(hp.shared_from.iter().map(Option::is_some)).unwrap_or(hp.n_ff.len());
+                hp.n_ff[..n].iter().copied().max().unwrap_or(0)
+            }
+            _ => self.dims().n_ff,
+        }
+    }
+
     /// f32 values per token of a micro-batch that the architecture needs for a while, beside
     /// its resident ones: the per-layer embedding inputs of Gemma 3n and Gemma 4 are made from
     /// the gathered rows and the projection of the token embeddings, both

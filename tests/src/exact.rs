@@ -90,3 +90,39 @@ pub fn check_cases(cases: &[(&str, TinyConfig, u32, usize)]) {
     println!("worst max |Δlogit| against llama.cpp: {worst:e}");
     assert_eq!(worst, 0.0, "logits differ from llama.cpp's");
 }
+
+/// The logits of a prompt's last position decoded for that position only, against the last
+/// row of the same prompt decoded for every position, flash attention off and on, for each
+/// prompt length. Decoded alone, the layers that share an earlier layer's KV cache run on
+/// that one row (`arch::Pass::read_rows_inputs`); decoded whole, every layer runs on every row,
+/// as libllama does. Only the ggml kernels differ (single-row against batched), so the two
+/// must agree to rounding. The yardstick is another change of kernels on the same data:
+/// the largest difference between the whole-prompt logits with flash attention off and on.
+/// Prints both and returns (largest narrowed difference, yardstick), each relative to the
+/// largest |logit|.
+pub fn read_rows_only(path: &Path, n_ctx: u32, prompt_lens: &[usize]) -> (f32, f32) {
+    let model = Model::load(path, &LoadOptions { threads: Some(1), ..Default::default() }).expect("load");
+    let nv = model.n_vocab() as usize;
+    let (mut worst, mut yardstick) = (0f32, 0f32);
+    for &n in prompt_lens {
+        let toks = prompt(model.n_vocab(), n);
+        let mut whole = Vec::new();
+        for flash_attn in [false, true] {
+            let opts = SessionOptions { n_ctx, flash_attn, ..Default::default() };
+            let all = Session::new(&model, opts).expect("session").decode(&toks, Outputs::All).expect("all rows");
+            let last = Session::new(&model, opts).expect("session").decode(&toks, Outputs::Last).expect("last row");
+            let full = all[all.len() - nv..].to_vec();
+            let scale = full.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let rel = max_diff(&last, &full) / scale;
+            let fa = if flash_attn { "on " } else { "off" };
+            print!("{n:4}-token prompt, flash attention {fa}: the last row alone against every row: ");
+            println!("max |Δlogit| {rel:.3e} of the largest logit, argmax {} / {}", argmax(&last), argmax(&full));
+            worst = worst.max(rel);
+            whole.push((full, scale));
+        }
+        let fa_switch = max_diff(&whole[0].0, &whole[1].0) / whole[0].1;
+        println!("{n:4}-token prompt: flash attention off against on, every row: {fa_switch:.3e}");
+        yardstick = yardstick.max(fa_switch);
+    }
+    (worst, yardstick)
+}

@@ -14,7 +14,7 @@ use gemma_gguf::gguf::GgmlType;
 use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::names::llm;
 use gemma_gguf::session::{Outputs, Session, SessionOptions};
-use gemma_tests::exact::{check_cases, max_diff, prompt, write, N_CTX_TRAIN};
+use gemma_tests::exact::{check_cases, max_diff, prompt, read_rows_only, write, N_CTX_TRAIN};
 use gemma_tests::tiny_model::{Gemma3nShape, TinyConfig, TinyModel};
 use std::path::Path;
 use tempfile::TempDir;
@@ -102,4 +102,18 @@ fn gemma3n_shared_layers_have_no_cache() {
     let expected = 2 * 2 * 32 * (16 * 768 + 4 * 1024);
     println!("KV cache: {} bytes, expected {expected}", ses.kv_cache().bytes());
     assert_eq!(ses.kv_cache().bytes() as u64, expected, "KV bytes of the 20 layers with their own cache");
+}
+
+/// With only the last position's logits read, the shared-KV layers run on that row alone; the
+/// logits must be those of the whole computation up to the kernels' rounding: no farther
+/// than flash attention on against off (`gemma_tests::exact::read_rows_only`).
+#[test]
+fn gemma3n_last_row_alone_equals_the_whole_prompt() {
+    let dir = TempDir::new().expect("temp dir");
+    let (d, yardstick) = read_rows_only(&write(&dir, "base", TinyConfig::gemma3n()), 1024, &[64, 1000]);
+    println!("largest: last row alone {d:.3e}, flash attention off/on {yardstick:.3e} (of the largest logit)");
+    assert!(
+        d <= yardstick,
+        "the last row alone moved the logits by {d:e}, more than flash attention does ({yardstick:e})"
+    );
 }

@@ -364,8 +364,28 @@ impl<'s> Forward<'s, '_> {
         let extra = ctx.repeat_4d(x, [d.n_embd as i64, n_tokens, hp.n_altup as i64 - 1, 1])?;
         let extra = self.rescaled(p.mm(self.w.altup_proj, extra)?, magnitude(p, x)?)?;
         let mut xs = ctx.concat(x, extra, 2)?.set_name("inp_stacked")?;
+        // The layers that share an earlier layer's cache, to the last, need only the rows
+        // whose logits are read (arch::Pass::read_rows_inputs).
+        let tail = super::first_cacheless_tail(hp.shared_from.iter().map(Option::is_some));
+        let read = match tail {
+            Some(_) => p.read_rows_inputs()?,
+            None => None,
+        };
         for il in 0..d.n_layer as usize {
-            xs = self.layer(gf, xs, ple, il)?;
+            let narrow = read.is_some() && tail.is_some_and(|t| il >= t);
+            if narrow && tail == Some(il) {
+                // each stream's rows: [n_embd, n_out, n_altup]
+                let mut rows = p.read_rows(self.stream(xs, 0)?)?;
+                for i in 1..hp.n_altup as usize {
+                    rows = ctx.concat(rows, p.read_rows(self.stream(xs, i)?)?, 2)?;
+                }
+                xs = rows;
+            }
+            let slice = self.stream(ple, il)?;
+            xs = match (&read, narrow) {
+                (Some(inp), true) => self.layer(&p.with_inputs(inp), gf, xs, p.read_rows(slice)?, il)?,
+                _ => self.layer(p, gf, xs, slice, il)?,
+            };
         }
         // back to one stream: the mean of stream 0 and the others un-projected at stream 0's
         // magnitude (transformers' `Gemma3nTextModel.forward`; libllama's active stream is
@@ -378,9 +398,9 @@ impl<'s> Forward<'s, '_> {
             x = ctx.add(x, self.stream(rest, i)?)?;
         }
         let x = ctx.scale(x, 1.0 / hp.n_altup as f32)?.set_name("unembd_merged")?;
-        let x = match p.inp.out_ids {
-            Some(out) => ctx.get_rows(x, out)?,
-            None => x,
+        let x = match read {
+            Some(_) => x,
+            None => p.read_rows(x)?,
         };
         let x = p.norm(x, self.w.output_norm, d.rms_eps, "result_norm", 0)?;
         let mut logits = p.mm(self.w.output, x)?;
@@ -469,8 +489,17 @@ impl<'s> Forward<'s, '_> {
         ctx.relu(ctx.sub(g, cutoff)?)
     }
 
-    fn layer(&self, gf: &mut Graph<'s>, xs: Tensor<'s>, ple: Tensor<'s>, il: usize) -> Result<Tensor<'s>> {
-        let (hp, d, p, l) = (self.hp, &self.hp.dims, &self.pass, &self.w.layers[il]);
+    /// Layer `il` over the rows of the streams `xs` (all the batch's, or those `p` narrows
+    /// to), with its slice `ple` `[P, rows]` of the per-layer inputs for the same rows.
+    fn layer(
+        &self,
+        p: &Pass<'s, '_>,
+        gf: &mut Graph<'s>,
+        xs: Tensor<'s>,
+        ple: Tensor<'s>,
+        il: usize,
+    ) -> Result<Tensor<'s>> {
+        let (hp, d, l) = (self.hp, &self.hp.dims, &self.w.layers[il]);
         let (ctx, n_tokens, eps) = (p.ctx, xs.ne()[1], d.rms_eps);
         let (hd, nh, nkv) = (d.head_dim as i64, d.n_head as i64, d.n_head_kv as i64);
         let pred = self.predict(xs, l, il)?;
@@ -525,7 +554,7 @@ impl<'s> Forward<'s, '_> {
         let first =
             ctx.mul(self.stream(corrected, hp.altup_active as usize)?, p.wctx.tensor(l.altup_correct_scale)?)?;
         let first = ctx.gelu(p.mm(l.inp_gate, first)?)?;
-        let first = ctx.mul(first, self.stream(ple, il)?)?;
+        let first = ctx.mul(first, ple)?;
         let first = p.norm(p.mm(l.proj, first)?, l.post_norm, eps, "per_layer_embd_out", il)?;
         let rest = ctx.add(self.streams_after_first(corrected)?, first)?;
         ctx.concat(self.stream(corrected, 0)?, rest, 2)?.set_name(&format!("l_out-{il}"))

@@ -467,15 +467,39 @@ impl<'s> Forward<'s, '_> {
         };
         // per-layer inputs: [n_embd_per_layer, n_tokens, n_layer]
         let ple = self.w.ple.as_ref().map(|w| self.per_layer_inputs(w, x)).transpose()?;
+        // The layers that share an earlier layer's cache, to the last, need only the rows
+        // whose logits are read (arch::Pass::read_rows_inputs).
+        let tail = super::first_cacheless_tail(hp.layers.iter().map(|l| l.shared_from.is_some()));
+        let read = match tail {
+            Some(_) => p.read_rows_inputs()?,
+            None => None,
+        };
+        let n_tokens = x.ne()[1];
         for il in 0..d.n_layer as usize {
-            x = self.layer(gf, x, ple, il)?;
+            let narrow = read.is_some() && tail.is_some_and(|t| il >= t);
+            if narrow && tail == Some(il) {
+                x = p.read_rows(x)?;
+            }
+            // this layer's slice of the per-layer inputs: [P, n_tokens]
+            let slice = match ple {
+                Some(t) => {
+                    let row = t.nb()[1];
+                    let s = p.ctx.view(t, &[t.ne()[0], n_tokens], [row, 0], il * row * n_tokens as usize)?;
+                    Some(if narrow { p.read_rows(s)? } else { s })
+                }
+                None => None,
+            };
+            x = match (&read, narrow) {
+                (Some(inp), true) => self.layer(&p.with_inputs(inp), gf, x, slice, il)?,
+                _ => self.layer(p, gf, x, slice, il)?,
+            };
         }
         // llama.cpp runs the last layer on every row and keeps the rows read after the
         // output norm (gemma4.cpp with `embeddings_nextn_masked` off, its default).
         let x = p.norm(x, self.w.output_norm, d.rms_eps, "result_norm", 0)?;
-        let x = match p.inp.out_ids {
-            Some(out) => p.ctx.get_rows(x, out)?,
-            None => x,
+        let x = match read {
+            Some(_) => x,
+            None => p.read_rows(x)?,
         };
         let mut logits = p.mm(self.w.output, x)?;
         if let Some(cap) = hp.final_softcap {
@@ -509,8 +533,17 @@ impl<'s> Forward<'s, '_> {
         ctx.cont(ctx.permute(inp, [0, 2, 1, 3])?)
     }
 
-    fn layer(&self, gf: &mut Graph<'s>, x: Tensor<'s>, ple: Option<Tensor<'s>>, il: usize) -> Result<Tensor<'s>> {
-        let (hp, d, p, l, lp) = (self.hp, &self.hp.dims, &self.pass, &self.w.layers[il], &self.hp.layers[il]);
+    /// Layer `il` over the rows of `x` (all the batch's, or those `p` narrows to), with its
+    /// slice of the per-layer inputs for the same rows.
+    fn layer(
+        &self,
+        p: &Pass<'s, '_>,
+        gf: &mut Graph<'s>,
+        x: Tensor<'s>,
+        ple: Option<Tensor<'s>>,
+        il: usize,
+    ) -> Result<Tensor<'s>> {
+        let (hp, d, l, lp) = (self.hp, &self.hp.dims, &self.w.layers[il], &self.hp.layers[il]);
         let (ctx, n_tokens, eps) = (p.ctx, x.ne()[1], d.rms_eps);
         let (hd, nh, nkv) = (lp.heads.head_dim as i64, lp.heads.n_head as i64, lp.heads.n_head_kv as i64);
         let h = p.norm(x, l.attn_norm, eps, "attn_norm", il)?;
@@ -561,10 +594,7 @@ impl<'s> Forward<'s, '_> {
         let mut cur = ctx.add(cur, attn_out)?;
 
         // per-layer embedding: x += post_norm(proj(gelu(inp_gate·x) ⊙ slice_il))
-        if let (Some(w), Some(inp)) = (&l.ple, ple) {
-            let pw = hp.n_embd_per_layer as i64;
-            let row = inp.nb()[1];
-            let slice = ctx.view(inp, &[pw, n_tokens], [row, 0], il * row * n_tokens as usize)?;
+        if let (Some(w), Some(slice)) = (&l.ple, ple) {
             let g = ctx.mul(ctx.gelu(p.mm(w.inp_gate, cur)?)?, slice)?;
             let g = p.norm(p.mm(w.proj, g)?, w.post_norm, eps, "per_layer_embd_out", il)?;
             cur = ctx.add(cur, g)?;

@@ -13,7 +13,7 @@ pub use crate::names;
 use crate::error::{Error, Result};
 use crate::ggml::{Context, Graph, Rope, Tensor, TensorId, Type};
 use crate::gguf::GgufFile;
-use crate::kv_cache::{BatchInputs, KvCache};
+use crate::kv_cache::{BatchInputs, KvCache, KvInput};
 
 /// Reads a required u32 hyper-parameter `{arch}.{suffix}`, refusing 0.
 pub(crate) fn required_u32(g: &GgufFile, arch: &str, suffix: &str) -> Result<u32> {
@@ -407,6 +407,47 @@ impl<'s> Pass<'s, '_> {
         attention(ctx, q, kc, vc, kvi.mask, shape)?.set_name(&format!("kqv_out-{il}"))
     }
 
+    /// This pass over other batch inputs (the same graph, context, weights and cache).
+    pub fn with_inputs<'n>(&self, inp: &'n BatchInputs<'s>) -> Pass<'s, 'n> {
+        Pass { ctx: self.ctx, wctx: self.wctx, kv: self.kv, inp, flash_attn: self.flash_attn }
+    }
+
+    /// Rows `out_ids` of `a` `[n, n_tokens]` (the positions whose logits are read), or `a`
+    /// itself when every position is read.
+    pub fn read_rows(&self, a: Tensor<'s>) -> Result<Tensor<'s>> {
+        match self.inp.out_ids {
+            Some(out) => self.ctx.get_rows(a, out),
+            None => Ok(a),
+        }
+    }
+
+    /// The batch inputs of the positions whose logits are read, for layers that write no KV
+    /// cache: their positions and their rows of each cache kind's mask (the cell rows to
+    /// write are not needed there). `None` when every position is read.
+    ///
+    /// Why this is enough: a layer that shares an earlier layer's cache (Gemma 3n's and Gemma
+    /// 4's last layers) reads K and V written by that earlier layer and writes nothing, so no
+    /// later position and no later step ever reads its hidden states. Past the first of the
+    /// layers that, to the last, write no cache, only the rows whose logits are read change
+    /// the result (see [`first_cacheless_tail`]). libllama runs every row to the end
+    /// (gemma4.cpp, gemma3n-iswa.cpp): same logits for those rows up to the kernels' rounding
+    /// (one row takes ggml's single-row kernels where a batch takes the tiled ones).
+    pub fn read_rows_inputs(&self) -> Result<Option<BatchInputs<'s>>> {
+        let Some(out) = self.inp.out_ids else { return Ok(None) };
+        let ctx = self.ctx;
+        let (n_tokens, n_out) = (self.inp.pos.ne()[0], out.ne()[0]);
+        let pos = ctx.reshape(ctx.get_rows(ctx.reshape(self.inp.pos, &[1, n_tokens])?, out)?, &[n_out])?;
+        let rows = |k: &Option<KvInput<'s>>| -> Result<Option<KvInput<'s>>> {
+            let Some(k) = k else { return Ok(None) };
+            // get_rows yields f32; the flash-attention kernel wants its mask in f16
+            let mask = ctx.get_rows(k.mask, out)?;
+            let mask = if k.mask.ty() == Type::F16 { ctx.to_f16(mask)? } else { mask };
+            Ok(Some(KvInput { idx: k.idx, mask, n_kv: k.n_kv, v_idx: None }))
+        };
+        let (global, local) = (rows(&self.inp.global)?, rows(&self.inp.local)?);
+        Ok(Some(BatchInputs { tokens: self.inp.tokens, pos, out_ids: None, global, local }))
+    }
+
     /// The last layer keeps only the positions whose logits are read: rows `out_ids` of each
     /// tensor, or the tensors themselves when every position is read.
     pub fn keep_outputs(&self, a: Tensor<'s>, b: Tensor<'s>) -> Result<(Tensor<'s>, Tensor<'s>)> {
@@ -427,4 +468,14 @@ impl<'s> Pass<'s, '_> {
         }
         logits.set_name("result_output")
     }
+}
+
+/// The first layer from which every layer to the last writes no KV cache of its own (it
+/// reads an earlier layer's), given whether each layer shares; `None` when the last layer
+/// has its own cache. From there on a batch needs only the rows whose logits are read
+/// ([`Pass::read_rows_inputs`]).
+pub(crate) fn first_cacheless_tail(shares: impl DoubleEndedIterator<Item = bool> + ExactSizeIterator) -> Option<usize> {
+    let n = shares.len();
+    let tail = shares.rev().take_while(|&s| s).count();
+    (tail > 0).then_some(n - tail)
 }

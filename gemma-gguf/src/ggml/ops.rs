@@ -92,6 +92,18 @@ impl Context {
         self.wrap(unsafe { sys::ggml_cast(self.as_ptr(), a.as_ptr(), Type::F32.raw()) }, "ggml_cast")
     }
 
+    /// `a` (f32 or f16) converted to f16 (ggml_cast), e.g. rows of an attention mask taken
+    /// with `get_rows` (which yields f32) for the flash-attention kernel.
+    pub fn to_f16<'s>(&'s self, a: Tensor<'s>) -> Result<Tensor<'s>> {
+        if !matches!(a.ty(), Type::F32 | Type::F16) {
+            return Err(Error::WrongTensorType { name: a.name(), expected: "f32 or f16", actual: a.ty().to_string() });
+        }
+        self.prepare(&[a])?;
+        // SAFETY: ggml_cast asserts nothing; it makes a copy node of `a`'s shape in f16, which
+        // ggml's CPU kernel converts from f32 and f16 (ops.cpp `ggml_compute_forward_dup`).
+        self.wrap(unsafe { sys::ggml_cast(self.as_ptr(), a.as_ptr(), Type::F16.raw()) }, "ggml_cast")
+    }
+
     /// `a` with a new shape of the same element count; `a` must be contiguous.
     pub fn reshape<'s>(&'s self, a: Tensor<'s>, dims: &[i64]) -> Result<Tensor<'s>> {
         let n: Option<i64> = dims.iter().try_fold(1i64, |acc, &d| if d >= 1 { acc.checked_mul(d) } else { None });

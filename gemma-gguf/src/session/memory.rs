@@ -22,17 +22,21 @@ impl Session<'_> {
     /// - plus the larger of: the attention scores of a global layer without flash attention,
     ///   `n_head × n_ctx × n_ubatch` f32 (the term that makes a long context fail: 512 MiB
     ///   for Gemma 3 270M at 32 768 tokens, n_ubatch 512), and the feed-forward block's gate
-    ///   and up projections, `2 × n_ff × n_ubatch` f32, and the making of the per-layer
-    ///   embedding inputs ([`Arch::transient_f32_per_token`] rows);
+    ///   and up projections, `2 × n_ff × n_ubatch` f32 (the widest FFN of the layers that run
+    ///   on the whole batch, [`Arch::batch_ffn_width`]);
     /// - plus the rows around them: queries and attention output (`n_head × head_dim`), keys
     ///   and values, two residual rows (`n_embd`), each `n_ubatch` f32 rows;
     /// - plus what the architecture keeps besides ([`Arch::scratch_f32_per_token`]: Gemma 3n's
-    ///   AltUp streams, the per-layer embedding inputs of 3n and Gemma 4), `n_ubatch` rows.
+    ///   AltUp streams, the per-layer embedding inputs of 3n and Gemma 4), `n_ubatch` rows;
+    /// - or, when larger, the making of the per-layer embedding inputs before the first layer,
+    ///   when no layer's rows are alive yet: [`Arch::transient_f32_per_token`] rows beside the
+    ///   kept ones.
     ///
     /// `tests/tests/memory_estimate.rs` compares it with the buffer ggml actually allocates.
     ///
     /// [`Arch::scratch_f32_per_token`]: crate::model::Arch::scratch_f32_per_token
     /// [`Arch::transient_f32_per_token`]: crate::model::Arch::transient_f32_per_token
+    /// [`Arch::batch_ffn_width`]: crate::model::Arch::batch_ffn_width
     pub fn scratch_bytes_for(model: &Model, opts: &SessionOptions) -> Option<u64> {
         let d = model.arch.dims();
         let l = model.arch.kv_layout();
@@ -51,11 +55,12 @@ impl Session<'_> {
             true => 0,
             false => (d.n_head as u64).checked_mul(widest)?.checked_mul(n_ub)?.checked_mul(4)?,
         };
-        let ffn = (d.n_ff as u64).checked_mul(n_ub)?.checked_mul(2 * 4)?;
+        let ffn = (model.arch.batch_ffn_width() as u64).checked_mul(n_ub)?.checked_mul(2 * 4)?;
         let q_dim = d.n_head as u64 * d.head_dim as u64;
         let rows = (2 * q_dim + 2 * l.max_kv_dim() + 2 * d.n_embd as u64).checked_mul(n_ub)?.checked_mul(4)?;
         let arch = model.arch.scratch_f32_per_token().checked_mul(n_ub)?.checked_mul(4)?;
         let transient = model.arch.transient_f32_per_token().checked_mul(n_ub)?.checked_mul(4)?;
-        mask.checked_add(scores.max(ffn).max(transient))?.checked_add(rows)?.checked_add(arch)
+        let layers = mask.checked_add(scores.max(ffn))?.checked_add(rows)?.checked_add(arch)?;
+        Some(layers.max(mask.checked_add(transient)?.checked_add(arch)?))
     }
 }
