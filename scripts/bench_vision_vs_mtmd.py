@@ -19,7 +19,9 @@ included) or `on`; ours runs the separate products (mul_mat, soft_max), as libmt
 The ratio is the speed ratio ours / libmtmd = libmtmd ms / ours ms, the median of the
 per-round ratios (each pair ran back to back, so machine load hits both alike): above 1 means
 ours is faster. The 1-minute load average is read before each run and reported (waiting up to
---wait-s seconds for it to fall below --max-load first).
+--wait-s seconds for it to fall below --max-load first), and each run's CPU time over its wall
+time × threads ("busy": below 1 when other work took the cores; the run's own single-threaded
+parts, loading and the text model, lower it a little too).
 
 Usage (from the workspace root; files from scripts/make_random_gemma3_4b_vision.py and
 `gemma convert`):
@@ -33,6 +35,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -69,18 +72,25 @@ def wait_load(max_load, wait_s):
 
 
 def run(cmd):
+    """The finished process, with `busy`: its CPU time / (wall time × threads), a contention
+    sign (near 1 when it had its cores to itself; other work on the machine lowers it)."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
     out = subprocess.run(cmd, capture_output=True, text=True)
+    wall, after = time.time() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    threads = int(cmd[cmd.index("-t") + 1])
+    out.busy = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / (wall * threads)
     return out
 
 
 def ours_once(a, threads):
     cmd = [a.gemma, "bench", "-m", a.lm, "--mmproj", a.mmproj, "--image", a.image, "-t", threads,
            "-r", "1", "--no-warmup", "-o", "json"]
-    r = json.loads(run(cmd).stdout)[0]
+    out = run(cmd)
+    r = json.loads(out.stdout)[0]
     return {"encode_ms": r["avg_encode_ns"] / 1e6, "preprocess_ms": r["avg_preprocess_ns"] / 1e6,
-            "tokens": r["n_image_tokens"]}
+            "tokens": r["n_image_tokens"], "busy": out.busy}
 
 
 def mtmd_once(a, threads, fa):
@@ -90,7 +100,7 @@ def mtmd_once(a, threads, fa):
     got = MTMD_RE.findall(out.stdout + out.stderr)
     if len(got) != 1:
         sys.exit(f"error: expected one 'mtmd batch encoding done in N ms' line from {' '.join(cmd)}, got {got}")
-    return {"encode_ms": float(got[0])}
+    return {"encode_ms": float(got[0]), "busy": out.busy}
 
 
 def main():
@@ -123,30 +133,32 @@ def main():
                 time.sleep(SETTLE_S)
                 load = wait_load(a.max_load, a.wait_s)
                 s = ours_once(a, threads) if who == "ours" else mtmd_once(a, threads, who.split("=")[1])
-                s["load"] = load
+                s["load"], s["load_after"] = load, os.getloadavg()[0]
                 samples[who].append(s)
             print(f"t={threads} round {rnd + 1}/{a.r}: " + ", ".join(
-                f"{who} {samples[who][-1]['encode_ms']:.0f} ms (load {samples[who][-1]['load']:.2f})" for who in tools),
-                file=sys.stderr)
+                f"{who} {s['encode_ms']:.0f} ms (load {s['load']:.2f} before, {s['load_after']:.2f} after, "
+                f"busy {s['busy']:.2f})" for who, s in ((w, samples[w][-1]) for w in tools)), file=sys.stderr)
         ours = [s["encode_ms"] for s in samples["ours"]]
         for who in tools[1:]:
             ref = [s["encode_ms"] for s in samples[who]]
             ratios = [r / o for o, r in zip(ours, ref)]
             loads = [s["load"] for w in ("ours", who) for s in samples[w]]
+            busy = [s["busy"] for w in ("ours", who) for s in samples[w]]
             rows.append({"threads": int(threads), "reference": who, "ours_ms": statistics.median(ours),
                          "ours_preprocess_ms": statistics.median(s["preprocess_ms"] for s in samples["ours"]),
                          "ref_ms": statistics.median(ref), "ratio": statistics.median(ratios),
                          "ratio_min": min(ratios), "ratio_max": max(ratios), "load_min": min(loads),
-                         "load_max": max(loads), "ours": samples["ours"], "ref": samples[who]})
+                         "load_max": max(loads), "busy_min": min(busy), "ours": samples["ours"], "ref": samples[who]})
 
     print(f"image {a.image}; encoder + projector ms per image (median of {a.r} rounds); "
-          "ratio = libmtmd ms / ours ms (speed ours / libmtmd, > 1: ours faster)")
-    print("| threads | libmtmd | ours ms | ours preprocess ms | libmtmd ms | ratio (median) | range | load avg (1 min) |")
-    print("|---:|---|---:|---:|---:|---:|---|---|")
+          "ratio = libmtmd ms / ours ms (speed ours / libmtmd, > 1: ours faster); "
+          "load: the 1-minute load average before each run; busy: each run's CPU time / (wall × threads)")
+    print("| threads | libmtmd | ours ms | ours preprocess ms | libmtmd ms | ratio (median) | range | load | busy ≥ |")
+    print("|---:|---|---:|---:|---:|---:|---|---|---:|")
     for r in rows:
         print(f"| {r['threads']} | {r['reference']} | {r['ours_ms']:.0f} | {r['ours_preprocess_ms']:.0f} | "
               f"{r['ref_ms']:.0f} | **{r['ratio']:.3f}** | {r['ratio_min']:.3f}–{r['ratio_max']:.3f} | "
-              f"{r['load_min']:.2f}–{r['load_max']:.2f} |")
+              f"{r['load_min']:.2f}–{r['load_max']:.2f} | {r['busy_min']:.2f} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
