@@ -11,7 +11,9 @@
 #
 # Output: target/llama-ref/build/bin/llama-bench (about 8 minutes on 2 cores, once), and
 # llama-completion beside it, llama.cpp's plain text generator, for memory comparisons at a
-# given context (`scripts/rss_vs_llama.sh`).
+# given context (`scripts/rss_vs_llama.sh`), and llama-mtmd-cli, libmtmd's command line, for
+# image-encode times (it logs "image slice encoded in N ms"; scripts/bench_vision_vs_mtmd.py).
+# A build made before llama-mtmd-cli was added gets just that target, incrementally.
 #
 #   scripts/build-llama-ref.sh --cuda   # the same with GGML_CUDA=ON, in target/llama-ref-cuda/build
 #
@@ -38,7 +40,7 @@ elif [ -n "${1:-}" ]; then
 fi
 out=target/llama-ref
 bench=$build/bin/llama-bench
-if [ -x "$bench" ] && [ -x "$build/bin/llama-completion" ]; then
+if [ -x "$bench" ] && [ -x "$build/bin/llama-completion" ] && [ -x "$build/bin/llama-mtmd-cli" ]; then
   echo "$PWD/$bench"
   exit 0
 fi
@@ -58,6 +60,6 @@ flags=""
 say "configuring llama.cpp from llama-cpp-python $LLAMA_CPP_PYTHON in $build (Release, llama.cpp's defaults${flags:+, plus $flags}${cuda[*]:+, plus ${cuda[*]}})"
 CFLAGS="$flags" CXXFLAGS="$flags" cmake -S "$out/src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
   -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF "${cuda[@]}" >&2
-cmake --build "$build" --target llama-bench llama-completion -j "$(nproc)" >&2
+cmake --build "$build" --target llama-bench llama-completion llama-mtmd-cli -j "$(nproc)" >&2
 grep -E '^(CMAKE_BUILD_TYPE|GGML_NATIVE|GGML_OPENMP|GGML_CUDA|CMAKE_CUDA_ARCHITECTURES):' "$build/CMakeCache.txt" >&2
 echo "$PWD/$bench"

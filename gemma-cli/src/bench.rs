@@ -6,13 +6,24 @@
 //! warm up, then `-r` times; the speed is the mean ± sample standard deviation of the per-run
 //! tokens/s. These are llama-bench's `test_prompt`, `test_gen` and `avg_ts`/`stdev_ts`
 //! (llama.cpp `tools/llama-bench/llama-bench.cpp`, b6000-era), so the figures compare.
+//!
+//! `image<T>` (with `--mmproj` and `--image`): one image encoded to its T image tokens by the
+//! projector on the CPU, the file's bytes already in memory: preprocessing (decode, resize,
+//! normalise) and encoder + projector (the ggml graph, with the patch extraction and reading
+//! the embeddings back) timed apart, their sum the test's time. One warm-up encode, then `-r`
+//! timed ones; milliseconds per image, mean ± sample standard deviation. libmtmd's
+//! "image slice encoded in N ms" (`mtmd_helper_eval_chunk_single`) is the encoder part alone:
+//! its preprocessing runs earlier, in `mtmd_tokenize` (scripts/bench_vision_vs_mtmd.py).
 use crate::common::{reset_peak_rss, rss, MemoryBaseline, MemoryBreakdown, ModelArgs};
-use anyhow::{bail, Result};
+use crate::image::MmprojArgs;
+use anyhow::{bail, Context as _, Result};
+use gemma_gguf::gguf::GgufFile;
 use gemma_gguf::model::Model;
 use gemma_gguf::session::{Outputs, Session, DEFAULT_UBATCH};
+use gemma_gguf::vision::{preprocess, Projector};
 use serde::Serialize;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -20,11 +31,13 @@ pub struct Args {
     /// The GGUF model file.
     #[arg(short = 'm', long = "model")]
     pub model: PathBuf,
-    /// Prompt lengths to measure, comma-separated (0: no prompt test).
-    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    /// Prompt lengths to measure, comma-separated (0: no prompt test; default 512, none with
+    /// --image).
+    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',')]
     pub n_prompt: Vec<u32>,
-    /// Generation lengths to measure, comma-separated (0: no generation test).
-    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    /// Generation lengths to measure, comma-separated (0: no generation test; default 128,
+    /// none with --image).
+    #[arg(short = 'n', long = "n-gen", value_delimiter = ',')]
     pub n_gen: Vec<u32>,
     /// Thread counts, comma-separated (default: the logical CPUs).
     #[arg(short = 't', long = "threads", value_delimiter = ',')]
@@ -56,6 +69,16 @@ pub struct Args {
     /// Keep every weight mapped from the file (no repacking).
     #[arg(long = "no-repack")]
     pub no_repack: bool,
+    /// The projector for the image test (needs --image).
+    #[command(flatten)]
+    pub mmproj: MmprojArgs,
+    /// An image (PNG, JPEG, WebP) for the image-encode test (needs --mmproj): the same image
+    /// encoded each run, preprocessing and encoder timed apart.
+    #[arg(long = "image")]
+    pub image: Option<PathBuf>,
+    /// No warm-up run before the timed ones (llama-bench's --no-warmup): the first run is timed.
+    #[arg(long = "no-warmup")]
+    pub no_warmup: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,14 +128,22 @@ pub fn run(args: Args) -> Result<()> {
     if args.reps == 0 {
         bail!("-r 0: give at least one repetition");
     }
-    let tests: Vec<(u32, u32)> = args
-        .n_prompt
-        .iter()
-        .filter(|&&p| p > 0)
-        .map(|&p| (p, 0))
-        .chain(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)))
+    let image = match (&args.mmproj.mmproj, &args.image) {
+        (Some(_), Some(image)) => {
+            Some(std::fs::read(image).with_context(|| format!("reading the image {}", image.display()))?)
+        }
+        (None, Some(_)) => bail!("--image needs the model's projector: give --mmproj FILE"),
+        (Some(_), None) => bail!("--mmproj is for the image test: give --image FILE too"),
+        (None, None) => None,
+    };
+    let or_default = |v: &[u32], default: u32| if v.is_empty() && image.is_none() { vec![default] } else { v.to_vec() };
+    let tests: Vec<(u32, u32)> = or_default(&args.n_prompt, 512)
+        .into_iter()
+        .filter(|&p| p > 0)
+        .map(|p| (p, 0))
+        .chain(or_default(&args.n_gen, 128).into_iter().filter(|&n| n > 0).map(|n| (0, n)))
         .collect();
-    if tests.is_empty() {
+    if tests.is_empty() && image.is_none() {
         bail!("nothing to measure: give a -p or -n above 0");
     }
     let threads =
@@ -132,6 +163,7 @@ pub fn run(args: Args) -> Result<()> {
     let model = margs.load()?;
     let desc = Description::of(&model, &args);
     let mut results = Vec::new();
+    let mut image_rows = 0;
     for &t in &threads {
         model.set_threads(t)?;
         for &(p, n) in &tests {
@@ -144,7 +176,22 @@ pub fn run(args: Args) -> Result<()> {
                 emit(&row(&r))?;
                 eprintln!("memory {} t{}: {}", r.name(), t, r.memory.line(r.peak_rss_bytes));
             }
-            results.push(r);
+            results.push(Row::Text(r));
+        }
+        if let Some(bytes) = &image {
+            let r = image_test(&model, &args, bytes, t)?;
+            if args.output == Format::Md {
+                if image_rows == 0 {
+                    if !results.is_empty() {
+                        emit("\n")?;
+                    }
+                    emit("| projector | size | params | backend | threads | test | ms/image | preprocess ms | encode ms | peak RSS |\n")?;
+                    emit("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")?;
+                }
+                emit(&image_row(&r))?;
+            }
+            image_rows += 1;
+            results.push(Row::Image(r));
         }
     }
     if args.output == Format::Json {
@@ -255,7 +302,9 @@ fn run_test(
         }
         Ok(())
     };
-    once(&mut session, n_gen.min(1))?;
+    if !args.no_warmup {
+        once(&mut session, n_gen.min(1))?;
+    }
     let mut samples_ns = Vec::with_capacity(args.reps);
     for _ in 0..args.reps {
         session.reset();
@@ -289,6 +338,157 @@ fn run_test(
         peak_rss_bytes: rss().filter(|_| peak_resettable).map(|r| r.0),
         memory: baseline.breakdown(model, &session),
     })
+}
+
+/// A row of the JSON output: a prompt/generation test or an image test.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Row {
+    Text(TestResult),
+    Image(ImageResult),
+}
+
+/// One image test's result (`ns` fields per image; `ts`: image tokens per second).
+#[derive(Serialize)]
+struct ImageResult {
+    model_filename: String,
+    mmproj_filename: String,
+    mmproj_type: String,
+    mmproj_size: u64,
+    mmproj_n_params: u64,
+    backend: String,
+    n_threads: usize,
+    image_filename: String,
+    /// The pixel tensor's width and height (after the resize).
+    image_width: u32,
+    image_height: u32,
+    n_image_tokens: u32,
+    /// Preprocessing plus encoder, per image.
+    samples_ns: Vec<u64>,
+    samples_preprocess_ns: Vec<u64>,
+    samples_encode_ns: Vec<u64>,
+    avg_ns: u64,
+    stddev_ns: u64,
+    avg_preprocess_ns: u64,
+    stddev_preprocess_ns: u64,
+    avg_encode_ns: u64,
+    stddev_encode_ns: u64,
+    avg_ts: f64,
+    stddev_ts: f64,
+    /// Peak resident memory from loading the projector on (reset before, on Linux).
+    peak_rss_bytes: Option<u64>,
+}
+
+/// An image's pixel tensor as the projector's family makes it: (width, height, pixels).
+fn prepare(v: &Projector, bytes: &[u8], max_pixels: u64) -> Result<(u32, u32, Vec<f32>)> {
+    Ok(match v {
+        Projector::Gemma3(m) => {
+            let s = m.hp.pixels.size;
+            (s, s, preprocess::preprocess(bytes, &m.hp.pixels, max_pixels)?)
+        }
+        Projector::Gemma4(m) => {
+            let spec = preprocess::PixelSpec { size: 0, mean: m.hp.mean, std: m.hp.std };
+            preprocess::preprocess_gemma4(bytes, &spec, m.hp.patch_size, m.hp.pool, m.hp.max_soft_tokens, max_pixels)?
+        }
+    })
+}
+
+/// The pixel tensor of [`prepare`] → the image's embeddings, row by row.
+fn encode(v: &Projector, (w, h, pixels): &(u32, u32, Vec<f32>)) -> Result<Vec<f32>> {
+    Ok(match v {
+        Projector::Gemma3(m) => m.encode(pixels)?,
+        Projector::Gemma4(m) => m.encode(*w, *h, pixels)?,
+    })
+}
+
+/// The image test at `threads` threads: the projector loaded (and checked against `model`),
+/// a warm-up encode, then `reps` timed ones of `bytes`, preprocessing and encoder apart.
+fn image_test(model: &Model, args: &Args, bytes: &[u8], threads: usize) -> Result<ImageResult> {
+    let path = args.mmproj.mmproj.as_deref().context("the image test needs --mmproj")?;
+    let image = args.image.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default();
+    let peak_resettable = reset_peak_rss();
+    let v = args.mmproj.load(model, Some(threads))?.context("the image test needs --mmproj")?;
+    let (mmproj_type, mmproj_size, mmproj_n_params) = describe_projector(path)?;
+    let once = || -> Result<(u64, u64, (u32, u32), usize)> {
+        let start = Instant::now();
+        let prepared =
+            prepare(&v, bytes, args.mmproj.image_max_pixels).with_context(|| format!("the image {image}"))?;
+        let mid = Instant::now();
+        let rows = encode(&v, &prepared).with_context(|| format!("encoding the image {image}"))?;
+        let end = Instant::now();
+        let ns = |d: std::time::Duration| d.as_nanos().max(1) as u64;
+        Ok((ns(mid - start), ns(end - mid), (prepared.0, prepared.1), rows.len()))
+    };
+    if !args.no_warmup {
+        once()?;
+    }
+    let (mut pre, mut enc) = (Vec::with_capacity(args.reps), Vec::with_capacity(args.reps));
+    let (mut size, mut n_values) = ((0, 0), 0);
+    for _ in 0..args.reps {
+        let (p, e, s, n) = once()?;
+        pre.push(p);
+        enc.push(e);
+        (size, n_values) = (s, n);
+    }
+    let n_image_tokens = (n_values / v.n_embd_text().max(1) as usize) as u32;
+    let total: Vec<u64> = pre.iter().zip(&enc).map(|(p, e)| p + e).collect();
+    let f = |v: &[u64]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let ts: Vec<f64> = total.iter().map(|&ns| n_image_tokens as f64 * 1e9 / ns as f64).collect();
+    Ok(ImageResult {
+        model_filename: args.model.display().to_string(),
+        mmproj_filename: path.display().to_string(),
+        mmproj_type,
+        mmproj_size,
+        mmproj_n_params,
+        backend: "CPU".into(),
+        n_threads: threads,
+        image_filename: image,
+        image_width: size.0,
+        image_height: size.1,
+        n_image_tokens,
+        avg_ns: mean(&f(&total)) as u64,
+        stddev_ns: stdev(&f(&total)) as u64,
+        avg_preprocess_ns: mean(&f(&pre)) as u64,
+        stddev_preprocess_ns: stdev(&f(&pre)) as u64,
+        avg_encode_ns: mean(&f(&enc)) as u64,
+        stddev_encode_ns: stdev(&f(&enc)) as u64,
+        avg_ts: mean(&ts),
+        stddev_ts: stdev(&ts),
+        samples_ns: total,
+        samples_preprocess_ns: pre,
+        samples_encode_ns: enc,
+        peak_rss_bytes: rss().filter(|_| peak_resettable).map(|r| r.0),
+    })
+}
+
+/// A projector file's (type, tensor bytes, parameters): the type as "clip gemma3 F16".
+fn describe_projector(path: &Path) -> Result<(String, u64, u64)> {
+    let g = GgufFile::open(path).with_context(|| format!("reading the projector {}", path.display()))?;
+    let kind = g.get_str(gemma_gguf::vision::names::key::PROJECTOR_TYPE).unwrap_or("?");
+    let ftype = dominant_type(g.tensors().iter().map(|t| (t.ggml_type.name().to_string(), t.n_bytes)));
+    Ok((
+        format!("clip {kind} {ftype}"),
+        g.tensors().iter().map(|t| t.n_bytes).sum(),
+        g.tensors().iter().map(|t| t.n_elements()).sum(),
+    ))
+}
+
+fn image_row(r: &ImageResult) -> String {
+    let peak = r.peak_rss_bytes.map_or("?".into(), |b| format!("{:.1} MiB", b as f64 / MIB));
+    let ms = |avg: u64, sd: u64| format!("{:.2} ± {:.2}", avg as f64 / 1e6, sd as f64 / 1e6);
+    format!(
+        "| {} | {:.2} MiB | {:.2} M | {} | {} | image{} | {} | {} | {} | {} |\n",
+        r.mmproj_type,
+        r.mmproj_size as f64 / MIB,
+        r.mmproj_n_params as f64 / 1e6,
+        r.backend,
+        r.n_threads,
+        r.n_image_tokens,
+        ms(r.avg_ns, r.stddev_ns),
+        ms(r.avg_preprocess_ns, r.stddev_preprocess_ns),
+        ms(r.avg_encode_ns, r.stddev_encode_ns),
+        peak
+    )
 }
 
 fn mean(v: &[f64]) -> f64 {

@@ -113,3 +113,69 @@ fn context_that_does_not_fit_is_refused_with_the_bytes_needed() {
     // Refused, not attempted: allocating and zeroing even a fraction would take much longer.
     println!("both refusals in {:.2} s", start.elapsed().as_secs_f64());
 }
+
+/// The image test (`--mmproj --image`) on the tiny random Gemma 3 vision checkpoint converted
+/// by the CLI: a row per thread count with the image's 16 tokens and its times (no bound on
+/// them: only that they are measured), the JSON fields, and the flags' misuse as errors.
+#[test]
+fn image_encode_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.gguf").to_str().unwrap().to_string();
+    let mmproj = dir.path().join("mmproj.gguf").to_str().unwrap().to_string();
+    let tiny = gemma_tests::workspace_root().join("tests/data/tiny/gemma3-vision");
+    let out = gemma(&["convert", tiny.to_str().unwrap(), "-o", &model, "-t", "f32", "--mmproj", &mmproj, "-q"]);
+    assert!(out.status.success(), "convert: {}", text(&out.stderr));
+    // A 97×41 PNG: the preprocessing resizes it to the projector's 64×64.
+    let image = tiny.join("images/odd-97x41.png").to_str().unwrap().to_string();
+    let bench = ["bench", "-m", &model, "--mmproj", &mmproj, "--image", &image, "-r", "2"];
+
+    let out = gemma(&[&bench[..], &["-t", "1,2"]].concat());
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    println!("{stdout}{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "header, separator, an image row per thread count (no pp/tg by default)");
+    assert!(lines[0].starts_with(
+        "| projector | size | params | backend | threads | test | ms/image | preprocess ms | encode ms |"
+    ));
+    for (line, threads) in lines[2..].iter().zip(["1", "2"]) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert!(cells[1].starts_with("clip gemma3 F16"), "{line}");
+        assert_eq!((cells[5], cells[6]), (threads, "image16"), "{line}");
+        let ms: Vec<f64> =
+            cells[7..10].iter().map(|c| c.split_once(" ± ").expect("mean ± sd").0.parse().expect("ms")).collect();
+        assert!(ms.iter().all(|&m| m > 0.0), "{line}");
+        assert!((ms[0] - ms[1] - ms[2]).abs() <= 0.02 + ms[0] * 1e-3, "total = preprocess + encode: {line}");
+    }
+
+    // JSON, with a prompt test beside it when -p is given, and the first run timed.
+    let out = gemma(&[&bench[..], &["-t", "1", "-p", "8", "-o", "json", "--no-warmup"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let tests = v.as_array().expect("an array of tests");
+    assert_eq!(tests.len(), 2, "pp8 and the image");
+    assert_eq!(tests[0]["n_prompt"].as_u64(), Some(8));
+    let t = &tests[1];
+    assert_eq!(
+        (t["n_image_tokens"].as_u64(), t["image_width"].as_u64(), t["n_threads"].as_u64()),
+        (Some(16), Some(64), Some(1))
+    );
+    for k in ["samples_ns", "samples_preprocess_ns", "samples_encode_ns"] {
+        assert_eq!(t[k].as_array().map(Vec::len), Some(2), "{k}");
+    }
+    assert!(t["avg_encode_ns"].as_u64().unwrap() > 0 && t["avg_ts"].as_f64().unwrap() > 0.0);
+
+    let cases: [(Vec<&str>, &str); 4] = [
+        (vec!["bench", "-m", &model, "--image", &image], "--mmproj"),
+        (vec!["bench", "-m", &model, "--mmproj", &mmproj], "--image"),
+        (vec!["bench", "-m", &model, "--mmproj", &mmproj, "--image", "/nonexistent.png"], "/nonexistent.png"),
+        (vec!["bench", "-m", &model, "--mmproj", &model, "--image", &image], "projector"),
+    ];
+    for (args, needle) in cases {
+        let out = gemma(&args);
+        let stderr = text(&out.stderr);
+        println!("{:?} → {}", &args[3..], stderr.trim());
+        assert!(!out.status.success() && !stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr} lacks {needle}");
+    }
+}
