@@ -358,6 +358,8 @@ struct ImageResult {
     mmproj_n_params: u64,
     backend: String,
     n_threads: usize,
+    /// The encoder's attention through ggml's fused kernel (--mmproj-flash-attn).
+    flash_attn: bool,
     image_filename: String,
     /// The pixel tensor's width and height (after the resize).
     image_width: u32,
@@ -442,6 +444,7 @@ fn image_test(model: &Model, args: &Args, bytes: &[u8], threads: usize) -> Resul
         mmproj_n_params,
         backend: "CPU".into(),
         n_threads: threads,
+        flash_attn: args.mmproj.mmproj_flash_attn.is_on(),
         image_filename: image,
         image_width: size.0,
         image_height: size.1,

@@ -19,13 +19,33 @@ pub struct MmprojArgs {
     /// decoding).
     #[arg(long = "image-max-pixels", default_value_t = MAX_IMAGE_PIXELS)]
     pub image_max_pixels: u64,
+    /// The vision encoder's attention: `on` runs ggml's fused flash-attention kernel (keys and
+    /// values in f16, as libmtmd does by default on the CPU; faster), `off` computes the scores
+    /// in f32 (libmtmd's `-fa off`). Independent of --flash-attn, which is the text model's.
+    #[arg(long = "mmproj-flash-attn", value_enum, default_value_t = OnOff::On)]
+    pub mmproj_flash_attn: OnOff,
+}
+
+/// A switch given as `on` or `off`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    pub fn is_on(self) -> bool {
+        self == OnOff::On
+    }
 }
 
 impl MmprojArgs {
     /// The projector, checked against `model`; `None` without --mmproj.
     pub fn load(&self, model: &Model, threads: Option<usize>) -> Result<Option<Projector>> {
         let Some(path) = &self.mmproj else { return Ok(None) };
-        let v = Projector::load(path, threads).with_context(|| format!("loading the projector {}", path.display()))?;
+        let mut v =
+            Projector::load(path, threads).with_context(|| format!("loading the projector {}", path.display()))?;
+        v.set_flash_attn(self.mmproj_flash_attn.is_on());
         v.check_model(model).with_context(|| format!("the projector {} does not fit the model", path.display()))?;
         Ok(Some(v))
     }

@@ -42,6 +42,10 @@ pub struct Args {
     /// (`image_url` parts with base64 `data:` URLs; raise --max-body for large ones).
     #[arg(long = "mmproj")]
     pub mmproj: Option<std::path::PathBuf>,
+    /// The vision encoder's attention: `on`, ggml's fused flash-attention kernel (keys and
+    /// values in f16, libmtmd's default on the CPU), or `off`, f32 scores.
+    #[arg(long = "mmproj-flash-attn", value_enum, default_value_t = crate::image::OnOff::On)]
+    pub mmproj_flash_attn: crate::image::OnOff,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -63,6 +67,7 @@ pub fn run(args: Args) -> Result<()> {
     cfg.max_body = args.max_body;
     cfg.timeout = Duration::from_secs_f64(args.timeout);
     cfg.mmproj = args.mmproj.clone();
+    cfg.mmproj_flash_attn = args.mmproj_flash_attn.is_on();
     let model_id = cfg.model_id.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {

@@ -63,6 +63,11 @@ fn run_feeds_images_where_the_prompt_says() {
     println!("{stderr}");
     assert!(ok && stderr.contains("images: 1 encoded"), "{stderr}");
     assert_eq!(base.len(), 3);
+    // The encoder's f32-score attention instead of the fused kernel runs too; a bad value is named.
+    let (ok, plain_attn, stderr) = run(&f, "What is this?", &["--image", &a, "--mmproj-flash-attn", "off"]);
+    assert!(ok && plain_attn.len() == 3, "{stderr}");
+    let (ok, _, stderr) = run(&f, "What is this?", &["--image", &a, "--mmproj-flash-attn", "maybe"]);
+    assert!(!ok && stderr.contains("--mmproj-flash-attn"), "{stderr}");
     // No marker: the image goes first, as with the marker first.
     let (ok, first, _) = run(&f, "<__media__>What is this?", &["--image", &a]);
     assert!(ok);
@@ -242,6 +247,11 @@ fn gemma4_images_in_run_and_chat() {
     println!("{stderr}");
     assert!(ok && stderr.contains("images: 1 encoded"), "{stderr}");
     assert_eq!(base.len(), 3);
+    // The encoder's f32-score attention instead of the fused kernel runs too; a bad value is named.
+    let (ok, plain_attn, stderr) = run(&f, "What is this?", &["--image", &a, "--mmproj-flash-attn", "off"]);
+    assert!(ok && plain_attn.len() == 3, "{stderr}");
+    let (ok, _, stderr) = run(&f, "What is this?", &["--image", &a, "--mmproj-flash-attn", "maybe"]);
+    assert!(!ok && stderr.contains("--mmproj-flash-attn"), "{stderr}");
     let (ok, other, _) = run(&f, "What is this?", &["--image", &b]);
     assert!(ok);
     assert_ne!(other, base, "another image gives the same logits");

@@ -102,6 +102,8 @@ pub struct EngineConfig {
     pub batching: bool,
     /// The projector for images (Gemma 3 or Gemma 4 vision), checked against the model at start.
     pub mmproj: Option<PathBuf>,
+    /// The projector's attention through ggml's fused kernel.
+    pub mmproj_flash_attn: bool,
 }
 
 /// Starts the inference thread and waits until the model is loaded.
@@ -124,7 +126,10 @@ pub fn start(
             let vision = match &cfg.mmproj {
                 None => None,
                 Some(p) => match Projector::load(p, cfg.load.threads).and_then(|v| v.check_model(&model).map(|_| v)) {
-                    Ok(v) => Some(v),
+                    Ok(mut v) => {
+                        v.set_flash_attn(cfg.mmproj_flash_attn);
+                        Some(v)
+                    }
                     Err(e) => {
                         let _ = ready_tx.send(Err(ServerError::Model(e)));
                         return;

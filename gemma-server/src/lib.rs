@@ -61,6 +61,8 @@ pub struct ServerConfig {
     /// The projector file of a Gemma 3 or Gemma 4 vision model: with it, chat messages may hold images
     /// (`image_url` parts with `data:` URLs); without, they are refused.
     pub mmproj: Option<PathBuf>,
+    /// The projector's attention through ggml's fused kernel (`Projector::set_flash_attn`).
+    pub mmproj_flash_attn: bool,
 }
 
 impl ServerConfig {
@@ -82,6 +84,7 @@ impl ServerConfig {
             max_body: 1 << 20,
             timeout: Duration::from_secs(600),
             mmproj: None,
+            mmproj_flash_attn: true,
         }
     }
 }
@@ -112,6 +115,7 @@ impl Server {
             parallel: cfg.parallel,
             batching: cfg.batching,
             mmproj: cfg.mmproj.clone(),
+            mmproj_flash_attn: cfg.mmproj_flash_attn,
         };
         let m = metrics.clone();
         let (info, engine) = tokio::task::spawn_blocking(move || engine::start(engine_cfg, rx, m))

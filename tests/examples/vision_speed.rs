@@ -125,7 +125,8 @@ fn main() {
     let data: Vec<u8> = (0..IMAGE * IMAGE * 3).map(|_| (rng.next(1.0).abs() * 255.0) as u8).collect();
     let img = RgbImage { width: IMAGE, height: IMAGE, data };
 
-    let ours = VisionModel::load(&mmproj, Some(threads)).unwrap();
+    let mut ours = VisionModel::load(&mmproj, Some(threads)).unwrap();
+    ours.flash_attn = false; // as libmtmd's below (tests/src/mtmd_ref.rs: -fa off)
     let mtmd = Mtmd::load(&lm, &mmproj, threads as i32, false).unwrap();
     let pixels = pixel_tensor(&img, &ours.hp.pixels);
     let (mut t_ours, mut t_ref, mut e_ours, mut e_ref) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -34,6 +34,18 @@ impl Mtmd {
     /// matmul-softmax path, no warm-up, `threads` threads). libmtmd checks there that the
     /// projector's output width equals the model's embedding width.
     pub fn load(model: &Path, mmproj: &Path, threads: i32, verbose: bool) -> Result<Mtmd, MtmdError> {
+        Self::load_with_fa(model, mmproj, threads, verbose, false)
+    }
+
+    /// [`Mtmd::load`] with the encoder's flash attention on (`flash_attn`: clip.cpp's
+    /// `build_attn` then casts keys and values to f16 for ggml's fused kernel) or off.
+    pub fn load_with_fa(
+        model: &Path,
+        mmproj: &Path,
+        threads: i32,
+        verbose: bool,
+        flash_attn: bool,
+    ) -> Result<Mtmd, MtmdError> {
         static INIT: Once = Once::new();
         INIT.call_once(|| {
             // SAFETY: `quiet` is a no-op with the callback's signature and lives for the
@@ -61,7 +73,8 @@ impl Mtmd {
         p.print_timings = verbose;
         p.n_threads = threads;
         p.warmup = false;
-        p.flash_attn_type = ll::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        p.flash_attn_type =
+            if flash_attn { ll::LLAMA_FLASH_ATTN_TYPE_ENABLED } else { ll::LLAMA_FLASH_ATTN_TYPE_DISABLED };
         // SAFETY: `c_mmproj` is NUL-terminated and outlives the call; `model` is live; the
         // params are libmtmd's defaults (its static marker string) with plain fields changed.
         let c = unsafe { ll::mtmd_init_from_file(c_mmproj.as_ptr(), model.as_ptr(), p) };

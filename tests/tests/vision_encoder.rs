@@ -26,14 +26,20 @@ fn embeddings_match_transformers_and_libmtmd() {
     let opts = ConvertOptions { out_type: OutType::parse("f32").unwrap(), ..ConvertOptions::default() };
     convert_hf(&g.dir, &lm, &opts).unwrap();
     let mut failures = Vec::new();
-    for ty in ["f32", "f16"] {
+    for (ty, fa) in [("f32", false), ("f16", false), ("f32", true), ("f16", true)] {
         let path = tmp.path().join(format!("mmproj-{ty}.gguf"));
         let o = MmprojOptions { ty: OutType::parse(ty).unwrap(), ..Default::default() };
-        convert_mmproj(&g.dir, &path, &o).unwrap();
-        let ours = VisionModel::load(&path, Some(2)).unwrap();
+        if !path.exists() {
+            convert_mmproj(&g.dir, &path, &o).unwrap();
+        }
+        let mut ours = VisionModel::load(&path, Some(2)).unwrap();
+        assert!(ours.flash_attn, "flash attention is on after loading, as libmtmd's default");
+        ours.flash_attn = fa;
         ours.check_text_width(256).unwrap();
         assert!(ours.check_text_width(640).is_err());
-        let mtmd = Mtmd::load(&lm, &path, 2, false).unwrap();
+        let mtmd = Mtmd::load_with_fa(&lm, &path, 2, false, fa).unwrap();
+        let ty = if fa { format!("{ty} fa") } else { ty.to_string() };
+        let ty = ty.as_str();
         for (image, want) in &g.embd {
             let bytes = std::fs::read(image).unwrap();
             let pixels = preprocess(&bytes, &ours.hp.pixels, MAX_IMAGE_PIXELS).unwrap();
@@ -45,7 +51,7 @@ fn embeddings_match_transformers_and_libmtmd() {
             let reference = mtmd.encode(img.width, img.height, &img.data).unwrap();
             let (dt, st) = max_diff(&got, want);
             let (dm, sm) = max_diff(&got, &reference);
-            let mtmd_bound = if ty == "f16" { 0.0 } else { 2f64.powi(-11) };
+            let mtmd_bound = if ty.starts_with("f16") { 0.0 } else { 2f64.powi(-11) };
             let name = image.file_name().unwrap().to_string_lossy();
             println!(
                 "{ty} {name}: vs transformers max|Δ| {dt:.3e} (rel {:.3e}, bound {:.3e}); vs libmtmd max|Δ| {dm:.3e} (rel {:.3e}, bound {mtmd_bound:.3e})",

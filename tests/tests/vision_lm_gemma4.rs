@@ -218,7 +218,8 @@ fn image_prompts_match_transformers_and_libmtmd() {
         assert_eq!(model.arch().image_attention(), rule, "{name}: the file's image rule is transformers'");
         let causal = rule.is_none();
         for (ty, mmproj) in [("f16", &f.mmproj_f16), ("f32", &f.mmproj_f32)] {
-            let v = Projector::load(mmproj, Some(2)).unwrap();
+            let mut v = Projector::load(mmproj, Some(2)).unwrap();
+            v.set_flash_attn(false); // libmtmd's encoder as tests/src/mtmd_ref.rs loads it
             v.check_model(&model).unwrap();
             let mtmd = Mtmd::load(&f.lm, mmproj, 2, false).unwrap();
             assert_eq!(mtmd.non_causal(), !causal, "{name}: libmtmd's rule differs from transformers' here");
@@ -261,7 +262,8 @@ fn the_image_and_its_attention_rule_matter() {
         let two = cases.iter().find(|c| c.images.len() == 2).expect("a two-image case");
         let f = files(&src);
         let model = load(&f.lm);
-        let v = Projector::load(&f.mmproj_f32, Some(2)).unwrap();
+        let mut v = Projector::load(&f.mmproj_f32, Some(2)).unwrap();
+        v.set_flash_attn(false);
         let right = embed(&v, &case.images);
         let other = embed(&v, &[two.images[1].clone()]);
         let golden = after_image(case, image_token);

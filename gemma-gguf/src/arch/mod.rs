@@ -294,7 +294,7 @@ pub(crate) fn attention<'s>(
         )?;
         let v = ctx.permute(v, [0, 2, 1, 3])?;
         // out: [head_dim, n_head, n_tokens]
-        let out = ctx.flash_attn_ext(q, k, v, mask, 1.0, s.logit_softcap.unwrap_or(0.0))?;
+        let out = ctx.flash_attn_ext(q, k, v, Some(mask), 1.0, s.logit_softcap.unwrap_or(0.0))?;
         return ctx.reshape(out, &[s.head_dim * s.n_head, s.n_tokens]);
     }
     // kq = k·qᵀ: [n_kv, n_tokens, n_head]

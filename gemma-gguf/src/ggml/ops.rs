@@ -183,26 +183,30 @@ impl Context {
     }
 
     /// Fused attention (`ggml_flash_attn_ext`): q `[d, n_q, n_head]`, k and v
-    /// `[d, n_kv, n_head_kv]`, mask F16 `[n_kv, ≥ n_q]` → `[d, n_head, n_q]` (F32).
-    /// `logit_softcap` > 0 caps the scaled scores at `c·tanh(s/c)` before the mask (0: none).
+    /// `[d, n_kv, n_head_kv]`, mask F16 `[n_kv, ≥ n_q]` (`None`: every query sees every key)
+    /// → `[d, n_head, n_q]` (F32). `logit_softcap` > 0 caps the scaled scores at `c·tanh(s/c)`
+    /// before the mask (0: none).
     pub fn flash_attn_ext<'s>(
         &'s self,
         q: Tensor<'s>,
         k: Tensor<'s>,
         v: Tensor<'s>,
-        mask: Tensor<'s>,
+        mask: Option<Tensor<'s>>,
         scale: f32,
         logit_softcap: f32,
     ) -> Result<Tensor<'s>> {
-        let (nq, nk, nv, nm) = (q.ne(), k.ne(), v.ne(), mask.ne());
+        let (nq, nk, nv) = (q.ne(), k.ne(), v.ne());
         let qk_ok = nq[0] == nk[0] && nq[2] % nk[2] == 0 && nq[3] % nk[3] == 0 && nq[3] == nk[3] && nq[3] == nv[3];
         let v_ok = nv[1] == nk[1] && nv[2] == nk[2];
-        let mask_ok = mask.ty() == Type::F16
-            && contiguous(mask)
-            && nm[0] == nk[1]
-            && nm[1] >= nq[1]
-            && nq[2] % nm[2] == 0
-            && nq[3] % nm[3] == 0;
+        let mask_ok = mask.is_none_or(|mask| {
+            let nm = mask.ne();
+            mask.ty() == Type::F16
+                && contiguous(mask)
+                && nm[0] == nk[1]
+                && nm[1] >= nq[1]
+                && nq[2] % nm[2] == 0
+                && nq[3] % nm[3] == 0
+        });
         if !(qk_ok && v_ok && mask_ok) {
             return Err(Self::shape_err(
                 "ggml_flash_attn_ext",
@@ -211,11 +215,12 @@ impl Context {
                 "q/k/v/mask shapes do not fit (mask must be f16 [n_kv, ≥n_q])",
             ));
         }
-        self.prepare(&[q, k, v, mask])?;
+        self.prepare(&[q, k, v].into_iter().chain(mask).collect::<Vec<_>>())?;
         // SAFETY: the asserts of ggml_flash_attn_ext are checked above (the softcap is a plain
-        // op parameter, not asserted on); no ALiBi.
+        // op parameter, not asserted on; a null mask is allowed); no ALiBi.
         let t = unsafe {
-            let (q, k, v, m) = (q.as_ptr(), k.as_ptr(), v.as_ptr(), mask.as_ptr());
+            let m = mask.map_or(std::ptr::null_mut(), |m| m.as_ptr());
+            let (q, k, v) = (q.as_ptr(), k.as_ptr(), v.as_ptr());
             sys::ggml_flash_attn_ext(self.as_ptr(), q, k, v, m, scale, 0.0, logit_softcap)
         };
         let t = self.wrap(t, "ggml_flash_attn_ext")?;

@@ -178,6 +178,10 @@ impl Weights {
 /// A loaded projector: weights copied onto a backend.
 pub struct VisionModel {
     pub hp: Hparams,
+    /// The attention over the patches through ggml's fused kernel (keys and values in f16;
+    /// libmtmd's default on the CPU) rather than as f32 scores (libmtmd's `-fa off`): on
+    /// after loading.
+    pub flash_attn: bool,
     backend: Backend,
     wctx: Context,
     w: Weights,
@@ -189,7 +193,7 @@ impl VisionModel {
         let file = GgufFile::open(path.as_ref())?;
         let hp = Hparams::from_gguf(&file)?;
         let (backend, wctx, w) = super::load_weights(&file, threads, |d| Weights::declare(d, &hp), |w| w.patch_embd)?;
-        Ok(VisionModel { hp, backend, wctx, w })
+        Ok(VisionModel { hp, flash_attn: true, backend, wctx, w })
     }
 
     /// Refuses a projector made for another language model (its output width differs).
@@ -248,7 +252,8 @@ impl VisionModel {
         // The patches in the kernel's type, as ggml_conv_2d's im2col makes them.
         let ty = self.wctx.tensor(self.w.patch_embd)?.ty();
         let inp = ctx.new_tensor(ty, &[row as i64, (side * side) as i64])?.set_input();
-        let out = Graph { ctx: &ctx, wctx: &self.wctx, w: &self.w, hp }.build(inp)?.set_output();
+        let out =
+            Graph { ctx: &ctx, wctx: &self.wctx, w: &self.w, hp, flash_attn: self.flash_attn }.build(inp)?.set_output();
         super::run_encoder(&ctx, &self.backend, n_nodes, (inp, &patches), out, || Ok(()))
     }
 }
@@ -259,6 +264,7 @@ struct Graph<'a> {
     wctx: &'a Context,
     w: &'a Weights,
     hp: &'a Hparams,
+    flash_attn: bool,
 }
 
 impl<'a> Graph<'a> {
@@ -295,16 +301,14 @@ impl<'a> Graph<'a> {
         for l in &self.w.layers {
             let residual = cur;
             let x = self.layer_norm(cur, l.ln1)?;
-            // q, k: [d_head, n_pos, n_head]; v: [n_pos, d_head, n_head]
+            // q, k, v: [d_head, n_head, n_pos]; full (bidirectional) attention → [e, n_pos]
             let heads = |t: Tensor<'a>| c.reshape(t, &[d_head, n_head, n_pos]);
-            let q = c.permute(heads(self.linear(x, l.attn_q)?)?, [0, 2, 1, 3])?;
-            let k = c.permute(heads(self.linear(x, l.attn_k)?)?, [0, 2, 1, 3])?;
-            let v = c.cont(c.permute(heads(self.linear(x, l.attn_v)?)?, [1, 2, 0, 3])?)?;
-            // full (bidirectional) attention over the patches: kq [n_pos(k), n_pos(q), n_head]
-            let kq = c.soft_max_ext(c.mul_mat(k, q)?, None, kq_scale)?;
-            // [d_head, n_pos, n_head] → [e, n_pos]
-            let kqv = c.permute(c.mul_mat(v, kq)?, [0, 2, 1, 3])?;
-            let attn = c.reshape(c.cont(kqv)?, &[e, n_pos])?;
+            let qkv = (
+                heads(self.linear(x, l.attn_q)?)?,
+                heads(self.linear(x, l.attn_k)?)?,
+                heads(self.linear(x, l.attn_v)?)?,
+            );
+            let attn = super::attention(c, qkv, kq_scale, self.flash_attn)?;
             cur = c.add(self.linear(attn, l.attn_out)?, residual)?;
 
             let residual = cur;

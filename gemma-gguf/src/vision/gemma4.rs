@@ -257,6 +257,10 @@ impl Gemma4Weights {
 /// A loaded `gemma4v` projector on the CPU.
 pub struct Gemma4VisionModel {
     pub hp: Gemma4Hparams,
+    /// The attention over the patches through ggml's fused kernel (keys and values in f16;
+    /// libmtmd's default on the CPU) rather than as f32 scores (libmtmd's `-fa off`): on
+    /// after loading.
+    pub flash_attn: bool,
     backend: Backend,
     wctx: Context,
     w: Gemma4Weights,
@@ -271,7 +275,7 @@ impl Gemma4VisionModel {
         if wctx.tensor(w.position_embd)?.ty() != Type::F32 {
             return Err(bad(format!("{} must be f32", tn::POSITION_EMBD)));
         }
-        Ok(Gemma4VisionModel { hp, backend, wctx, w })
+        Ok(Gemma4VisionModel { hp, flash_attn: true, backend, wctx, w })
     }
 
     /// Refuses a language model this projector cannot feed: not Gemma 4 (Gemma 3's and 3n's
@@ -356,7 +360,7 @@ impl Gemma4VisionModel {
         let inp = ctx.new_tensor(ty, &[row as i64, n_patches as i64])?.set_input();
         let px_t = ctx.new_tensor(Type::I32, &[n_patches as i64])?.set_input();
         let py_t = ctx.new_tensor(Type::I32, &[n_patches as i64])?.set_input();
-        let g = Graph { ctx: &ctx, wctx: &self.wctx, w: &self.w, hp };
+        let g = Graph { ctx: &ctx, wctx: &self.wctx, w: &self.w, hp, flash_attn: self.flash_attn };
         let out = g.build(inp, px_t, py_t, nx as i64, ny as i64)?.set_output();
         super::run_encoder(&ctx, &self.backend, n_nodes, (inp, &patches), out, || {
             px_t.set_i32(&pos_x)?;
@@ -370,6 +374,7 @@ struct Graph<'a> {
     wctx: &'a Context,
     w: &'a Gemma4Weights,
     hp: &'a Gemma4Hparams,
+    flash_attn: bool,
 }
 
 impl<'a> Graph<'a> {
@@ -434,13 +439,8 @@ impl<'a> Graph<'a> {
             let q = self.rope2d(q, pos_x, pos_y)?;
             let k = self.rope2d(k, pos_x, pos_y)?;
             let v = c.rms_norm(v, hp.eps)?;
-            // build_attn without flash attention: kq [n_pos(k), n_pos(q), n_head], scale 1
-            let q = c.permute(q, [0, 2, 1, 3])?;
-            let k = c.permute(k, [0, 2, 1, 3])?;
-            let v = c.cont(c.permute(v, [1, 2, 0, 3])?)?;
-            let kq = c.soft_max_ext(c.mul_mat(k, q)?, None, 1.0)?;
-            let kqv = c.permute(c.mul_mat(v, kq)?, [0, 2, 1, 3])?;
-            let attn = c.reshape(c.cont(kqv)?, &[e, n_pos])?;
+            // build_attn with scale 1 → [e, n_pos]
+            let attn = super::attention(c, (q, k, v), 1.0, self.flash_attn)?;
             let attn = self.rms(self.linear(attn, &l.o)?, l.attn_post_norm)?;
             cur = c.add(attn, residual)?;
 

@@ -104,6 +104,32 @@ pub(crate) fn run_encoder<'a>(
     out.get_f32()
 }
 
+/// Bidirectional attention over an image's patches (clip.cpp's `build_attn` without a mask):
+/// q, k, v `[d_head, n_head, n_pos]` → `[d_head·n_head, n_pos]`. With `flash`, ggml's fused
+/// kernel on keys and values cast to f16 with f32 accumulation (libmtmd's choice when flash
+/// attention is on, its default on the CPU); without, the `[n_pos, n_pos, n_head]` scores in
+/// f32, soft-maxed, times v (libmtmd's `-fa off`).
+#[cfg(feature = "ggml")]
+pub(crate) fn attention<'a>(
+    c: &'a crate::ggml::Context,
+    (q, k, v): (crate::ggml::Tensor<'a>, crate::ggml::Tensor<'a>, crate::ggml::Tensor<'a>),
+    scale: f32,
+    flash: bool,
+) -> crate::error::Result<crate::ggml::Tensor<'a>> {
+    let [d, n_head, n_pos, _] = q.ne();
+    let q = c.permute(q, [0, 2, 1, 3])?;
+    let k = c.permute(k, [0, 2, 1, 3])?;
+    let out = if flash {
+        let v = c.to_f16(c.permute(v, [0, 2, 1, 3])?)?;
+        c.flash_attn_ext(q, c.to_f16(k)?, v, None, scale, 0.0)?
+    } else {
+        let v = c.cont(c.permute(v, [1, 2, 0, 3])?)?;
+        let kq = c.soft_max_ext(c.mul_mat(k, q)?, None, scale)?;
+        c.cont(c.permute(c.mul_mat(v, kq)?, [0, 2, 1, 3])?)?
+    };
+    c.reshape(out, &[d * n_head, n_pos])
+}
+
 /// A projector file of any supported type, chosen by its `clip.projector_type`: `gemma3`
 /// (SigLIP + Gemma 3's projector, [`encoder::VisionModel`]) or `gemma4v` (Gemma 4's vision
 /// tower and embedder, [`gemma4::Gemma4VisionModel`]).
@@ -131,6 +157,15 @@ impl Projector {
         match self {
             Projector::Gemma3(m) => m.check_model(model),
             Projector::Gemma4(m) => m.check_model(model),
+        }
+    }
+
+    /// Chooses the encoder's attention: ggml's fused flash-attention kernel (`true`, the
+    /// default, as libmtmd's on the CPU) or f32 scores (`false`, libmtmd's `-fa off`).
+    pub fn set_flash_attn(&mut self, on: bool) {
+        match self {
+            Projector::Gemma3(m) => m.flash_attn = on,
+            Projector::Gemma4(m) => m.flash_attn = on,
         }
     }
 
