@@ -385,3 +385,46 @@ fn mul_mat_on_every_device() {
         assert!(worst <= 1.0);
     }
 }
+
+/// `Context::spread` cuts a one-row tensor into rows of 1024 for elementwise ops and gives the
+/// result back in the input's shape with the same values, bit for bit (the ops are
+/// elementwise); a shape it cannot cut (length not a multiple of 1024) runs as it is. The
+/// soft-cap `c·tanh(x/c)` and the fused GEGLU are the ops the runtime spreads.
+#[test]
+fn spread_keeps_elementwise_values() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for n in [262_144usize, 6144, 1000] {
+        let x = random(&mut rng, n, 40.0);
+        let softcap = |spread: bool| {
+            run_unary(&[n as i64, 1], &x, move |c, t| {
+                let y = if spread {
+                    c.spread([t], |[t]| c.tanh(c.scale(t, 1.0 / 30.0)?)).unwrap()
+                } else {
+                    c.tanh(c.scale(t, 1.0 / 30.0).unwrap()).unwrap()
+                };
+                assert_eq!(y.ne(), [n as i64, 1, 1, 1]);
+                c.scale(y, 30.0).unwrap()
+            })
+        };
+        let (plain, spread) = (softcap(false), softcap(true));
+        let differ = plain.iter().zip(&spread).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        println!("soft-cap of {n} values, spread against one row: {differ} values differ in any bit");
+        assert_eq!(differ, 0);
+        // GEGLU: two inputs of one shape.
+        let geglu = |spread: bool| {
+            run_unary(&[n as i64, 1], &x, move |c, t| {
+                let up = c.scale(t, 0.5).unwrap();
+                if spread {
+                    c.spread([t, up], |[g, u]| c.geglu_split(g, u)).unwrap()
+                } else {
+                    c.geglu_split(t, up).unwrap()
+                }
+            })
+        };
+        let (plain, spread) = (geglu(false), geglu(true));
+        assert_eq!(plain.len(), n);
+        let differ = plain.iter().zip(&spread).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        println!("GEGLU of {n} values, spread against one row: {differ} values differ in any bit");
+        assert_eq!(differ, 0);
+    }
+}

@@ -137,7 +137,7 @@ impl<'s> Forward<'s, '_> {
 
         // FFN: down(gelu(gate(h)) · up(h))
         let h = p.norm(sa_out, l.ffn_norm, d.rms_eps, "ffn_norm", il)?;
-        let ff = ctx.geglu_split(p.mm(l.ffn_gate, h)?, p.mm(l.ffn_up, h)?)?;
+        let ff = p.geglu(p.mm(l.ffn_gate, h)?, p.mm(l.ffn_up, h)?)?;
         let ff = p.mm(l.ffn_down, ff)?.set_name(&format!("ffn_out-{il}"))?;
         ctx.add(ff, sa_out)?.set_name(&format!("l_out-{il}"))
     }

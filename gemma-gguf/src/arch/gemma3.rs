@@ -183,7 +183,7 @@ impl<'s> Forward<'s, '_> {
 
         // FFN: post_norm(down(gelu(gate(h)) · up(h)))
         let h = p.norm(sa_out, l.ffn_norm, eps, "ffn_norm", il)?;
-        let ff = ctx.geglu_split(p.mm(l.ffn_gate, h)?, p.mm(l.ffn_up, h)?)?;
+        let ff = p.geglu(p.mm(l.ffn_gate, h)?, p.mm(l.ffn_up, h)?)?;
         let ff = p.norm(p.mm(l.ffn_down, ff)?, l.post_ffw_norm, eps, "ffn_post_norm", il)?;
         ctx.add(ff, sa_out)?.set_name(&format!("l_out-{il}"))
     }

@@ -403,11 +403,8 @@ impl<'s> Forward<'s, '_> {
             None => p.read_rows(x)?,
         };
         let x = p.norm(x, self.w.output_norm, d.rms_eps, "result_norm", 0)?;
-        let mut logits = p.mm(self.w.output, x)?;
-        if let Some(cap) = hp.final_softcap {
-            logits = ctx.scale(ctx.tanh(ctx.scale(logits, 1.0 / cap)?)?, cap)?;
-        }
-        logits.set_name("result_output")
+        let logits = p.mm(self.w.output, x)?;
+        p.final_softcap(logits, hp.final_softcap)?.set_name("result_output")
     }
 
     /// Stream `i` of `[n_embd, n_tokens, n]`: a `[n_embd, n_tokens]` view.
@@ -544,7 +541,7 @@ impl<'s> Forward<'s, '_> {
         if let Some(m) = hp.sparsity[il] {
             gate = self.gaussian_topk(gate, m)?;
         }
-        let cur = p.mm(l.ffn_down, ctx.mul(up, ctx.gelu(gate)?)?)?;
+        let cur = p.mm(l.ffn_down, ctx.spread([up, gate], |[u, g]| ctx.mul(u, ctx.gelu(g)?))?)?;
         let cur = p.norm(cur, l.post_ffw_norm, eps, "ffn_post_norm", il)?;
         let y = ctx.add(cur, attn_laurel)?;
 

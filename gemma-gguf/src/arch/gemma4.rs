@@ -501,11 +501,8 @@ impl<'s> Forward<'s, '_> {
             Some(_) => x,
             None => p.read_rows(x)?,
         };
-        let mut logits = p.mm(self.w.output, x)?;
-        if let Some(cap) = hp.final_softcap {
-            logits = p.ctx.scale(p.ctx.tanh(p.ctx.scale(logits, 1.0 / cap)?)?, cap)?;
-        }
-        logits.set_name("result_output")
+        let logits = p.mm(self.w.output, x)?;
+        p.final_softcap(logits, hp.final_softcap)?.set_name("result_output")
     }
 
     /// `(norm(W·x/√n_embd) + table[tokens]·√P) / √2`, one slice of width P per layer.
@@ -608,7 +605,7 @@ impl<'s> Forward<'s, '_> {
     /// down(gelu(gate·h) ⊙ up·h)
     fn ffn(&self, h: Tensor<'s>, l: &Layer) -> Result<Tensor<'s>> {
         let p = &self.pass;
-        p.mm(l.ffn_down, p.ctx.geglu_split(p.mm(l.ffn_gate, h)?, p.mm(l.ffn_up, h)?)?)
+        p.mm(l.ffn_down, p.geglu(p.mm(l.ffn_gate, h)?, p.mm(l.ffn_up, h)?)?)
     }
 
     /// The experts: a router over `rms_norm(x)/√n_embd ⊙ scale` picks the top k by softmax,

@@ -462,11 +462,25 @@ impl<'s> Pass<'s, '_> {
     pub fn logits(&self, x: Tensor<'s>, w: (TensorId, TensorId), eps: f32, softcap: Option<f32>) -> Result<Tensor<'s>> {
         let (output_norm, output) = w;
         let x = self.norm(x, output_norm, eps, "result_norm", 0)?;
-        let mut logits = self.mm(output, x)?;
-        if let Some(cap) = softcap {
-            logits = self.ctx.scale(self.ctx.tanh(self.ctx.scale(logits, 1.0 / cap)?)?, cap)?;
-        }
-        logits.set_name("result_output")
+        let logits = self.mm(output, x)?;
+        self.final_softcap(logits, softcap)?.set_name("result_output")
+    }
+
+    /// `c·tanh(l/c)` over the logits `[n_vocab, n_out]` when `cap` is `Some(c)` (llama.cpp:
+    /// scale, tanh, scale). The tanh runs on rows cut short so that every thread takes part
+    /// ([`Context::spread`]); the last scale is on the logits' own shape, so the graph's
+    /// output is not a view.
+    pub fn final_softcap(&self, logits: Tensor<'s>, cap: Option<f32>) -> Result<Tensor<'s>> {
+        let Some(cap) = cap else { return Ok(logits) };
+        let ctx = self.ctx;
+        let capped = ctx.spread([logits], |[l]| ctx.tanh(ctx.scale(l, 1.0 / cap)?))?;
+        ctx.scale(capped, cap)
+    }
+
+    /// `gelu(gate) ⊙ up` (ggml's fused GEGLU), on rows cut short for a small batch
+    /// ([`Context::spread`]).
+    pub fn geglu(&self, gate: Tensor<'s>, up: Tensor<'s>) -> Result<Tensor<'s>> {
+        self.ctx.spread([gate, up], |[g, u]| self.ctx.geglu_split(g, u))
     }
 }
 

@@ -13,7 +13,36 @@ fn contiguous_rows(t: Tensor<'_>) -> bool {
     unsafe { sys::ggml_is_contiguous_rows(t.as_ptr()) }
 }
 
+/// Elements per row when [`Context::spread`] cuts a few long rows shorter.
+const SPREAD_ROW: i64 = 1024;
+
 impl Context {
+    /// `f` (elementwise ops) applied to `xs`, tensors of one shape, seen as rows of
+    /// [`SPREAD_ROW`] elements when they are contiguous and have fewer, longer rows; the result
+    /// is given back in the first's shape. ggml's CPU kernels for scale, the unary ops and the
+    /// GLUs hand whole rows to threads, so a one-token batch (one row of 262 144 logits, or of
+    /// an FFN's width) would run on one thread while the others wait at the next barrier. The
+    /// values do not change: the ops are elementwise. `f`'s result must be contiguous.
+    pub fn spread<'s, const N: usize>(
+        &'s self,
+        xs: [Tensor<'s>; N],
+        f: impl FnOnce([Tensor<'s>; N]) -> Result<Tensor<'s>>,
+    ) -> Result<Tensor<'s>> {
+        let Some(first) = xs.first() else { return f(xs) };
+        let (ne, n) = (first.ne(), first.n_elements());
+        let rows = n / ne[0].max(1);
+        let worth = n % SPREAD_ROW == 0 && n / SPREAD_ROW > rows && rows < 16;
+        if !(worth && xs.iter().all(|x| x.ne() == ne && contiguous(*x))) {
+            return f(xs);
+        }
+        let mut flat = xs;
+        for x in flat.iter_mut() {
+            *x = self.reshape(*x, &[SPREAD_ROW, n / SPREAD_ROW])?;
+        }
+        let out = f(flat)?;
+        self.reshape(out, &ne)
+    }
+
     /// Gathers rows of `a` (`[n, rows, …]`, any type) at i32 indices `idx` → F32 `[n, len(idx)]`.
     /// ggml's CPU kernel aborts on an index ≥ `a.ne[1]`: crate-internal, callers check indices.
     pub(crate) fn get_rows<'s>(&'s self, a: Tensor<'s>, idx: Tensor<'s>) -> Result<Tensor<'s>> {
