@@ -323,3 +323,16 @@ pub fn report_memory(baseline: &MemoryBaseline, model: &Model, session: &Session
         eprintln!("memory: peak RSS {:.1} MiB, now {:.1} MiB", peak as f64 / MIB, now as f64 / MIB);
     }
 }
+
+/// A switch given as `on` or `off` (llama.cpp's spelling for its `-fa`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    pub fn is_on(self) -> bool {
+        self == OnOff::On
+    }
+}

@@ -1,5 +1,6 @@
 //! Images in prompts (`gemma run --image`, `gemma chat` `/image`): the projector flags, and
 //! image files → embeddings → the prompt's chunks.
+use crate::common::OnOff;
 use anyhow::{bail, Context as _, Result};
 use gemma_gguf::chat::Piece;
 use gemma_gguf::model::Model;
@@ -24,19 +25,6 @@ pub struct MmprojArgs {
     /// in f32 (libmtmd's `-fa off`). Independent of --flash-attn, which is the text model's.
     #[arg(long = "mmproj-flash-attn", value_enum, default_value_t = OnOff::On)]
     pub mmproj_flash_attn: OnOff,
-}
-
-/// A switch given as `on` or `off`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnOff {
-    On,
-    Off,
-}
-
-impl OnOff {
-    pub fn is_on(self) -> bool {
-        self == OnOff::On
-    }
 }
 
 impl MmprojArgs {

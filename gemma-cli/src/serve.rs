@@ -44,8 +44,8 @@ pub struct Args {
     pub mmproj: Option<std::path::PathBuf>,
     /// The vision encoder's attention: `on`, ggml's fused flash-attention kernel (keys and
     /// values in f16, libmtmd's default on the CPU), or `off`, f32 scores.
-    #[arg(long = "mmproj-flash-attn", value_enum, default_value_t = crate::image::OnOff::On)]
-    pub mmproj_flash_attn: crate::image::OnOff,
+    #[arg(long = "mmproj-flash-attn", value_enum, default_value_t = crate::common::OnOff::On)]
+    pub mmproj_flash_attn: crate::common::OnOff,
 }
 
 pub fn run(args: Args) -> Result<()> {

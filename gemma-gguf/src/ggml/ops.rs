@@ -13,8 +13,12 @@ fn contiguous_rows(t: Tensor<'_>) -> bool {
     unsafe { sys::ggml_is_contiguous_rows(t.as_ptr()) }
 }
 
-/// Elements per row when [`Context::spread`] cuts a few long rows shorter.
+/// Elements per row when [`Context::spread`] cuts a few long rows shorter: a divisor of every
+/// vocabulary and FFN width of the Gemma files (powers of two times 1024), and enough work per
+/// row that the per-row overhead stays small.
 const SPREAD_ROW: i64 = 1024;
+/// Batches of this many rows or more already give every thread rows of its own.
+const SPREAD_MAX_ROWS: i64 = 16;
 
 impl Context {
     /// `f` (elementwise ops) applied to `xs`, tensors of one shape, seen as rows of
@@ -31,7 +35,7 @@ impl Context {
         let Some(first) = xs.first() else { return f(xs) };
         let (ne, n) = (first.ne(), first.n_elements());
         let rows = n / ne[0].max(1);
-        let worth = n % SPREAD_ROW == 0 && n / SPREAD_ROW > rows && rows < 16;
+        let worth = n % SPREAD_ROW == 0 && n / SPREAD_ROW > rows && rows < SPREAD_MAX_ROWS;
         if !(worth && xs.iter().all(|x| x.ne() == ne && contiguous(*x))) {
             return f(xs);
         }
