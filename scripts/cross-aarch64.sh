@@ -7,6 +7,8 @@
 #   scripts/cross-aarch64.sh pi4             # one profile
 #   scripts/cross-aarch64.sh --release pi5   # only build the release `gemma` to copy to a board
 #   scripts/cross-aarch64.sh --ci            # what CI runs (below), within its time budget
+#   scripts/cross-aarch64.sh --ci --build-only  # only the builds of that run (CI starts them early,
+#                                               # in the background: .ci/run)
 #
 # Profiles (one cargo configuration each, given with --config, so the host build is untouched):
 #   pi5  .cargo/aarch64-pi5.toml  Cortex-A76: ggml with -march=armv8.2-a+dotprod+fp16, qemu -cpu cortex-a76
@@ -38,6 +40,8 @@
 #
 # Environment:
 #   CROSS_TARGET_DIR  cargo target directory base (default: target/cross; one folder per profile)
+#   CROSS_HOST_GEMMA  the x86-64 `gemma` whose greedy tokens the Arm build's must match (default:
+#                     the host's debug build, built first; CI passes the one its tests built)
 #   GEMMA_TEST_MODEL  the real model (default: scripts/fetch-model.sh fetches it)
 #   CROSS_RUST        `debian`: build with Debian's rustc-web even when rustup could do it
 #   SERVE_WAIT_S      the longest wait for the emulated server to listen, answer, or stop (120)
@@ -50,14 +54,16 @@ N_TOKENS=16
 
 release=0
 ci=0
+build_only=0
 profiles=()
 for a in "$@"; do
   case "$a" in
     --release) release=1 ;;
     --ci) ci=1 ;;
+    --build-only) build_only=1 ;;
     pi4 | pi5) profiles+=("$a") ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "cross-aarch64: unknown argument $a (pi4, pi5, --release, --ci)" >&2; exit 2 ;;
+    *) echo "cross-aarch64: unknown argument $a (pi4, pi5, --release, --ci, --build-only)" >&2; exit 2 ;;
   esac
 done
 [ ${#profiles[@]} -gt 0 ] || profiles=(pi5 pi4)
@@ -137,6 +143,21 @@ PKGS_ALL=(-p ggml-sys -p gemma-gguf -p gemma-cli -p gemma-tools --lib --bins --t
   --test gguf_fuzz_seeds --test gguf_large_file --test gguf_real_model --test gguf_vs_ggml)
 PKGS_KERNELS=(-p gemma-gguf --test ggml_ops)
 
+if [ $build_only -eq 1 ]; then
+  for p in "${profiles[@]}"; do
+    t0=$(date +%s)
+    if [ "$p" = pi5 ]; then
+      cross "$p" test --no-run "${PKGS_ALL[@]}"
+      cross "$p" build -p gemma-cli --bin gemma
+    else
+      cross "$p" test --no-run "${PKGS_KERNELS[@]}"
+      [ $ci -eq 1 ] || cross "$p" build -p gemma-cli --bin gemma
+    fi
+    say "$p: built in $(($(date +%s) - t0)) s"
+  done
+  exit 0
+fi
+
 GEMMA_TEST_MODEL=${GEMMA_TEST_MODEL:-$(scripts/fetch-model.sh)}
 export GEMMA_TEST_MODEL
 
@@ -147,10 +168,15 @@ serve_pid=""
 # An emulated server left running by a failed check is stopped with the script.
 trap '[ -z "$serve_pid" ] || kill -KILL "$serve_pid" 2>/dev/null; rm -rf "$logs"' EXIT
 RUN=(run -m "$GEMMA_TEST_MODEL" -p "$PROMPT" -n $N_TOKENS --temp 0 -t 1 --show-top 5)
-cargo build -q -p gemma-cli --bin gemma
 py=$(scripts/venv.sh)
-host_dir=$(cargo metadata --format-version 1 --no-deps | "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-want=$("$host_dir/debug/gemma" "${RUN[@]}" 2>"$logs/host")
+if [ -n "${CROSS_HOST_GEMMA:-}" ]; then
+  host_gemma=$CROSS_HOST_GEMMA
+else
+  cargo build -q -p gemma-cli --bin gemma
+  host_dir=$(cargo metadata --format-version 1 --no-deps | "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  host_gemma=$host_dir/debug/gemma
+fi
+want=$("$host_gemma" "${RUN[@]}" 2>"$logs/host")
 say "x86-64 host: $want"
 
 # serve_check PROFILE: `gemma serve` of that profile's build under qemu answers one request
