@@ -24,4 +24,8 @@ if [ ! -f "$HF_DIR/model.safetensors" ] || [ ! -f "$HF_DIR/chat_template.jinja" 
 fi
 export GEMMA_TEST_HF="$HF_DIR"
 
-cargo test --workspace "$@"
+# In the release profile: the tests run the code users run (ggml and our crates as
+# `cargo build --release` builds them), and they reuse the dependencies that the README's
+# first command (scripts/demo.sh) compiled, instead of compiling every one again for the dev
+# profile. Our own crates keep their overflow checks in release (Cargo.toml), as in dev.
+cargo test --workspace --release "$@"
