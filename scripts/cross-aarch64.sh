@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cross-builds the workspace for 64-bit Arm Linux (aarch64-unknown-linux-gnu: Raspberry Pi 4
 # and 5) on an x86-64 Debian or Ubuntu PC, and runs its tests there under qemu user-mode
-# emulation. CI runs it after the host tests (.ci/run).
+# emulation. CI runs the Pi 5 profile: its build in the background from the start, its tests at
+# the end (.ci/run).
 #
 #   scripts/cross-aarch64.sh                 # pi5 and pi4: build, emulated tests, real-model check
 #   scripts/cross-aarch64.sh pi4             # one profile
