@@ -143,17 +143,20 @@ fi
 PKGS_ALL=(-p ggml-sys -p gemma-gguf -p gemma-cli -p gemma-tools --lib --bins --test ggml_ops --test gguf_files
   --test gguf_fuzz_seeds --test gguf_large_file --test gguf_real_model --test gguf_vs_ggml)
 PKGS_KERNELS=(-p gemma-gguf --test ggml_ops)
+selection() { # selection PROFILE: sets `sel`, the test targets that run emulated for it
+  if [ "$1" = pi5 ]; then sel=("${PKGS_ALL[@]}"); else sel=("${PKGS_KERNELS[@]}"); fi
+}
+kernels_only() { [ $ci -eq 1 ] && [ "$1" = pi4 ]; } # --ci runs no `gemma` for the Pi 4
+build() { # build PROFILE: its test binaries and, unless kernels_only, its `gemma`
+  selection "$1"
+  cross "$1" test --no-run "${sel[@]}"
+  kernels_only "$1" || cross "$1" build -p gemma-cli --bin gemma
+}
 
 if [ $build_only -eq 1 ]; then
   for p in "${profiles[@]}"; do
     t0=$(date +%s)
-    if [ "$p" = pi5 ]; then
-      cross "$p" test --no-run "${PKGS_ALL[@]}"
-      cross "$p" build -p gemma-cli --bin gemma
-    else
-      cross "$p" test --no-run "${PKGS_KERNELS[@]}"
-      [ $ci -eq 1 ] || cross "$p" build -p gemma-cli --bin gemma
-    fi
+    build "$p"
     say "$p: built in $(($(date +%s) - t0)) s"
   done
   exit 0
@@ -172,6 +175,7 @@ RUN=(run -m "$GEMMA_TEST_MODEL" -p "$PROMPT" -n $N_TOKENS --temp 0 -t 1 --show-t
 py=$(scripts/venv.sh)
 if [ -n "${CROSS_HOST_GEMMA:-}" ]; then
   host_gemma=$CROSS_HOST_GEMMA
+  [ -x "$host_gemma" ] || { say "CROSS_HOST_GEMMA=$host_gemma is not an executable (build it, or leave it unset)"; exit 1; }
 else
   cargo build -q -p gemma-cli --bin gemma
   host_dir=$(cargo metadata --format-version 1 --no-deps | "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
@@ -230,10 +234,9 @@ print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["target"][sys.argv[2]]["ru
 
 fail=0
 for p in "${profiles[@]}"; do
-  if [ "$p" = pi5 ]; then sel=("${PKGS_ALL[@]}"); else sel=("${PKGS_KERNELS[@]}"); fi
   t0=$(date +%s)
-  cross "$p" test --no-run "${sel[@]}"
-  if [ $ci -eq 1 ] && [ "$p" = pi4 ]; then
+  build "$p"
+  if kernels_only "$p"; then
     t1=$(date +%s)
     if cross "$p" test "${sel[@]}" -- --nocapture >"$logs/$p-tests" 2>&1; then
       grep -E "^ggml CPU backend features|^mul_mat +[a-zA-Z0-9_]+: max abs err|^test result" "$logs/$p-tests" >&2 || true
@@ -246,7 +249,6 @@ for p in "${profiles[@]}"; do
     say "$p: build $((t1 - t0)) s, emulated kernel tests $((t2 - t1)) s (--ci: no gemma run)"
     continue
   fi
-  cross "$p" build -p gemma-cli --bin gemma
   t1=$(date +%s)
   cross "$p" test "${sel[@]}"
   t2=$(date +%s)
