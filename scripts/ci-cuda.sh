@@ -61,6 +61,7 @@ echo "ci-cuda: $gemma loads $(ldd "$gemma" | grep -o 'libcublas[A-Za-z]*\.so\.[0
 
 out=$("$gemma" system)
 echo "$out"
+release_ggml_check "the cuda build" "$out"
 if grep -q '^device CUDA0 ' <<<"$out"; then
   echo "ci-cuda: this machine has a CUDA device; the no-GPU checks do not apply (measurements: scripts/gpu-check.sh)" >&2
 else

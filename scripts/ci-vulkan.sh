@@ -54,6 +54,7 @@ step_done "vulkan release build (gemma and the device tests)"
 gemma=target/release/gemma
 system=$("$gemma" system)
 echo "$system"
+release_ggml_check "the vulkan build" "$system"
 grep -q '^device Vulkan0 .*llvmpipe' <<<"$system" || {
   echo "ci-vulkan: FAILED: gemma system lists no Vulkan0 llvmpipe device" >&2
   exit 1

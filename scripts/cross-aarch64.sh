@@ -48,6 +48,8 @@
 #   SERVE_WAIT_S      the longest wait for the emulated server to listen, answer, or stop (120)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# release_ggml_check (the build type `gemma system` reports)
+. scripts/steps.sh
 
 TRIPLE=aarch64-unknown-linux-gnu
 PROMPT="The capital of France is"
@@ -252,7 +254,9 @@ for p in "${profiles[@]}"; do
   t1=$(date +%s)
   cross "$p" test "${sel[@]}"
   t2=$(date +%s)
-  cross "$p" run -q -p gemma-cli --bin gemma -- system
+  system=$(cross "$p" run -q -p gemma-cli --bin gemma -- system)
+  echo "$system"
+  steps_name=cross-aarch64 release_ggml_check "the $p build" "$system"
   got=$(cross "$p" run -q -p gemma-cli --bin gemma -- "${RUN[@]}" 2>"$logs/$p") || {
     cat "$logs/$p" >&2
     say "$p: FAILED: gemma run"

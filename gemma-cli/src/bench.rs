@@ -69,6 +69,10 @@ pub struct Args {
     /// Keep every weight mapped from the file (no repacking).
     #[arg(long = "no-repack")]
     pub no_repack: bool,
+    /// Run the weights that are not repacked from the mapped file's 4 KiB pages (llama.cpp's
+    /// default) instead of copies on 2 MiB pages (`gemma run --help`).
+    #[arg(long = "mmap")]
+    pub mmap: bool,
     /// The projector for the image test (needs --image).
     #[command(flatten)]
     pub mmproj: MmprojArgs,
@@ -101,6 +105,8 @@ struct TestResult {
     flash_attn: bool,
     type_k: String,
     no_repack: bool,
+    /// Weights run from the mapped file's pages (`--mmap`) rather than copies on 2 MiB pages.
+    mmap: bool,
     n_prompt: u32,
     n_gen: u32,
     samples_ns: Vec<u64>,
@@ -158,6 +164,7 @@ pub fn run(args: Args) -> Result<()> {
         flash_attn: args.flash_attn,
         cache_type: args.cache_type.clone(),
         no_repack: args.no_repack,
+        mmap: args.mmap,
     };
     margs.session_options()?;
     let model = margs.load()?;
@@ -327,6 +334,7 @@ fn run_test(
         flash_attn: opts.flash_attn,
         type_k: opts.kv_type.name().to_string(),
         no_repack: args.no_repack,
+        mmap: args.mmap,
         n_prompt,
         n_gen,
         avg_ns: mean(&ns_f) as u64,

@@ -56,7 +56,7 @@ fn markdown_table_and_json() {
     assert_eq!(t["samples_ts"].as_array().map(Vec::len), Some(3));
     assert_eq!(t["samples_ns"].as_array().map(Vec::len), Some(3));
     assert!(t["avg_ts"].as_f64().unwrap() > 0.0 && t["stddev_ts"].as_f64().unwrap() >= 0.0);
-    for part in ["weights_mapped", "weights_repacked", "kv_cache", "compute", "runtime"] {
+    for part in ["weights_mapped", "weights_repacked", "weights_copied", "kv_cache", "compute", "runtime"] {
         assert!(t["memory"][part].as_u64().is_some(), "memory.{part}");
     }
     assert!(t["peak_rss_bytes"].as_u64().unwrap() > t["memory"]["weights_mapped"].as_u64().unwrap() / 2);

@@ -1,5 +1,6 @@
 //! Loading a GGUF model onto a backend: pick the architecture, read its hyper-parameters,
-//! declare its weights and back them with the mapped file (CPU) or copies (other devices).
+//! declare its weights and back them with copies (repacked for the CPU's interleaved kernels,
+//! or as they are on 2 MiB pages; other devices) or with the mapped file itself.
 #![forbid(unsafe_code)]
 
 use crate::arch::{gemma, gemma2, gemma3, gemma3n, gemma4, names, WeightDecl};
@@ -23,6 +24,11 @@ pub struct LoadOptions {
     /// default as in llama.cpp, copies the weights that ggml has faster interleaved kernels
     /// for into anonymous memory.
     pub no_repack: bool,
+    /// Run the weights that are not repacked straight from the mapped file, in its 4 KiB
+    /// pages (llama.cpp's default, `--mmap`). Unset, on Linux with transparent huge pages
+    /// available, they are copied into memory backed by 2 MiB pages when it has room for them
+    /// (see [`copy_weights`]).
+    pub mmap: bool,
     /// Layers whose weights and KV cache go on the device (llama.cpp's `-ngl`,
     /// `--gpu-layers`): the last N, counting the output projection as one more layer after
     /// the last, so `N > n_layer` is everything (llama.cpp's `llama_model::load_tensors`:
@@ -254,6 +260,17 @@ impl Arch {
     }
 
     /// The output projection and `token_embd`, to give a tied projection its own tensor.
+    /// The output projection (the token embedding itself when tied and not duplicated).
+    fn output(&self) -> TensorId {
+        match self {
+            Arch::Gemma { weights: w, .. } => w.output,
+            Arch::Gemma2 { weights: w, .. } => w.output,
+            Arch::Gemma3 { weights: w, .. } => w.output,
+            Arch::Gemma4 { weights: w, .. } => w.output,
+            Arch::Gemma3n { weights: w, .. } => w.output,
+        }
+    }
+
     fn output_mut(&mut self) -> (&mut TensorId, TensorId) {
         match self {
             Arch::Gemma { weights: w, .. } => (&mut w.output, w.token_embd),
@@ -276,8 +293,7 @@ pub struct Model {
     tokenizer: Tokenizer,
     weight_bytes: usize,
     mapped: bool,
-    repacked: usize,
-    repacked_bytes: usize,
+    placed: Placed,
     load_time: Duration,
 }
 
@@ -300,10 +316,16 @@ impl Model {
             offload = device.map(|d| Offload::new(d, n_layer, opts.gpu_layers)).transpose()?;
             let output_on_device = offload.as_ref().is_some_and(|o| o.on_device(n_layer));
             let (output, token_embd) = arch.output_mut();
-            if *output == token_embd && (output_on_device || repack_type(&backend, opts.no_repack).is_some()) {
+            let repacked_output = offload.is_none()
+                && repack_type(&backend, opts.no_repack).is_some_and(|b| {
+                    wctx.tensor(token_embd)
+                        .is_ok_and(|t| b.supports_mul_mat_weight(backend.device(), t.ty(), t.ne()[0], t.ne()[1]))
+                });
+            if *output == token_embd && (output_on_device || repacked_output) {
                 // Tied output: a second tensor over the same file bytes, so the output
-                // projection can be repacked while get_rows reads the mapped original
-                // (llama.cpp duplicates it the same way).
+                // projection can be repacked (or offloaded) while get_rows reads the mapped
+                // original (llama.cpp duplicates it the same way). Otherwise the one table
+                // serves both, and is copied like the other matrices (`load_mapped`).
                 *output = decl.duplicate(&names::tensor::global(names::tensor::TOKEN_EMBD), "output.weight")?;
             }
             (arch, (decl.declared, decl.gathered))
@@ -320,27 +342,15 @@ impl Model {
         let weight_bytes =
             declared.iter().map(|(_, id)| wctx.tensor(*id).map(|t| t.nbytes())).sum::<Result<usize>>()?;
         let mapped = offload.is_none();
-        let (repacked, repacked_bytes) = match &offload {
-            None => load_mapped(&wctx, &gguf, &declared, &gathered, &backend, opts.no_repack)?,
+        let placed = match &offload {
+            None => load_mapped(&wctx, &gguf, (&declared, &gathered), arch.output(), &backend, opts)?,
             Some(o) => {
                 load_offloaded(&wctx, &gguf, (&declared, &gathered), o, opts.device_memory_limit)?;
-                (0, 0)
+                Placed::default()
             }
         };
         let load_time = start.elapsed();
-        Ok(Model {
-            gguf,
-            backend,
-            offload,
-            wctx,
-            arch,
-            tokenizer,
-            weight_bytes,
-            mapped,
-            repacked,
-            repacked_bytes,
-            load_time,
-        })
+        Ok(Model { gguf, backend, offload, wctx, arch, tokenizer, weight_bytes, mapped, placed, load_time })
     }
 
     /// The GGUF file the model came from, less its vocabulary arrays (`tokenizer.ggml.tokens`,
@@ -365,12 +375,23 @@ impl Model {
 
     /// Weights repacked into the CPU's faster interleaved layout (copies, not mapped).
     pub fn repacked_weights(&self) -> usize {
-        self.repacked
+        self.placed.repacked
     }
 
     /// Bytes of the repacked copies (anonymous memory besides the mapped file).
     pub fn repacked_bytes(&self) -> usize {
-        self.repacked_bytes
+        self.placed.repacked_bytes
+    }
+
+    /// Weights copied as they are into memory backed by 2 MiB pages (CPU; see
+    /// [`LoadOptions::mmap`]).
+    pub fn copied_weights(&self) -> usize {
+        self.placed.copied
+    }
+
+    /// Bytes of those copies (anonymous memory; the file's pages under them are given back).
+    pub fn copied_bytes(&self) -> usize {
+        self.placed.copied_bytes
     }
 
     /// Whether the weights are the mapped file itself (CPU) rather than device copies.
@@ -427,31 +448,53 @@ fn repack_type(backend: &Backend, no_repack: bool) -> Option<BufferType> {
     backend.device().extra_buffer_types().into_iter().find(|b| b.name().contains("REPACK"))
 }
 
-/// CPU: weights ggml can repack go to the repacking buffer (copied and interleaved); all
-/// others are the mapped file's bytes. Returns how many were repacked, and their bytes.
+/// Where [`load_mapped`] put the weights that are not the mapped file's bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Placed {
+    repacked: usize,
+    repacked_bytes: usize,
+    copied: usize,
+    copied_bytes: usize,
+}
+
+/// CPU: weights ggml can repack go to the repacking buffer (copied and interleaved); the other
+/// matrices and vectors, the tied embedding that is also the output projection among them,
+/// are copied as they are into memory on 2 MiB pages when [`copy_weights`] says so; the
+/// tables only gathered by row, and everything else without that, are the mapped file's
+/// bytes. The file's pages under every copy are given back.
 fn load_mapped(
     wctx: &Context,
     gguf: &Arc<GgufFile>,
-    declared: &[(String, TensorId)],
-    gathered: &[TensorId],
+    (declared, gathered): (&[(String, TensorId)], &[TensorId]),
+    output: TensorId,
     backend: &Backend,
-    no_repack: bool,
-) -> Result<(usize, usize)> {
-    let repack = repack_type(backend, no_repack);
+    opts: &LoadOptions,
+) -> Result<Placed> {
+    let repack = repack_type(backend, opts.no_repack);
     let mut mapped = Vec::new();
     let mut packed = Vec::new();
+    let mut copied = Vec::new();
     for (source, id) in declared {
         let t = wctx.tensor(*id)?;
         let ne = t.ne();
-        // Tables read by get_rows (token_embd, Gemma 4's per-layer embeddings): repacked
-        // layouts do not serve it, and they stay mapped.
-        let is_matmul = ne[1] > 1 && !gathered.contains(id);
+        // Tables only read by get_rows (Gemma 4's per-layer embeddings; token_embd when the
+        // output projection is a duplicate of it): repacked layouts do not serve get_rows,
+        // and a copy would make resident what a prompt never reads. A tied token_embd that is
+        // also the output is read whole at every step, so it is copied.
+        let is_gathered = gathered.contains(id) && *id != output;
         match repack {
-            Some(b) if is_matmul && b.supports_mul_mat_weight(backend.device(), t.ty(), ne[0], ne[1]) => {
+            Some(b)
+                if !is_gathered && ne[1] > 1 && b.supports_mul_mat_weight(backend.device(), t.ty(), ne[0], ne[1]) =>
+            {
                 packed.push((source, t))
             }
+            _ if !is_gathered => copied.push((source, t)),
             _ => mapped.push((source.clone(), t)),
         }
+    }
+    let copy_bytes = copied.iter().map(|(_, t)| t.nbytes()).sum::<usize>();
+    if !copy_weights(opts, &backend.device(), copy_bytes) {
+        mapped.extend(copied.drain(..).map(|(s, t)| (s.clone(), t)));
     }
     let sources: Vec<_> = mapped.iter().map(|(s, _)| s.clone()).collect();
     let tensors: Vec<_> = mapped.iter().map(|(_, t)| *t).collect();
@@ -460,18 +503,62 @@ fn load_mapped(
         let info = g.tensor(&sources[i]).ok_or_else(|| Error::MissingTensor { name: sources[i].clone() })?;
         Ok(g.tensor_data(info)?)
     })?;
+    // The copy is what runs from now on: the file's pages are given back, so the weights are
+    // resident once, not twice. (A mapped tensor sharing a page, or get_rows on the tied
+    // embedding, faults what it needs back in.) Plain copies go piece by piece, each piece's
+    // pages given back before the next is read, so that the peak is the copies plus one
+    // piece, not plus the largest tensor (the 270M's 170 MiB output projection).
+    const PIECE: usize = 8 << 20;
+    if !copied.is_empty() {
+        let list: Vec<_> = copied.iter().map(|(_, t)| *t).collect();
+        wctx.alloc_tensors_listed(backend.device().buffer_type()?, &list)?;
+        for (source, t) in &copied {
+            let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor { name: source.to_string() })?;
+            let data = gguf.tensor_data(info)?;
+            for (i, piece) in data.chunks(PIECE).enumerate() {
+                t.set_bytes_at(i * PIECE, piece)?;
+                let start = (i * PIECE) as u64;
+                gguf.release_tensor_data_part(info, start..start + piece.len() as u64);
+            }
+        }
+    }
     if let (Some(b), false) = (repack, packed.is_empty()) {
+        // The repacking buffer takes each tensor whole.
         wctx.alloc_tensors_in(b)?;
         for (source, t) in &packed {
             let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor { name: source.to_string() })?;
             t.set_bytes(gguf.tensor_data(info)?)?;
-            // The repacked copy is what runs from now on: give the file's pages back, so the
-            // weights are resident once, not twice. (A mapped tensor sharing a page, or
-            // get_rows on the tied embedding, faults what it needs back in.)
             gguf.release_tensor_data(info);
         }
     }
-    Ok((packed.len(), packed.iter().map(|(_, t)| t.nbytes()).sum()))
+    Ok(Placed {
+        repacked: packed.len(),
+        repacked_bytes: packed.iter().map(|(_, t)| t.nbytes()).sum(),
+        copied: copied.len(),
+        copied_bytes: copied.iter().map(|(_, t)| t.nbytes()).sum(),
+    })
+}
+
+/// Whether the CPU's weights that are not repacked are copied into memory backed by 2 MiB
+/// pages instead of running from the mapped file. A decode step streams every weight once;
+/// with the file's 4 KiB pages each 4 KiB costs a TLB entry, and in a virtual machine a
+/// miss costs a walk of two page tables. Measured on a 2-core AMD EPYC VM (README, "Speed"):
+/// one core read 178 MiB at 12–15 GB/s from 4 KiB pages and 27–28 GB/s from 2 MiB pages.
+/// The bytes, hence the results, are the same. Not when `--mmap` asks for the file's pages,
+/// off Linux, where transparent huge pages are off (`/sys/kernel/mm/transparent_hugepage/
+/// enabled` says `[never]`: the copy would gain nothing), or when the copies would not fit
+/// in the memory the CPU device has free (`MemAvailable`, [`Device::memory`]), less an eighth:
+/// a model larger than memory still runs from the file.
+fn copy_weights(opts: &LoadOptions, cpu: &Device, bytes: usize) -> bool {
+    if opts.mmap || !cfg!(target_os = "linux") || bytes == 0 {
+        return false;
+    }
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if thp.contains("[never]") || thp.is_empty() {
+        return false;
+    }
+    let (available, _) = cpu.memory();
+    bytes <= available - available / 8
 }
 
 /// The device for `opts`, if any: the named one (none when it is the CPU), or with

@@ -307,6 +307,49 @@ impl Context {
         Ok(())
     }
 
+    /// Allocates `tensors` (none of them allocated yet), in order, in one new buffer of type
+    /// `buft`, each at the buffer type's alignment; the context's other tensors are left as
+    /// they are. Host memory of the CPU device is advised onto huge pages first (see
+    /// `advise_huge_pages`). Data is written afterwards with [`Tensor::set_bytes`].
+    pub fn alloc_tensors_listed(&self, buft: super::backend::BufferType, tensors: &[Tensor<'_>]) -> Result<()> {
+        if tensors.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: a static buffer type; pure size queries on live tensors of this context.
+        let align = unsafe { sys::ggml_backend_buft_get_alignment(buft.as_ptr()) }.max(1);
+        // One alignment of slack for where the buffer's base falls (ggml_tallocr_new pads it).
+        let mut size = align;
+        for t in tensors {
+            if t.is_allocated() {
+                return Err(Error::OutOfRange { what: "tensor", value: t.name(), why: "is already allocated" });
+            }
+            // SAFETY: as above.
+            let s = unsafe { sys::ggml_backend_buft_get_alloc_size(buft.as_ptr(), t.as_ptr()) };
+            size = s.checked_next_multiple_of(align).and_then(|s| size.checked_add(s)).ok_or(Error::OutOfRange {
+                what: "buffer size",
+                value: t.name(),
+                why: "overflows usize",
+            })?;
+        }
+        // SAFETY: a static buffer type; null (out of memory) is checked.
+        let p = unsafe { sys::ggml_backend_buft_alloc_buffer(buft.as_ptr(), size) };
+        let buf = RawBuffer::from_ptr(p).ok_or(Error::Null("ggml_backend_buft_alloc_buffer"))?;
+        advise_huge_pages(&buf, buft);
+        // SAFETY: a live buffer; the allocator only records offsets into it.
+        let mut talloc = unsafe { sys::ggml_tallocr_new(buf.as_ptr()) };
+        for t in tensors {
+            // SAFETY: the buffer holds every tensor's padded size plus one alignment (summed
+            // above with the same sizes ggml_tallocr_alloc pads), so it never runs out (which
+            // would abort); each tensor is unallocated (checked above).
+            let status = unsafe { sys::ggml_tallocr_alloc(&mut talloc, t.as_ptr()) };
+            if status != sys::GGML_STATUS_SUCCESS {
+                return Err(Error::Compute { backend: "CPU (weights buffer)".into(), status });
+            }
+        }
+        self.buffers.borrow_mut().push(buf);
+        Ok(())
+    }
+
     /// Marks every buffer of this context as holding weights
     /// (`GGML_BACKEND_BUFFER_USAGE_WEIGHTS`): ggml's scheduler runs an op where its weights
     /// are, and lets a device take ops whose weights are in host memory.
@@ -477,6 +520,23 @@ impl<'ctx> Tensor<'ctx> {
         self.check_io(data.len())?;
         // SAFETY: allocated, contiguous, sizes equal (checked above).
         unsafe { sys::ggml_backend_tensor_set(self.as_ptr(), data.as_ptr().cast(), 0, data.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` into the tensor's backend memory at byte `offset` (a part of the tensor:
+    /// `offset + data.len() <= nbytes()`). For buffers that take a tensor only whole (the
+    /// CPU's repacking one), use [`set_bytes`](Self::set_bytes).
+    pub fn set_bytes_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check_io(self.nbytes())?;
+        if offset.checked_add(data.len()).is_none_or(|end| end > self.nbytes()) {
+            return Err(Error::Length {
+                what: format!("data of tensor {:?} at offset {offset}", self.name()),
+                expected: self.nbytes().saturating_sub(offset),
+                actual: data.len(),
+            });
+        }
+        // SAFETY: allocated and contiguous (checked above); the range lies inside the tensor.
+        unsafe { sys::ggml_backend_tensor_set(self.as_ptr(), data.as_ptr().cast(), offset, data.len()) };
         Ok(())
     }
 
@@ -872,8 +932,16 @@ fn advise_huge_pages(buf: &RawBuffer, buft: super::backend::BufferType) {
         // and size are read.
         let (host, base, size) = unsafe {
             let dev = sys::ggml_backend_buft_get_device(buft.as_ptr());
+            // ggml's plain CPU buffer type has no device (ggml-backend.cpp,
+            // ggml_backend_cpu_buffer_type: `.device = NULL`, marked FIXME there); it is host
+            // memory.
+            let cpu = if dev.is_null() {
+                sys::ggml_backend_buft_is_host(buft.as_ptr())
+            } else {
+                sys::ggml_backend_dev_type(dev) == sys::GGML_BACKEND_DEVICE_TYPE_CPU
+            };
             (
-                !dev.is_null() && sys::ggml_backend_dev_type(dev) == sys::GGML_BACKEND_DEVICE_TYPE_CPU,
+                cpu,
                 sys::ggml_backend_buffer_get_base(buf.as_ptr()) as usize,
                 sys::ggml_backend_buffer_get_size(buf.as_ptr()),
             )

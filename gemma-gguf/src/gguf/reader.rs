@@ -8,6 +8,7 @@ use super::types::{GgmlType, GgufValueType};
 use super::value::{GgufArray, GgufValue, ValueKind};
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// One tensor's entry in the header.
@@ -234,10 +235,18 @@ impl GgufFile {
     /// [`MappedFile::release`](super::MappedFile::release)): a one-pass reader calls it
     /// after each tensor so that the resident set stays one tensor wide.
     pub fn release_tensor_data(&self, info: &TensorInfo) {
+        self.release_tensor_data_part(info, 0..info.n_bytes);
+    }
+
+    /// [`release_tensor_data`](Self::release_tensor_data) for the bytes `part` of `info`'s data
+    /// only (clamped to it): a reader copying a large tensor piece by piece gives each piece's
+    /// pages back as it goes, so the file's pages and the copy are never both resident.
+    pub fn release_tensor_data_part(&self, info: &TensorInfo, part: Range<u64>) {
         let Some(shard) = self.shards.get(info.shard) else { return };
         if let Storage::Mapped(map) = &shard.storage {
-            let start = shard.data_offset.saturating_add(info.offset);
-            let end = start.saturating_add(info.n_bytes);
+            let base = shard.data_offset.saturating_add(info.offset);
+            let start = base.saturating_add(part.start.min(info.n_bytes));
+            let end = base.saturating_add(part.end.min(info.n_bytes));
             if let (Ok(start), Ok(end)) = (usize::try_from(start), usize::try_from(end)) {
                 super::mapped::release_pages(map, start..end);
             }
