@@ -259,7 +259,6 @@ impl Arch {
         }
     }
 
-    /// The output projection and `token_embd`, to give a tied projection its own tensor.
     /// The output projection (the token embedding itself when tied and not duplicated).
     fn output(&self) -> TensorId {
         match self {
@@ -271,6 +270,7 @@ impl Arch {
         }
     }
 
+    /// The output projection and `token_embd`, to give a tied projection its own tensor.
     fn output_mut(&mut self) -> (&mut TensorId, TensorId) {
         match self {
             Arch::Gemma { weights: w, .. } => (&mut w.output, w.token_embd),
