@@ -481,14 +481,14 @@ fn load_mapped(
         // output projection is a duplicate of it): repacked layouts do not serve get_rows,
         // and a copy would make resident what a prompt never reads. A tied token_embd that is
         // also the output is read whole at every step, so it is copied.
-        let is_gathered = gathered.contains(id) && *id != output;
+        let gathered_only = gathered.contains(id) && *id != output;
         match repack {
             Some(b)
-                if !is_gathered && ne[1] > 1 && b.supports_mul_mat_weight(backend.device(), t.ty(), ne[0], ne[1]) =>
+                if !gathered_only && ne[1] > 1 && b.supports_mul_mat_weight(backend.device(), t.ty(), ne[0], ne[1]) =>
             {
                 packed.push((source, t))
             }
-            _ if !is_gathered => copied.push((source, t)),
+            _ if !gathered_only => copied.push((source, t)),
             _ => mapped.push((source.clone(), t)),
         }
     }
@@ -509,11 +509,12 @@ fn load_mapped(
     // pages given back before the next is read, so that the peak is the copies plus one
     // piece, not plus the largest tensor (the 270M's 170 MiB output projection).
     const PIECE: usize = 8 << 20;
+    let info_of = |source: &str| gguf.tensor(source).ok_or_else(|| Error::MissingTensor { name: source.to_string() });
     if !copied.is_empty() {
         let list: Vec<_> = copied.iter().map(|(_, t)| *t).collect();
         wctx.alloc_tensors_listed(backend.device().buffer_type()?, &list)?;
         for (source, t) in &copied {
-            let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor { name: source.to_string() })?;
+            let info = info_of(source)?;
             let data = gguf.tensor_data(info)?;
             for (i, piece) in data.chunks(PIECE).enumerate() {
                 t.set_bytes_at(i * PIECE, piece)?;
@@ -526,7 +527,7 @@ fn load_mapped(
         // The repacking buffer takes each tensor whole.
         wctx.alloc_tensors_in(b)?;
         for (source, t) in &packed {
-            let info = gguf.tensor(source).ok_or_else(|| Error::MissingTensor { name: source.to_string() })?;
+            let info = info_of(source)?;
             t.set_bytes(gguf.tensor_data(info)?)?;
             gguf.release_tensor_data(info);
         }

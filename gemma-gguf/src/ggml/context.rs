@@ -310,7 +310,7 @@ impl Context {
     /// Allocates `tensors` (none of them allocated yet), in order, in one new buffer of type
     /// `buft`, each at the buffer type's alignment; the context's other tensors are left as
     /// they are. Host memory of the CPU device is advised onto huge pages first (see
-    /// `advise_huge_pages`). Data is written afterwards with [`Tensor::set_bytes`].
+    /// `advise_huge_pages`). Data is written afterwards with [`Tensor::set_bytes`] or [`Tensor::set_bytes_at`].
     pub fn alloc_tensors_listed(&self, buft: super::backend::BufferType, tensors: &[Tensor<'_>]) -> Result<()> {
         if tensors.is_empty() {
             return Ok(());
@@ -527,6 +527,8 @@ impl<'ctx> Tensor<'ctx> {
     /// `offset + data.len() <= nbytes()`). For buffers that take a tensor only whole (the
     /// CPU's repacking one), use [`set_bytes`](Self::set_bytes).
     pub fn set_bytes_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+        // Allocated and contiguous (check_io's length test is trivially met here; the range
+        // is checked next).
         self.check_io(self.nbytes())?;
         if offset.checked_add(data.len()).is_none_or(|end| end > self.nbytes()) {
             return Err(Error::Length {
