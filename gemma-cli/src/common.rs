@@ -285,7 +285,7 @@ impl MemoryBaseline {
             // The file's pages of repacked and copied tensors are given back at load
             // (model.rs), so the mapping keeps the file less those bytes resident.
             weights_mapped: if model.weights_mapped() {
-                model.gguf().file_len().saturating_sub((model.repacked_bytes() + model.copied_bytes()) as u64)
+                model.gguf().file_len().saturating_sub((model.repacked_bytes() + model.copied_file_bytes()) as u64)
             } else {
                 0
             },
@@ -303,6 +303,11 @@ impl MemoryBaseline {
 fn placement(model: &Model) -> String {
     let n_layer = model.dims().n_layer as usize;
     match model.offload() {
+        None if model.widened_weights() > 0 => format!(
+            "{} tensors copied onto 2 MiB pages ({} of them q5_0 held as q8_0), the rest mapped from the file",
+            model.copied_weights(),
+            model.widened_weights()
+        ),
         None if model.copied_weights() > 0 => {
             format!("{} tensors copied onto 2 MiB pages, the rest mapped from the file", model.copied_weights())
         }

@@ -2,7 +2,12 @@
 //! repacked and not only gathered by row are copied onto memory advised for 2 MiB pages, the
 //! file's pages under them given back; `LoadOptions::mmap` (`--mmap`) keeps them mapped.
 //! The copies are the same bytes, so the logits must be bit-identical either way, on the
-//! real 270M file (its 170 MiB q8_0 output projection is one of the copies).
+//! real 270M file (its 170 MiB q8_0 output projection is one of the copies). On x86-64 the
+//! file's 81 q5_0 matrices (attn_q, attn_k, ffn_gate, ffn_up, half the attn_v) are copied widened to
+//! q8_0, the same values in wider blocks; ggml's x86 kernel takes both types through the same
+//! arithmetic, so the logits must still be bit-identical, for the prompt's batched products
+//! and for the one-token steps.
+use gemma_gguf::gguf::GgmlType;
 use gemma_gguf::model::{LoadOptions, Model};
 use gemma_gguf::session::{Outputs, Session, SessionOptions};
 
@@ -42,9 +47,12 @@ fn copied_weights_give_the_mapped_files_logits() {
     let huge_after = anon_huge_kb();
     let mapped = Model::load(&path, &opts(true)).expect("load, mapped");
     println!(
-        "default: {} tensors ({:.1} MiB) copied, {} repacked; --mmap: {} copied; AnonHugePages {:?} -> {:?} kB",
+        "default: {} tensors ({:.1} MiB, {:.1} MiB in the file) copied, {} q5_0 as q8_0, {} repacked; \
+         --mmap: {} copied; AnonHugePages {:?} -> {:?} kB",
         copied.copied_weights(),
         copied.copied_bytes() as f64 / 1048576.0,
+        copied.copied_file_bytes() as f64 / 1048576.0,
+        copied.widened_weights(),
         copied.repacked_weights(),
         mapped.copied_weights(),
         huge_before,
@@ -56,6 +64,16 @@ fn copied_weights_give_the_mapped_files_logits() {
     if thp_usable {
         // Every matrix that is not repacked, the output projection among them.
         assert!(copied.copied_bytes() > 170 << 20, "the output projection (170 MiB) is copied");
+        if cfg!(target_arch = "x86_64") {
+            // Every q5_0 matrix (where ggml has llamafile's kernels, as every x86-64 build of
+            // ours does).
+            let q5_0: Vec<_> = mapped.gguf().tensors().iter().filter(|t| t.ggml_type == GgmlType::Q5_0).collect();
+            assert!(q5_0.len() >= 72, "the 270M's q5_0 matrices (attn_q/k, ffn_gate/up, half the attn_v)");
+            assert_eq!(copied.widened_weights(), q5_0.len(), "the q5_0 matrices are widened");
+            // A 22-byte q5_0 block becomes a 34-byte q8_0 block.
+            let q5_0_bytes: u64 = q5_0.iter().map(|t| t.n_bytes).sum();
+            assert_eq!((copied.copied_bytes() - copied.copied_file_bytes()) as u64, q5_0_bytes / 22 * 12);
+        }
         // Huge pages are a request; a fragmented machine may give fewer, so only print them.
     } else {
         assert_eq!(copied.copied_weights(), 0, "no copies without transparent huge pages");

@@ -332,9 +332,15 @@ impl<'s> Pass<'s, '_> {
         self.ctx.mul(y, self.wctx.tensor(w)?)?.set_name(&format!("{name}-{il}"))
     }
 
-    /// `w · x`: `[ne0(w), …]` rows of `w` dotted with the columns of `x`.
+    /// `w · x`: `[ne0(w), …]` rows of `w` dotted with the columns of `x`. A Q8_0 weight in
+    /// the CPU's memory times one column (a decode step) takes the prefetching kernel of
+    /// `ggml/gemv.rs`, which gives ggml's results bit for bit.
     pub fn mm(&self, w: TensorId, x: Tensor<'s>) -> Result<Tensor<'s>> {
-        self.ctx.mul_mat(self.wctx.tensor(w)?, x)
+        let w = self.wctx.tensor(w)?;
+        match self.ctx.mul_mat_q8_0_column(w, x)? {
+            Some(y) => Ok(y),
+            None => self.ctx.mul_mat(w, x),
+        }
     }
 
     /// x = token_embd[tokens] · √n_embd: `[n_embd, n_tokens]`.

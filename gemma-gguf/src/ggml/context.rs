@@ -483,6 +483,39 @@ impl<'ctx> Tensor<'ctx> {
         self
     }
 
+    /// Changes the element type of a tensor that has no memory yet (declared in a context
+    /// without data, not a view), with the strides `ggml_new_tensor` gives a new tensor of
+    /// that type and shape. The row length must be a whole number of `ty`'s blocks. Used at
+    /// load to hold a weight in a wider type than the file's (`quant::widen_q5_0_to_q8_0`).
+    pub(crate) fn retype(&self, ty: Type) -> Result<()> {
+        let t = self.raw();
+        if self.is_allocated() || !t.data.is_null() || !t.view_src.is_null() {
+            return Err(Error::OutOfRange {
+                what: "tensor",
+                value: self.name(),
+                why: "has memory already or is a view",
+            });
+        }
+        let ne = self.ne();
+        check_dims(ty, &ne)?;
+        let mut nb = [0usize; 4];
+        nb[0] = ty.type_size();
+        nb[1] = ty.row_size(ne[0])?;
+        for i in 2..4 {
+            // No overflow: check_dims bounded the whole size.
+            nb[i] = nb[i - 1] * ne[i - 1] as usize;
+        }
+        // SAFETY: the tensor object lives in its context's pool for 'ctx and has no data or
+        // view that its type and strides describe (checked above); nothing reads it meanwhile
+        // (the context is single-threaded: it is not Sync).
+        unsafe {
+            let p = self.as_ptr();
+            (*p).type_ = ty.raw();
+            (*p).nb = nb;
+        }
+        Ok(())
+    }
+
     pub(crate) fn is_allocated(&self) -> bool {
         let t = self.raw();
         !t.buffer.is_null()

@@ -14,6 +14,7 @@
 
 mod backend;
 mod context;
+mod gemv;
 mod ops;
 mod quant;
 mod reference;
@@ -26,7 +27,7 @@ mod vision_ops;
 
 pub use backend::{Backend, BufferType, Device, DeviceKind};
 pub use context::{Context, Graph, GraphId, Rope, Tensor, TensorId};
-pub use quant::{can_quantize, dequantize_rows, quantize_rows};
+pub use quant::{can_quantize, dequantize_rows, q5_0_widened_len, quantize_rows, widen_q5_0_to_q8_0};
 pub use reference::{ggml_gguf_parse, set_logging};
 pub use sched::Scheduler;
 pub use system::{backend_features, build_info, default_threads, ggml_version, BackendFeature, BuildInfo};
