@@ -12,7 +12,7 @@ import sys
 from collections import defaultdict
 
 RULES = [
-    ("mul_mat q8_0 (output projection, attn_v)", ["vec_dot_q8_0", "gemv_q8_0", "gemm_q8_0"]),
+    ("mul_mat q8_0 (output projection, attn_v; widened q5_0 on x86-64)", ["vec_dot_q8_0", "gemv_q8_0", "gemm_q8_0", "ggml::gemv::"]),
     ("mul_mat q5_0 (attn_q/k, ffn_gate/up)", ["vec_dot_q5_0"]),
     ("mul_mat q4_K (attn_output)", ["vec_dot_q4_K", "gemv_q4_K", "gemm_q4_K"]),
     ("mul_mat q6_K (ffn_down)", ["vec_dot_q6_K"]),

@@ -21,12 +21,13 @@
 //! −127..=127, so a pair of products is at most 2·128·127 = 32 512). Used only where ggml takes
 //! that branch too: its CPU backend reports AVX2, FMA and F16C (`usable`).
 use super::context::{Context, Tensor};
-use super::{sys, system, Device, Result, Type};
+use super::{sys, Result, Type};
 use std::ffi::{c_int, c_void};
 use std::sync::OnceLock;
 
 /// Bytes of a Q8_0 block (ggml-common.h `block_q8_0`: an f16 scale, 32 signed bytes).
 const BLOCK: usize = 34;
+#[cfg(target_arch = "x86_64")]
 /// How far ahead of the block being multiplied its row's bytes are asked for (measured on the
 /// 270M's output projection: 1 KiB gave 22 ms a token, 2.7–4 KiB 18 ms, 8 KiB 16–17 ms).
 const PREFETCH: usize = 8192;
@@ -40,21 +41,25 @@ const ROW_GRAIN: usize = 16;
 pub(crate) fn usable() -> bool {
     static USABLE: OnceLock<bool> = OnceLock::new();
     *USABLE.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let cpu = std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c");
-            let Ok(device) = Device::cpu() else { return false };
-            let features = system::backend_features(device);
-            let has = |name: &str| features.iter().any(|f| f.name == name && f.value == "1");
-            // SAFETY: a static table entry of a valid type.
-            let quantiser = unsafe { (*sys::ggml_get_type_traits_cpu(sys::GGML_TYPE_Q8_0)).from_float.is_some() };
-            cpu && has("AVX2") && has("FMA") && has("F16C") && quantiser
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
+        let Ok(device) = super::Device::cpu() else { return false };
+        let features = super::system::backend_features(device);
+        let has = |name: &str| features.iter().any(|f| f.name == name && f.value == "1");
+        // SAFETY: a static table entry of a valid type.
+        let quantiser = unsafe { (*sys::ggml_get_type_traits_cpu(sys::GGML_TYPE_Q8_0)).from_float.is_some() };
+        cpu_has_avx2_fma_f16c() && has("AVX2") && has("FMA") && has("F16C") && quantiser
     })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_avx2_fma_f16c() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_has_avx2_fma_f16c() -> bool {
+    false
 }
 
 impl Context {
