@@ -10,6 +10,7 @@ order; prints each tool's median and the ratio ours / llama.cpp.
 Usage (from the workspace root):
     .venv/bin/python scripts/rss_vs_llama.py MODEL.gguf [-c 4096] [-n 16] [-t 2] [-r 3]
         [--gemma target/release/gemma] [--llama target/llama-ref/build/bin/llama-completion]
+        [--gemma-args=--no-widen]
 """
 import argparse
 import os
@@ -50,10 +51,11 @@ def main():
     ap.add_argument("-r", type=int, default=3)
     ap.add_argument("--gemma", default="target/release/gemma")
     ap.add_argument("--llama", default="target/llama-ref/build/bin/llama-completion")
+    ap.add_argument("--gemma-args", default="", help="more arguments for `gemma run`, e.g. \"--no-widen\"")
     a = ap.parse_args()
     common = ["-m", a.model, "-c", a.c, "-n", a.n, "-t", a.t, "-p", PROMPT, "--temp", "0"]
     tools = {
-        "ours": [a.gemma, "run"] + common,
+        "ours": [a.gemma, "run"] + common + a.gemma_args.split(),
         # -no-cnv: a plain completion, not the chat loop; --no-warmup: no extra empty run.
         "llama.cpp": [a.llama] + common + ["-no-cnv", "--no-warmup"],
     }
@@ -63,7 +65,7 @@ def main():
         for who in order:
             got[who].append(peak_rss_mib(tools[who]))
     med = {k: statistics.median(v) for k, v in got.items()}
-    print(f"model {a.model}, -c {a.c}, -n {a.n}, -t {a.t}, {a.r} rounds")
+    print(f"model {a.model}, -c {a.c}, -n {a.n}, -t {a.t}, {a.r} rounds{', ours with ' + a.gemma_args if a.gemma_args else ''}")
     for k, v in got.items():
         print(f"  {k:9} peak RSS median {med[k]:8.1f} MiB  (runs: {', '.join(f'{x:.1f}' for x in v)})")
     print(f"  ratio ours / llama.cpp: {med['ours'] / med['llama.cpp']:.3f}")

@@ -73,6 +73,9 @@ pub struct Args {
     /// default) instead of copies on 2 MiB pages (`gemma run --help`).
     #[arg(long = "mmap")]
     pub mmap: bool,
+    /// Keep the file's q5_0 matrices as q5_0 instead of q8_0 copies (`gemma run --help`).
+    #[arg(long = "no-widen")]
+    pub no_widen: bool,
     /// The projector for the image test (needs --image).
     #[command(flatten)]
     pub mmproj: MmprojArgs,
@@ -107,6 +110,8 @@ struct TestResult {
     no_repack: bool,
     /// Weights run from the mapped file's pages (`--mmap`) rather than copies on 2 MiB pages.
     mmap: bool,
+    /// The file's q5_0 matrices kept as q5_0 (`--no-widen`).
+    no_widen: bool,
     n_prompt: u32,
     n_gen: u32,
     samples_ns: Vec<u64>,
@@ -165,6 +170,7 @@ pub fn run(args: Args) -> Result<()> {
         cache_type: args.cache_type.clone(),
         no_repack: args.no_repack,
         mmap: args.mmap,
+        no_widen: args.no_widen,
     };
     margs.session_options()?;
     let model = margs.load()?;
@@ -335,6 +341,7 @@ fn run_test(
         type_k: opts.kv_type.name().to_string(),
         no_repack: args.no_repack,
         mmap: args.mmap,
+        no_widen: args.no_widen,
         n_prompt,
         n_gen,
         avg_ns: mean(&ns_f) as u64,

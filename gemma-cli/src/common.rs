@@ -47,6 +47,12 @@ pub struct ModelArgs {
     /// in the available memory stays mapped either way.
     #[arg(long = "mmap")]
     pub mmap: bool,
+    /// Keep the file's q5_0 matrices as q5_0. Without it, on x86-64, the copies above hold
+    /// them as q8_0: the same values, so the same results bit for bit, with prompts about 10%
+    /// faster, and 12/22 more memory for those matrices (+23 MiB on Gemma 3 270M Q4_K_M,
+    /// +163 MiB on a 1B).
+    #[arg(long = "no-widen")]
+    pub no_widen: bool,
 }
 
 impl ModelArgs {
@@ -57,6 +63,7 @@ impl ModelArgs {
             threads: self.threads,
             no_repack: self.no_repack,
             mmap: self.mmap,
+            no_widen: self.no_widen,
             gpu_layers: self.gpu_layers,
             ..LoadOptions::default()
         }

@@ -73,6 +73,13 @@ fn copied_weights_give_the_mapped_files_logits() {
             // A 22-byte q5_0 block becomes a 34-byte q8_0 block.
             let q5_0_bytes: u64 = q5_0.iter().map(|t| t.n_bytes).sum();
             assert_eq!((copied.copied_bytes() - copied.copied_file_bytes()) as u64, q5_0_bytes / 22 * 12);
+            // `--no-widen` copies them as they are.
+            let kept = Model::load(&path, &LoadOptions { no_widen: true, ..opts(false) }).expect("load, --no-widen");
+            assert_eq!(kept.widened_weights(), 0);
+            assert_eq!(
+                (kept.copied_weights(), kept.copied_bytes()),
+                (copied.copied_weights(), copied.copied_file_bytes())
+            );
         }
         // Huge pages are a request; a fragmented machine may give fewer, so only print them.
     } else {
