@@ -590,21 +590,25 @@ fn load_mapped(
     })
 }
 
-/// Whether Q5_0 matrices copied at load are held as Q8_0 ([`widen_q5_0_to_q8_0`](crate::ggml::widen_q5_0_to_q8_0)):
-/// on x86-64 when ggml's CPU backend has llamafile's kernels (features `LLAMAFILE` and `AVX`),
-/// which multiply both types by the same code and so give the same results bit for bit, the
-/// 8-bit blocks faster. Gemma's Q4_K_M files have Q5_0 where a row is not a whole number of
-/// K-quant blocks (the 270M's 640, the 1B's 1152): attn_q, attn_k, ffn_gate, ffn_up and half the attn_v.
-/// Measured on the 270M (README, "Speed"): prompt processing about 10% faster, generation not
-/// slower, 23 MiB more memory. Not on Arm, where llamafile has a Q8_0 kernel but no Q5_0 one, so
-/// the two types would take different code and round differently.
+/// Whether Q5_0 matrices copied at load are held as Q8_0
+/// ([`widen_q5_0_to_q8_0`](crate::ggml::widen_q5_0_to_q8_0)): on x86-64 when ggml's CPU backend
+/// has llamafile's kernels and AVX2 (its features `LLAMAFILE`, `AVX2`). A prompt's batch then
+/// goes through llamafile's `tinyBLAS_Q0_AVX`, one template for both types, and a one-token
+/// step through the `__AVX2__` branches of ggml's dot products (or `ggml/gemv.rs`, which
+/// reproduces the Q8_0 one), which take the same steps for both; so the results are the same
+/// bit for bit, and the 8-bit blocks are faster to load. Gemma's Q4_K_M files have Q5_0 where
+/// a row is not a whole number of K-quant blocks (the 270M's 640, the 1B's 1152): attn_q,
+/// attn_k, ffn_gate, ffn_up and half the attn_v. Measured (README, "Speed"): prompts 7–16%
+/// faster; 12/22 more memory for those matrices (+23 MiB on the 270M, +163 MiB on a 1B, which
+/// `--no-widen` saves). Not on Arm, where llamafile has a Q8_0 kernel but no Q5_0 one, so the
+/// two types would take different code and round differently.
 fn widen_q5_0(backend: &Backend) -> bool {
     if !cfg!(target_arch = "x86_64") || !backend.is_cpu() {
         return false;
     }
     let features = crate::ggml::backend_features(backend.device());
     let has = |name: &str| features.iter().any(|f| f.name == name && f.value == "1");
-    has("LLAMAFILE") && has("AVX")
+    has("LLAMAFILE") && has("AVX2")
 }
 
 /// Whether the CPU's weights that are not repacked are copied into memory backed by 2 MiB

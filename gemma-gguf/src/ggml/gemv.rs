@@ -65,7 +65,7 @@ fn cpu_has_avx2_fma_f16c() -> bool {
 impl Context {
     /// `mul_mat(w, x)` for a Q8_0 matrix `w` `[k, m]` in host memory and one f32 column `x`
     /// `[k]`: `[m]`, computed by this module's kernel on the CPU (a ggml custom op), or `None`
-    /// where that does not apply (another type or shape, `w` on a device, or not [`usable`]),
+    /// where that does not apply (another type or shape, `w` on a device, or not `usable()`),
     /// for the caller to use [`mul_mat`](Self::mul_mat).
     pub fn mul_mat_q8_0_column<'s>(&'s self, w: Tensor<'s>, x: Tensor<'s>) -> Result<Option<Tensor<'s>>> {
         let (nw, nx) = (w.ne(), x.ne());
