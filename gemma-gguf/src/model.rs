@@ -554,9 +554,9 @@ fn load_mapped(
         for (source, t) in &copied {
             let info = info_of(source)?;
             let data = gguf.tensor_data(info)?;
-            let widened = widened.contains(&source.as_str());
-            for (i, piece) in data.chunks(if widened { WIDE_PIECE } else { PIECE }).enumerate() {
-                if widened {
+            let is_widened = widened.contains(&source.as_str());
+            for (i, piece) in data.chunks(if is_widened { WIDE_PIECE } else { PIECE }).enumerate() {
+                if is_widened {
                     wide.clear();
                     crate::ggml::widen_q5_0_to_q8_0(piece, &mut wide)?;
                     t.set_bytes_at(crate::ggml::q5_0_widened_len(i * WIDE_PIECE), &wide)?;

@@ -25,8 +25,8 @@ use super::{sys, Result, Type};
 use std::ffi::{c_int, c_void};
 use std::sync::OnceLock;
 
-/// Bytes of a Q8_0 block (ggml-common.h `block_q8_0`: an f16 scale, 32 signed bytes).
-const BLOCK: usize = 34;
+// Bytes of a Q8_0 block (ggml-common.h `block_q8_0`: an f16 scale, 32 signed bytes).
+use super::quant::Q8_0_BLOCK as BLOCK;
 #[cfg(target_arch = "x86_64")]
 /// How far ahead of the block being multiplied its row's bytes are asked for (measured on the
 /// 270M's output projection: 1 KiB gave 22 ms a token, 2.7–4 KiB 18 ms, 8 KiB 16–17 ms).

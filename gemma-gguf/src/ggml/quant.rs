@@ -108,7 +108,7 @@ pub fn dequantize_rows(ty: Type, src: &[u8], n_per_row: usize) -> Result<Vec<f32
 /// low nibbles (value `j` in the low nibble of byte `j`, value `j + 16` in its high one), for
 /// Q8_0 the 32 values as signed bytes.
 const Q5_0_BLOCK: usize = 22;
-const Q8_0_BLOCK: usize = 34;
+pub(crate) const Q8_0_BLOCK: usize = 34;
 
 /// Bytes of Q8_0 that [`widen_q5_0_to_q8_0`] makes of `q5_0_bytes` bytes of Q5_0.
 pub fn q5_0_widened_len(q5_0_bytes: usize) -> usize {
